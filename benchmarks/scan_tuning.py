@@ -14,7 +14,7 @@ import torch
 import triton
 
 from seqmamba.kernels import selective_scan
-from seqmamba.kernels.selective_scan import triton_fwd
+from seqmamba.kernels.selective_scan import triton_bwd, triton_fwd
 
 SHAPES = ((8, 1536, 2048, 16), (8, 4096, 2048, 16), (4, 1536, 16384, 16), (1, 1536, 131072, 16))
 
@@ -63,12 +63,39 @@ def forward_variants(x: dict, configs: list[triton_fwd.FwdConfig]) -> list[tuple
     return rows
 
 
+def backward_variants(x: dict, configs: list[triton_bwd.BwdConfig | None]) -> list[tuple[str, float, float]]:
+    """Times the backward kernel alone (from one forward's saved states) per launch shape;
+    error of each gradient set against the first config's."""
+    save_every = 64
+    _, _, states = triton_fwd.scan_fwd(
+        x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True, None, save_every=save_every
+    )
+    dout = torch.randn_like(x["u"])
+    dfinal = torch.randn(x["u"].shape[0], x["u"].shape[1], x["A"].shape[1], device=x["u"].device)
+    rows, first = [], None
+    for cfg in configs:
+        def run(cfg=cfg):
+            return triton_bwd.scan_bwd(
+                x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True,
+                states, save_every, dout, dfinal, config=cfg,
+            )
+        grads = run()
+        first = first if first is not None else grads
+        err = max(rel(g, f) for g, f in zip(grads, first) if g is not None)
+        name = "bwd auto" if cfg is None else f"bwd bd{cfg.block_d} T{cfg.chunk} w{cfg.num_warps}"
+        if cfg is not None and cfg.seg_len is not None:
+            name += f" S{cfg.seg_len}"
+        rows.append((name, bench(run), err))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shapes", nargs="*", default=[",".join(map(str, s)) for s in SHAPES])
     parser.add_argument("--backward", action="store_true")
     parser.add_argument("--n-contig", action="store_true", help="also time B and C laid out N-contiguous")
     parser.add_argument("--configs", default="auto,32x8x1,16x8x1", help="auto or BLOCKDxCHUNKxWARPS[xSEGLEN] (SEGLEN: steps per segment of a split L), comma-separated")
+    parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto or BLOCKDxCHUNKxWARPS[xSEGLEN]")
     args = parser.parse_args()
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
@@ -98,6 +125,10 @@ def main() -> None:
         xt = dict(x, B=x["B"].transpose(1, 2).contiguous().transpose(1, 2), C=x["C"].transpose(1, 2).contiguous().transpose(1, 2))
         for name, ms, out, final in forward_variants(xt, configs[:1]) if args.n_contig else ():
             table.append((shape, name + " BC n-contig", ms, rel(out, ref_out), rel(final, ref_final)))
+        if args.bwd_configs:
+            bwd_cfgs = [None if c == "auto" else triton_bwd.BwdConfig(*map(int, c.split("x"))) for c in args.bwd_configs.split(",")]
+            for name, ms, err in backward_variants(x, bwd_cfgs):
+                table.append((shape, name, ms, err, 0.0))
         if args.backward:
             xg = make_inputs(batch, dim, length, n_state, requires_grad=True)
             dout = torch.randn_like(xg["u"])

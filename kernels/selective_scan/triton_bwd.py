@@ -16,12 +16,13 @@ the result does not depend on the order of floating-point atomics. README.md has
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 import triton
 import triton.language as tl
 
-from .triton_common import LOG2E, load_f32, sigmoid, softplus
+from .triton_common import LOG2E, load_f32, sigmoid, softplus, split_length
 from .triton_fwd import bc_strides, group_ratio, n_groups
 
 
@@ -60,7 +61,8 @@ def _load_chunk_inputs(
 def _bwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr, dout_ptr, dfinal_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dinit_ptr, scratch_ptr,
-    L, N, DG, n_saved, B_ratio, C_ratio,
+    seg_q_ptr, seg_dt_ptr,
+    L, N, DG, n_saved, B_ratio, C_ratio, seg_intervals, n_seg,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
     s_A_d, s_A_n,
@@ -71,16 +73,26 @@ def _bwd_kernel(
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, SUBCHUNKS: tl.constexpr,
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_DFINAL: tl.constexpr,
+    HAS_DFINAL: tl.constexpr, FOLD: tl.constexpr,
 ):
-    pid_d = tl.program_id(0)
+    """Grid: (channel blocks x segments, groups, batch), segment-major as in the forward.
+
+    Segment seg covers saved intervals seg * seg_intervals .. (seg + 1) * seg_intervals - 1
+    (one segment when L is not split). With FOLD the gradient entering the segment from
+    later steps is first folded from the later segments' local adjoints (seg_q_ptr:
+    (batch, D, n_seg - 1, N), seg_dt_ptr: (batch, D, n_seg - 1), from _bwd_seg_kernel):
+    q <- exp(A sum dt_k) q + q_k for k = n_seg - 1 .. seg + 1, starting from dfinal.
+    """
+    n_dblk = tl.cdiv(DG, BLOCK_D)
+    pid_d = tl.program_id(0) % n_dblk
+    seg = tl.program_id(0) // n_dblk
     group = tl.program_id(1)
     batch = tl.program_id(2).to(tl.int64)
-    n_dblk = tl.num_programs(0)
     n_grid_groups = tl.num_programs(1)
+    n_batch = tl.num_programs(2)
     dim = DG * n_grid_groups
     slot = group * n_dblk + pid_d  # this program's row in the per-program partial sums
-    program = (batch * n_grid_groups + group) * n_dblk + pid_d
+    program = (batch * n_grid_groups + group) * tl.num_programs(0) + tl.program_id(0)
 
     d_in_group = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     d_mask = d_in_group < DG
@@ -109,9 +121,12 @@ def _bwd_kernel(
     dt_base = delta_ptr + batch * s_dt_b + d[None, :] * s_dt_d
     z_base = z_ptr + batch * s_z_b + d[None, :] * s_z_d
     do_base = dout_ptr + batch * s_do_b + d[None, :] * s_do_d
-    # du, ddelta, dz: contiguous (batch, D, L); per-(batch, channel) sums: (batch, D[, N]).
+    # du, ddelta, dz: contiguous (batch, D, L); per-(segment, batch, channel) sums:
+    # (n_seg, batch, D[, N]); the initial state's gradient: (batch, D, N).
     bdl_base = (batch * dim + d[None, :]) * L
     bdn_offs = (batch * dim + d[None, :]) * N + n[:, None]
+    sbd = (seg * n_batch + batch) * dim + d  # (BLOCK_D,)
+    sbdn_offs = sbd[None, :] * N + n[:, None]
     # Per-program sums over channels of input-dependent dB, dC: (programs per batch, batch, N, L).
     part_base = ((slot * tl.num_programs(2) + batch) * N + n[None, :]) * L
     state_base = states_ptr + ((batch * dim + d[None, :]) * n_saved) * N + n[:, None]
@@ -125,14 +140,23 @@ def _bwd_kernel(
         q = tl.load(dfinal_ptr + bdn_offs, mask=nd_mask, other=0.0).to(tl.float32)
     else:
         q = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    if FOLD:
+        seg_row = (batch * dim + d) * (n_seg - 1)  # (BLOCK_D,)
+        k = n_seg - 1
+        while k > seg:
+            dt_k = tl.load(seg_dt_ptr + seg_row + k - 1, mask=d_mask, other=0.0)
+            q_k = tl.load(seg_q_ptr + (seg_row[None, :] + k - 1) * N + n[:, None], mask=nd_mask, other=0.0)
+            q = tl.exp2(A2 * dt_k[None, :]) * q + q_k
+            k -= 1
     dA_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     dB_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     dC_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     dD_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
     dbias_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
 
-    interval = n_saved - 1
-    while interval >= 0:
+    first_interval = seg * seg_intervals
+    interval = tl.minimum(n_saved, first_interval + seg_intervals) - 1
+    while interval >= first_interval:
         t_start = interval * (SUBCHUNKS * CHUNK)
         n_sub = tl.minimum(SUBCHUNKS, tl.cdiv(L - t_start, CHUNK))
         # Pass 1: each chunk's start state, from the state saved before the interval.
@@ -272,34 +296,136 @@ def _bwd_kernel(
         tl.debug_barrier()  # the next interval overwrites the scratch read above
         interval -= 1
 
-    tl.store(dinit_ptr + bdn_offs, q, mask=nd_mask)
-    tl.store(dA_ptr + bdn_offs, dA_acc, mask=nd_mask)
+    tl.store(dinit_ptr + bdn_offs, q, mask=nd_mask & (seg == 0))
+    tl.store(dA_ptr + sbdn_offs, dA_acc, mask=nd_mask)
     if not B_VARYING:
-        tl.store(dB_ptr + bdn_offs, dB_acc, mask=nd_mask)
+        tl.store(dB_ptr + sbdn_offs, dB_acc, mask=nd_mask)
     if not C_VARYING:
-        tl.store(dC_ptr + bdn_offs, dC_acc, mask=nd_mask)
+        tl.store(dC_ptr + sbdn_offs, dC_acc, mask=nd_mask)
     if HAS_D:
-        tl.store(dD_ptr + batch * dim + d, dD_acc, mask=d_mask)
+        tl.store(dD_ptr + sbd, dD_acc, mask=d_mask)
     if HAS_BIAS:
-        tl.store(dbias_ptr + batch * dim + d, dbias_acc, mask=d_mask)
+        tl.store(dbias_ptr + sbd, dbias_acc, mask=d_mask)
+
+
+@triton.jit
+def _bwd_seg_kernel(
+    delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr, seg_q_ptr, seg_dt_ptr,
+    L, N, DG, C_ratio, seg_len, n_seg,
+    s_dt_b, s_dt_d, s_dt_l,
+    s_A_d, s_A_n,
+    s_C_b, s_C_g, s_C_n, s_C_l,
+    s_z_b, s_z_d, s_z_l,
+    s_do_b, s_do_d, s_do_l,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
+    C_VARYING: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+):
+    """First pass of a split backward. Grid: (channel blocks x (n_seg - 1), groups, batch).
+
+    Segment seg = 1 .. n_seg - 1 runs the adjoint recurrence g_t = q + C_t dy_t,
+    q <- exp(dt_t A) g_t backwards over its steps from q = 0, and stores the q reaching
+    its first step (seg_q_ptr: (batch, D, n_seg - 1, N) fp32) and its sum of dt
+    (seg_dt_ptr: (batch, D, n_seg - 1) fp32). dy needs only dout and z, not the states.
+    """
+    n_dblk = tl.cdiv(DG, BLOCK_D)
+    pid_d = tl.program_id(0) % n_dblk
+    seg = tl.program_id(0) // n_dblk + 1
+    group = tl.program_id(1)
+    batch = tl.program_id(2).to(tl.int64)
+    dim = DG * tl.num_programs(1)
+
+    d_in_group = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_mask = d_in_group < DG
+    d = (group * DG + d_in_group).to(tl.int64)
+    n = tl.arange(0, BLOCK_N)
+    n_mask = n < N
+    nd_mask = n_mask[:, None] & d_mask[None, :]
+    steps = tl.arange(0, CHUNK)
+
+    A2 = tl.load(A_ptr + n[:, None] * s_A_n + d[None, :] * s_A_d, mask=nd_mask, other=0.0).to(tl.float32) * LOG2E
+    bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32) if HAS_BIAS else None
+    if C_VARYING:
+        C_tile = None
+    else:
+        C_tile = tl.load(C_ptr + n[:, None] * s_C_n + d[None, :] * s_C_b, mask=nd_mask, other=0.0).to(tl.float32)
+    C_base = C_ptr + batch * s_C_b + (group // C_ratio) * s_C_g
+    dt_base = delta_ptr + batch * s_dt_b + d[None, :] * s_dt_d
+    z_base = z_ptr + batch * s_z_b + d[None, :] * s_z_d
+    do_base = dout_ptr + batch * s_do_b + d[None, :] * s_do_d
+
+    q = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    dt_sum = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    t_begin = seg * seg_len
+    chunk = tl.cdiv(tl.minimum(seg_len, L - t_begin), CHUNK) - 1
+    while chunk >= 0:
+        t = t_begin + chunk * CHUNK + steps
+        m2 = (t < L)[:, None] & d_mask[None, :]
+        dt = load_f32(dt_base + t[:, None] * s_dt_l, m2)
+        if HAS_BIAS:
+            dt = dt + bias[None, :]
+        if SOFTPLUS:
+            dt = softplus(dt)
+        dt = tl.where(m2, dt, 0.0)  # padded steps: decay 1, and dout 0 below
+        dt_sum += tl.sum(dt, axis=0)
+        dy = load_f32(do_base + t[:, None] * s_do_l, m2)
+        if HAS_Z:
+            zt = load_f32(z_base + t[:, None] * s_z_l, m2)
+            dy = dy * zt * sigmoid(zt)
+        decay_bits = tl.exp2(dt[:, None, :] * A2[None, :, :]).to(tl.int32, bitcast=True)
+        dy_bits = dy.to(tl.int32, bitcast=True)
+        if C_VARYING:
+            Ct = load_f32(C_base + t[:, None] * s_C_l + n[None, :] * s_C_n, (t < L)[:, None] & n_mask[None, :])
+            C_bits = Ct.to(tl.int32, bitcast=True)
+        for r in tl.static_range(CHUNK):
+            i = CHUNK - 1 - r
+            dy_i = tl.sum(tl.where(steps[:, None] == i, dy_bits, 0), axis=0).to(tl.float32, bitcast=True)
+            a_i = tl.sum(tl.where(steps[:, None, None] == i, decay_bits, 0), axis=0).to(tl.float32, bitcast=True)
+            if C_VARYING:
+                C_i = tl.sum(tl.where(steps[:, None] == i, C_bits, 0), axis=0).to(tl.float32, bitcast=True)
+                q = a_i * (q + C_i[:, None] * dy_i[None, :])
+            else:
+                q = a_i * (q + C_tile * dy_i[None, :])
+        chunk -= 1
+    seg_row = (batch * dim + d) * (n_seg - 1) + seg - 1  # (BLOCK_D,)
+    tl.store(seg_q_ptr + seg_row[None, :] * N + n[:, None], q, mask=nd_mask)
+    tl.store(seg_dt_ptr + seg_row, dt_sum, mask=d_mask)
 
 
 @dataclasses.dataclass(frozen=True)
 class BwdConfig:
-    """Launch shape: channels per program, steps per chunk, warps per program."""
+    """Launch shape: channels per program, steps per chunk, warps per program, and the
+    steps per segment when L is split across programs (None: one segment)."""
 
     block_d: int
     chunk: int
     num_warps: int
+    seg_len: int | None = None
 
 
-def bwd_config(dg: int, block_n: int) -> BwdConfig:
-    """About 64 (step, state) values per thread and channel: the backward keeps more tiles."""
+# Splitting L, as in the forward: segments until about SPLIT_PROGRAMS programs run, each
+# at least MIN_SEG_LEN steps. The first pass (the local adjoints) costs about a third of
+# the main pass per step, so segments pay off as soon as programs are few.
+SPLIT_L = True
+TARGET_PROGRAMS = 1024
+SPLIT_PROGRAMS = 2048
+MIN_SEG_LEN = 512
+
+
+def bwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int = 64) -> BwdConfig:
+    """About 64 (step, state) values per thread and channel: the backward keeps more tiles.
+
+    rows: batch * groups; dg: channels per group; block_n: N rounded up to a power of two;
+    length: L; align: the interval between saved states (segments start at saved states).
+    """
     num_warps = 1 if block_n <= 64 else 4
     chunk = 4
     block_d = max(1, (64 * 32 * num_warps) // (chunk * block_n))
     block_d = min(block_d, 32 * num_warps, triton.next_power_of_2(dg))
-    return BwdConfig(block_d=block_d, chunk=chunk, num_warps=num_warps)
+    programs = rows * triton.cdiv(dg, block_d)
+    seg_len = None
+    if SPLIT_L and programs < TARGET_PROGRAMS:
+        seg_len = split_length(programs, length, math.lcm(align, chunk), target=SPLIT_PROGRAMS, min_len=MIN_SEG_LEN)
+    return BwdConfig(block_d=block_d, chunk=chunk, num_warps=num_warps, seg_len=seg_len)
 
 
 def scan_bwd(
@@ -331,67 +457,88 @@ def scan_bwd(
     groups = n_groups(B, C)
     dg = dim // groups
     block_n = triton.next_power_of_2(n_state)
-    cfg = config if config is not None else bwd_config(dg, block_n)
+    if config is not None:
+        cfg = config
+    else:
+        cfg = bwd_config(batch * groups, dg, block_n, length=length, align=save_every)
     assert save_every % cfg.chunk == 0, "saved states must fall on chunk boundaries"
     n_saved = states.shape[2]
     dev, f32 = u.device, torch.float32
     n_dblk = triton.cdiv(dg, cfg.block_d)
     slots = groups * n_dblk
+    n_seg, seg_len = 1, n_saved * save_every
+    if cfg.seg_len is not None and cfg.seg_len < length:
+        assert cfg.seg_len % save_every == 0, "segments start at saved states"
+        n_seg, seg_len = triton.cdiv(length, cfg.seg_len), cfg.seg_len
 
     du = torch.empty((batch, dim, length), dtype=u.dtype, device=dev)
     ddelta = torch.empty((batch, dim, length), dtype=delta.dtype, device=dev)
     dz = torch.empty((batch, dim, length), dtype=z.dtype, device=dev) if z is not None else du
-    dA = torch.empty((batch, dim, n_state), dtype=f32, device=dev)
-    dB_part = _bc_grad_buffer(B, slots, batch, dim, n_state, length, dev)
-    dC_part = _bc_grad_buffer(C, slots, batch, dim, n_state, length, dev)
-    dD = torch.empty((batch, dim), dtype=f32, device=dev) if D is not None else dA
-    dbias = torch.empty((batch, dim), dtype=f32, device=dev) if delta_bias is not None else dA
+    # Sums over time: one partial per (segment, batch, channel), added up below.
+    dA = torch.empty((n_seg, batch, dim, n_state), dtype=f32, device=dev)
+    dB_part = _bc_grad_buffer(B, slots, n_seg, batch, dim, n_state, length, dev)
+    dC_part = _bc_grad_buffer(C, slots, n_seg, batch, dim, n_state, length, dev)
+    dD = torch.empty((n_seg, batch, dim), dtype=f32, device=dev) if D is not None else dA
+    dbias = torch.empty((n_seg, batch, dim), dtype=f32, device=dev) if delta_bias is not None else dA
     dinit = torch.empty((batch, dim, n_state), dtype=f32, device=dev)
     subchunks = save_every // cfg.chunk
-    scratch = torch.empty(batch * slots * subchunks * cfg.block_d * block_n, dtype=f32, device=dev)
+    scratch = torch.empty(n_seg * batch * slots * subchunks * cfg.block_d * block_n, dtype=f32, device=dev)
+    seg_q = torch.empty((batch, dim, n_seg - 1, n_state) if n_seg > 1 else (0,), dtype=f32, device=dev)
+    seg_dt = torch.empty((batch, dim, n_seg - 1) if n_seg > 1 else (0,), dtype=f32, device=dev)
     dout = dout if dout.stride(-1) == 1 else dout.contiguous()
     dfinal = dfinal.contiguous() if dfinal is not None else None
 
     b_varying, sB = bc_strides(B)
     c_varying, sC = bc_strides(C)
     z_arg = z if z is not None else u
-    grid = (n_dblk, groups, batch)
-    _bwd_kernel[grid](
-        u, delta, A, B, C, D if D is not None else A, z_arg, delta_bias if delta_bias is not None else A,
+    bias_arg = delta_bias if delta_bias is not None else A
+    flags = dict(
+        BLOCK_D=cfg.block_d, BLOCK_N=block_n, CHUNK=cfg.chunk, C_VARYING=c_varying,
+        HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, num_warps=cfg.num_warps,
+    )
+    if n_seg > 1:
+        _bwd_seg_kernel[(n_dblk * (n_seg - 1), groups, batch)](
+            delta, A, C, z_arg, bias_arg, dout, seg_q, seg_dt,
+            length, n_state, dg, group_ratio(C, groups), seg_len, n_seg,
+            *delta.stride(), *A.stride(), *sC, *z_arg.stride(), *dout.stride(),
+            **flags,
+        )
+    _bwd_kernel[(n_dblk * n_seg, groups, batch)](
+        u, delta, A, B, C, D if D is not None else A, z_arg, bias_arg,
         states, dout, dfinal if dfinal is not None else dA,
-        du, ddelta, dz, dA, dB_part, dC_part, dD, dbias, dinit, scratch,
-        length, n_state, dg, n_saved, group_ratio(B, groups), group_ratio(C, groups),
+        du, ddelta, dz, dA, dB_part, dC_part, dD, dbias, dinit, scratch, seg_q, seg_dt,
+        length, n_state, dg, n_saved, group_ratio(B, groups), group_ratio(C, groups), seg_len // save_every, n_seg,
         *u.stride(), *delta.stride(), *A.stride(), *sB, *sC, *z_arg.stride(), *dout.stride(),
-        BLOCK_D=cfg.block_d, BLOCK_N=block_n, CHUNK=cfg.chunk, SUBCHUNKS=subchunks,
-        B_VARYING=b_varying, C_VARYING=c_varying,
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-        HAS_DFINAL=dfinal is not None,
-        num_warps=cfg.num_warps,
+        SUBCHUNKS=subchunks, B_VARYING=b_varying, HAS_D=D is not None, HAS_DFINAL=dfinal is not None, FOLD=n_seg > 1,
+        **flags,
     )
     return (
         du,
         ddelta,
-        dA.sum(0),
+        dA.sum((0, 1)),
         _bc_grad(dB_part, B, groups, n_dblk),
         _bc_grad(dC_part, C, groups, n_dblk),
-        dD.sum(0).to(D.dtype) if D is not None else None,
+        dD.sum((0, 1)).to(D.dtype) if D is not None else None,
         dz if z is not None else None,
-        dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None,
+        dbias.sum((0, 1)).to(delta_bias.dtype) if delta_bias is not None else None,
         dinit,
     )
 
 
-def _bc_grad_buffer(X: torch.Tensor, slots: int, batch: int, dim: int, n_state: int, length: int, dev) -> torch.Tensor:
-    """fp32 partial sums for dB or dC: per program for input-dependent X, per (batch, channel) otherwise."""
+def _bc_grad_buffer(
+    X: torch.Tensor, slots: int, n_seg: int, batch: int, dim: int, n_state: int, length: int, dev
+) -> torch.Tensor:
+    """fp32 partial sums for dB or dC: per channel block for input-dependent X (segments
+    cover disjoint steps), per (segment, batch, channel) for time-invariant X."""
     if X.dim() == 2:
-        return torch.empty((batch, dim, n_state), dtype=torch.float32, device=dev)
+        return torch.empty((n_seg, batch, dim, n_state), dtype=torch.float32, device=dev)
     return torch.empty((slots, batch, n_state, length), dtype=torch.float32, device=dev)
 
 
 def _bc_grad(part: torch.Tensor, X: torch.Tensor, groups: int, n_dblk: int) -> torch.Tensor:
     """Adds the partial sums up into X's shape and dtype."""
     if X.dim() == 2:
-        return part.sum(0).to(X.dtype)
+        return part.sum((0, 1)).to(X.dtype)
     if X.dim() == 3:
         return part.sum(0).to(X.dtype)
     x_groups = X.shape[1]

@@ -39,3 +39,14 @@ def load_f32(ptr, mask):
     else:
         x = tl.load(ptr, mask=mask, other=0.0)
     return x.to(tl.float32)
+
+
+def split_length(programs: int, length: int, align: int, *, target: int, min_len: int) -> int | None:
+    """Steps per segment when L is split across programs; None for a single segment.
+
+    programs: programs launched without a split; the segments bring them to about
+    ``target``, each segment at least ``min_len`` steps and a multiple of ``align``.
+    """
+    seg_len = max(min_len, triton.cdiv(length, triton.cdiv(target, programs)))
+    seg_len = triton.cdiv(seg_len, align) * align
+    return seg_len if seg_len < length else None

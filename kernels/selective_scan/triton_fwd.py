@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_common import LOG2E, load_f32, sigmoid, softplus
+from .triton_common import LOG2E, load_f32, sigmoid, softplus, split_length
 
 
 @triton.jit
@@ -362,10 +362,8 @@ def fwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
     block_d = min(block_d, 32 * num_warps, triton.next_power_of_2(dg))
     programs = rows * triton.cdiv(dg, block_d)
     if SPLIT_L and programs < TARGET_PROGRAMS:
-        align = math.lcm(align, chunk)
-        seg_len = max(MIN_SEG_LEN, triton.cdiv(length, triton.cdiv(SPLIT_PROGRAMS, programs)))
-        seg_len = triton.cdiv(seg_len, align) * align
-        if seg_len < length:
+        seg_len = split_length(programs, length, math.lcm(align, chunk), target=SPLIT_PROGRAMS, min_len=MIN_SEG_LEN)
+        if seg_len is not None:
             return FwdConfig(block_d=block_d, chunk=chunk, num_warps=num_warps, seg_len=seg_len)
     if block_d > 1 and programs < TARGET_PROGRAMS:
         block_d //= 2

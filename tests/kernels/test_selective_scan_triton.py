@@ -205,12 +205,25 @@ def test_float64_is_refused_with_a_clear_error():
 
 @pytest.fixture
 def split_l(monkeypatch):
-    from seqmamba.kernels.selective_scan import triton_fwd
+    from seqmamba.kernels.selective_scan import triton_bwd, triton_fwd
 
-    monkeypatch.setattr(triton_fwd, "SPLIT_L", True)
-    monkeypatch.setattr(triton_fwd, "MIN_SEG_LEN", 64)
-    monkeypatch.setattr(triton_fwd, "SPLIT_PROGRAMS", 1 << 30)
+    for module in (triton_fwd, triton_bwd):
+        monkeypatch.setattr(module, "SPLIT_L", True)
+        monkeypatch.setattr(module, "MIN_SEG_LEN", 64)
+        monkeypatch.setattr(module, "SPLIT_PROGRAMS", 1 << 30)
     return triton_fwd
+
+
+@pytest.fixture
+def split_backward_only(monkeypatch):
+    """The backward split into 64-step segments, the forward not split."""
+    from seqmamba.kernels.selective_scan import triton_bwd, triton_fwd
+
+    monkeypatch.setattr(triton_fwd, "SPLIT_L", False)
+    monkeypatch.setattr(triton_bwd, "SPLIT_L", True)
+    monkeypatch.setattr(triton_bwd, "MIN_SEG_LEN", 64)
+    monkeypatch.setattr(triton_bwd, "SPLIT_PROGRAMS", 1 << 30)
+    monkeypatch.setattr(triton_bwd, "TARGET_PROGRAMS", 1 << 30)
 
 
 def test_split_config_picks_segments(split_l):
@@ -225,6 +238,23 @@ def test_split_config_picks_segments(split_l):
     assert split_l.fwd_config(1, 1536, 16, length=131072, align=64).seg_len == 3072
     split_l.SPLIT_L = False
     assert split_l.fwd_config(1, 1536, 16, length=131072, align=64).seg_len is None
+
+
+def test_split_backward_config_picks_segments(split_l):
+    from seqmamba.kernels.selective_scan import triton_bwd
+
+    assert triton_bwd.bwd_config(BATCH, DIM, 4, length=200, align=64).seg_len == 64
+    assert triton_bwd.bwd_config(BATCH, DIM, 4, length=64, align=64).seg_len is None
+    triton_bwd.SPLIT_PROGRAMS, triton_bwd.TARGET_PROGRAMS, triton_bwd.MIN_SEG_LEN = 2048, 1024, 512
+    assert triton_bwd.bwd_config(4096, 4096, 16, length=4096, align=64).seg_len is None  # programs enough
+    # (1, 1536, 131072, 16): 48 programs of 32 channels -> 43 segments of 3072 steps.
+    assert triton_bwd.bwd_config(1, 1536, 16, length=131072, align=64).seg_len == 3072
+
+
+@pytest.mark.parametrize("length", (200,) if not ON_GPU else (200, 4099))
+def test_split_backward_only(split_backward_only, length):
+    """Backward segments starting from the forward's saved states (the forward in one piece)."""
+    check(Case(length=length, small_dt=True, bc="mixed"), seed=13)
 
 
 @pytest.mark.parametrize("length", (129, 200) if not ON_GPU else (129, 200, 4099))
