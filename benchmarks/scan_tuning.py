@@ -10,6 +10,7 @@ table is benchmarks/bench_scan.py; this script is for choosing launch shapes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import torch
 import triton
 
@@ -38,6 +39,15 @@ def make_inputs(batch: int, dim: int, length: int, n_state: int, *, requires_gra
     return x
 
 
+def parse_config(cls, text: str):
+    """'auto' (None) or BLOCKDxCHUNKxWARPS[xSEGLEN][p]; a trailing p turns on prefetching."""
+    if text == "auto":
+        return None
+    prefetch = text.endswith("p")
+    cfg = cls(*map(int, text.rstrip("p").split("x")))
+    return dataclasses.replace(cfg, prefetch=True) if prefetch else cfg
+
+
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.float(), b.float()
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
@@ -59,6 +69,8 @@ def forward_variants(x: dict, configs: list[triton_fwd.FwdConfig]) -> list[tuple
         name = "fwd auto" if cfg is None else f"fwd bd{cfg.block_d} T{cfg.chunk} w{cfg.num_warps}"
         if cfg is not None and cfg.seg_len is not None:
             name += f" S{cfg.seg_len}"
+        if cfg is not None and cfg.prefetch:
+            name += " pf"
         rows.append((name, bench(run), out, final))
     return rows
 
@@ -94,14 +106,14 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="*", default=[",".join(map(str, s)) for s in SHAPES])
     parser.add_argument("--backward", action="store_true")
     parser.add_argument("--n-contig", action="store_true", help="also time B and C laid out N-contiguous")
-    parser.add_argument("--configs", default="auto,32x8x1,16x8x1", help="auto or BLOCKDxCHUNKxWARPS[xSEGLEN] (SEGLEN: steps per segment of a split L), comma-separated")
+    parser.add_argument("--configs", default="auto,32x8x1,16x8x1", help="auto or BLOCKDxCHUNKxWARPS[xSEGLEN][p] (SEGLEN: steps per segment of a split L; p: prefetch), comma-separated")
     parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto or BLOCKDxCHUNKxWARPS[xSEGLEN]")
     args = parser.parse_args()
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     except ImportError:
         selective_scan_fn = None
-    configs = [None if c == "auto" else triton_fwd.FwdConfig(*map(int, c.split("x"))) for c in args.configs.split(",")]
+    configs = [parse_config(triton_fwd.FwdConfig, c) for c in args.configs.split(",")]
     table = []
     for shape in args.shapes:
         batch, dim, length, n_state = map(int, shape.split(","))
@@ -126,7 +138,7 @@ def main() -> None:
         for name, ms, out, final in forward_variants(xt, configs[:1]) if args.n_contig else ():
             table.append((shape, name + " BC n-contig", ms, rel(out, ref_out), rel(final, ref_final)))
         if args.bwd_configs:
-            bwd_cfgs = [None if c == "auto" else triton_bwd.BwdConfig(*map(int, c.split("x"))) for c in args.bwd_configs.split(",")]
+            bwd_cfgs = [parse_config(triton_bwd.BwdConfig, c) for c in args.bwd_configs.split(",")]
             for name, ms, err in backward_variants(x, bwd_cfgs):
                 table.append((shape, name, ms, err, 0.0))
         if args.backward:

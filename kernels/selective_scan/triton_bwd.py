@@ -191,35 +191,38 @@ def _bwd_kernel(
                 dt_base, u_base, B_base, s_dt_l, s_u_l, s_B_l, s_B_n, A2, B_VARYING, HAS_BIAS, SOFTPLUS,
             )
             if C_VARYING:
-                Ct = load_f32(C_base + t[:, None] * s_C_l + n[None, :] * s_C_n, mtn)
+                C3 = load_f32(C_base + t[:, None] * s_C_l + n[None, :] * s_C_n, mtn)[:, :, None]
             else:
-                Ct = C_tile
-            # Recompute the chunk's states (kept: the adjoint needs each h_{t-1}) and y.
-            # Step i of a tile is sum(where(step == i, bits, 0)) over its integer bit
-            # patterns: exact, and a register selection (see triton_fwd).
-            hs = tl.zeros((CHUNK, BLOCK_N, BLOCK_D), dtype=tl.float32)
-            y = tl.zeros((CHUNK, BLOCK_D), dtype=tl.float32)
-            h = h0
+                C3 = C_tile[None, :, :]
+            if B_VARYING:
+                B3 = Bt[:, :, None]
+            else:
+                B3 = B_tile[None, :, :]
+            # Recompute the chunk's states: hs holds the state after each step and hp the
+            # one before it, both (CHUNK, BLOCK_N, BLOCK_D). Step i of a tile is
+            # sum(where(step == i, bits, 0)) over its integer bit patterns: exact, and a
+            # register selection (see triton_fwd). Every sum over states or channels is
+            # taken once per chunk over whole tiles, after the step loops: per-step sums
+            # would land in other register layouts and cost shared-memory round trips.
             decay_bits = decay.to(tl.int32, bitcast=True)
             inp_bits = inp.to(tl.int32, bitcast=True)
-            if C_VARYING:
-                Ct_bits = Ct.to(tl.int32, bitcast=True)
+            hs = tl.zeros(decay.shape, dtype=tl.int32)
+            hp = tl.zeros(decay.shape, dtype=tl.int32)
+            h = h0
             for i in tl.static_range(CHUNK):
                 sel = steps[:, None, None] == i
+                hp = tl.where(sel, h.to(tl.int32, bitcast=True)[None, :, :], hp)
                 a_i = tl.sum(tl.where(sel, decay_bits, 0), axis=0).to(tl.float32, bitcast=True)
                 h = a_i * h + tl.sum(tl.where(sel, inp_bits, 0), axis=0).to(tl.float32, bitcast=True)
-                hs = tl.where(sel, h[None, :, :], hs)
-                if C_VARYING:
-                    C_i = tl.sum(tl.where(steps[:, None] == i, Ct_bits, 0), axis=0).to(tl.float32, bitcast=True)
-                    y_i = tl.sum(h * C_i[:, None], axis=0)
-                else:
-                    y_i = tl.sum(h * Ct, axis=0)
-                y = tl.where(steps[:, None] == i, y_i[None, :], y)
+                hs = tl.where(sel, h.to(tl.int32, bitcast=True)[None, :, :], hs)
+            hs = hs.to(tl.float32, bitcast=True)
+            hp = hp.to(tl.float32, bitcast=True)
 
             dout = load_f32(do_base + t[:, None] * s_do_l, m2)
-            if HAS_D:
-                y = y + skip[None, :] * u
             if HAS_Z:
+                y = tl.sum(hs * C3, axis=1)
+                if HAS_D:
+                    y = y + skip[None, :] * u
                 zt = load_f32(z_base + t[:, None] * s_z_l, m2)
                 sz = sigmoid(zt)
                 dz = dout * y * sz * (1.0 + zt * (1.0 - sz))
@@ -231,51 +234,32 @@ def _bwd_kernel(
                 dD_acc += tl.sum(dy * u, axis=0)
 
             # Adjoint, last step first: g_t = C_t dy_t + exp(dt_{t+1} A) g_{t+1} = C_t dy_t + q.
-            gB = tl.zeros((CHUNK, BLOCK_D), dtype=tl.float32)  # sum_n g B
-            gAh = tl.zeros((CHUNK, BLOCK_D), dtype=tl.float32)  # sum_n g A exp(dt A) h_{t-1}
-            dB_chunk = tl.zeros((CHUNK, BLOCK_N), dtype=tl.float32)
-            dC_chunk = tl.zeros((CHUNK, BLOCK_N), dtype=tl.float32)
-            hs_bits = hs.to(tl.int32, bitcast=True)
-            dy_bits = dy.to(tl.int32, bitcast=True)
-            dt_bits = dt.to(tl.int32, bitcast=True)
-            u_bits = u.to(tl.int32, bitcast=True)
-            if B_VARYING:
-                Bt_bits = Bt.to(tl.int32, bitcast=True)
+            cdy_bits = (C3 * dy[:, None, :]).to(tl.int32, bitcast=True)
+            gs = tl.zeros(decay.shape, dtype=tl.int32)
             for r in tl.static_range(CHUNK):
                 i = CHUNK - 1 - r
-                sel2 = steps[:, None] == i
-                sel3 = steps[:, None, None] == i
-                dy_i = tl.sum(tl.where(sel2, dy_bits, 0), axis=0).to(tl.float32, bitcast=True)
-                dt_i = tl.sum(tl.where(sel2, dt_bits, 0), axis=0).to(tl.float32, bitcast=True)
-                dtu_i = dt_i * tl.sum(tl.where(sel2, u_bits, 0), axis=0).to(tl.float32, bitcast=True)
-                a_i = tl.sum(tl.where(sel3, decay_bits, 0), axis=0).to(tl.float32, bitcast=True)
-                h_i = tl.sum(tl.where(sel3, hs_bits, 0), axis=0).to(tl.float32, bitcast=True)
-                if i == 0:
-                    h_prev = h0
-                else:
-                    sel_prev = steps[:, None, None] == i - 1
-                    h_prev = tl.sum(tl.where(sel_prev, hs_bits, 0), axis=0).to(tl.float32, bitcast=True)
-                if C_VARYING:
-                    C_i = tl.sum(tl.where(sel2, Ct_bits, 0), axis=0).to(tl.float32, bitcast=True)
-                    g = q + C_i[:, None] * dy_i[None, :]
-                    dC_i = tl.sum(h_i * dy_i[None, :], axis=1)
-                    dC_chunk = tl.where(sel2, dC_i[None, :], dC_chunk)
-                else:
-                    g = q + Ct * dy_i[None, :]
-                    dC_acc += h_i * dy_i[None, :]
-                if B_VARYING:
-                    B_i = tl.sum(tl.where(sel2, Bt_bits, 0), axis=0).to(tl.float32, bitcast=True)
-                    gB_i = tl.sum(g * B_i[:, None], axis=0)
-                    dB_i = tl.sum(g * dtu_i[None, :], axis=1)
-                    dB_chunk = tl.where(sel2, dB_i[None, :], dB_chunk)
-                else:
-                    gB_i = tl.sum(g * Bt, axis=0)
-                    dB_acc += g * dtu_i[None, :]
-                w = g * (a_i * h_prev)
-                dA_acc += w * dt_i[None, :]
-                gB = tl.where(sel2, gB_i[None, :], gB)
-                gAh = tl.where(sel2, tl.sum(w * A, axis=0)[None, :], gAh)
+                sel = steps[:, None, None] == i
+                a_i = tl.sum(tl.where(sel, decay_bits, 0), axis=0).to(tl.float32, bitcast=True)
+                g = q + tl.sum(tl.where(sel, cdy_bits, 0), axis=0).to(tl.float32, bitcast=True)
+                gs = tl.where(sel, g.to(tl.int32, bitcast=True)[None, :, :], gs)
                 q = a_i * g
+            gs = gs.to(tl.float32, bitcast=True)
+
+            dtu = dt * u
+            gB = tl.sum(gs * B3, axis=1)  # (CHUNK, BLOCK_D)
+            w = gs * decay * hp  # g_t exp(dt_t A) h_{t-1}
+            gAh = tl.sum(w * A[None, :, :], axis=1)
+            dA_acc += tl.sum(w * dt[:, None, :], axis=0)
+            if B_VARYING:
+                dB_chunk = tl.sum(gs * dtu[:, None, :], axis=2)  # (CHUNK, BLOCK_N)
+                tl.store(dB_ptr + part_base + t[:, None], dB_chunk, mask=mtn)
+            else:
+                dB_acc += tl.sum(gs * dtu[:, None, :], axis=0)
+            if C_VARYING:
+                dC_chunk = tl.sum(hs * dy[:, None, :], axis=2)
+                tl.store(dC_ptr + part_base + t[:, None], dC_chunk, mask=mtn)
+            else:
+                dC_acc += tl.sum(hs * dy[:, None, :], axis=0)
 
             du = dt * gB
             if HAS_D:
@@ -288,10 +272,6 @@ def _bwd_kernel(
                 dbias_acc += tl.sum(ddt, axis=0)
             tl.store(du_ptr + bdl_base + t[:, None], du.to(du_ptr.dtype.element_ty), mask=m2)
             tl.store(ddelta_ptr + bdl_base + t[:, None], ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
-            if B_VARYING:
-                tl.store(dB_ptr + part_base + t[:, None], dB_chunk, mask=mtn)
-            if C_VARYING:
-                tl.store(dC_ptr + part_base + t[:, None], dC_chunk, mask=mtn)
             j -= 1
         tl.debug_barrier()  # the next interval overwrites the scratch read above
         interval -= 1

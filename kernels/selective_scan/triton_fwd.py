@@ -19,40 +19,62 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_common import LOG2E, load_f32, sigmoid, softplus, split_length
+from .triton_common import LOG2E, sigmoid, softplus, split_length
+
+
+@triton.jit
+def _fwd_load(
+    t, m2, mtn, n, u_base, dt_base, z_base, B_base, C_base,
+    s_u_l, s_dt_l, s_z_l, s_B_n, s_B_l, s_C_n, s_C_l,
+    B_VARYING: tl.constexpr, C_VARYING: tl.constexpr, HAS_Z: tl.constexpr, WRITE_OUT: tl.constexpr,
+):
+    """A chunk's input tiles as stored (dt, u, z: (CHUNK, BLOCK_D); B, C: (CHUNK, BLOCK_N)).
+
+    Absent tiles are returned as dt, which the caller never reads.
+    """
+    dt = _load(dt_base + t[:, None] * s_dt_l, m2)
+    u = _load(u_base + t[:, None] * s_u_l, m2)
+    z = dt
+    if HAS_Z and WRITE_OUT:
+        z = _load(z_base + t[:, None] * s_z_l, m2)
+    # B and C are widened to fp32 here, in the load's compact layout, before they are
+    # spread to every thread of the chunk's (step, state, channel) tile: one conversion
+    # per value rather than one per thread.
+    Bt = dt
+    if B_VARYING:
+        Bt = _load(B_base + t[:, None] * s_B_l + n[None, :] * s_B_n, mtn).to(tl.float32)
+    Ct = dt
+    if C_VARYING and WRITE_OUT:
+        Ct = _load(C_base + t[:, None] * s_C_l + n[None, :] * s_C_n, mtn).to(tl.float32)
+    return dt, u, z, Bt, Ct
+
+
+@triton.jit
+def _load(ptr, mask):
+    """tl.load in the stored dtype; ``mask=None`` loads unmasked."""
+    if mask is None:
+        x = tl.load(ptr)
+    else:
+        x = tl.load(ptr, mask=mask, other=0.0)
+    return x
 
 
 @triton.jit
 def _fwd_chunk(
-    h, t0, L, steps, d_mask, n, n_mask, A2, bias, skip, B_tile, C_tile,
-    u_base, dt_base, z_base, out_base, B_base, C_base,
-    s_u_l, s_dt_l, s_z_l, s_out_l, s_B_n, s_B_l, s_C_n, s_C_l,
-    CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr, EVEN_N: tl.constexpr,
-    B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
+    h, t, m2, dt, u, z, Bt, Ct, steps, A2, bias, skip, B_tile, C_tile, out_base, s_out_l,
+    CHUNK: tl.constexpr, B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     WRITE_OUT: tl.constexpr,
 ):
-    """Advances h (N, BLOCK_D) over steps t0 .. t0 + CHUNK - 1 and writes their outputs.
+    """Advances h (N, BLOCK_D) over the chunk's steps t (CHUNK,) and writes their outputs.
 
-    Returns (h, the chunk's sum of dt per channel (BLOCK_D,)). MASKED marks the
-    sequence's last, partial chunk; full chunks load without masks so that their loads
-    vectorize. Without WRITE_OUT only the state advances (the first pass of a split
-    sequence); the unused sum of dt costs nothing where the caller drops it.
+    dt, u, z, Bt, Ct: the chunk's tiles from _fwd_load; m2: the mask of its
+    (CHUNK, BLOCK_D) tiles (None for a full chunk of full channel blocks).
+    Returns (h, the chunk's sum of dt per channel (BLOCK_D,)). Without WRITE_OUT only the
+    state advances (the first pass of a split sequence); the unused sum of dt costs
+    nothing where the caller drops it.
     """
-    t = t0 + steps
-    if MASKED:
-        m2 = (t < L)[:, None] & d_mask[None, :]
-        mtn = (t < L)[:, None] & n_mask[None, :]
-    elif EVEN_D:
-        m2 = None
-    else:
-        m2 = (t >= 0)[:, None] & d_mask[None, :]
-    if not MASKED:
-        if EVEN_N:
-            mtn = None
-        else:
-            mtn = (t >= 0)[:, None] & n_mask[None, :]
-    dt = load_f32(dt_base + t[:, None] * s_dt_l, m2)
+    dt = dt.to(tl.float32)
     if HAS_BIAS:
         dt = dt + bias[None, :]
     if SOFTPLUS:
@@ -60,41 +82,38 @@ def _fwd_chunk(
     if m2 is not None:
         # Padded steps and channels get delta = 0: decay 1 and input 0 leave h unchanged.
         dt = tl.where(m2, dt, 0.0)
-    u = load_f32(u_base + t[:, None] * s_u_l, m2)
+    u = u.to(tl.float32)
 
     decay = tl.exp2(dt[:, None, :] * A2[None, :, :])  # (CHUNK, BLOCK_N, BLOCK_D)
     if B_VARYING:
-        Bt = load_f32(B_base + t[:, None] * s_B_l + n[None, :] * s_B_n, mtn)
-        inp = (dt * u)[:, None, :] * Bt[:, :, None]
+        inp = (dt * u)[:, None, :] * Bt.to(tl.float32)[:, :, None]
     else:
         inp = (dt * u)[:, None, :] * B_tile[None, :, :]
-    if C_VARYING and WRITE_OUT:
-        Ct = load_f32(C_base + t[:, None] * s_C_l + n[None, :] * s_C_n, mtn)
     # The recurrence runs step by step inside each thread. Step i of a tile is taken as
     # sum(where(step == i, bits, 0)) over the integer bit patterns: exact, and since the
     # step axis is thread-local the compiler turns it into a register selection.
+    # The states of every step are gathered into hs and y = C . h is taken once per chunk
+    # over the whole tile: a per-step reduction would land in another register layout
+    # than y's and cost a round trip through shared memory at every step.
     decay_bits = decay.to(tl.int32, bitcast=True)
     inp_bits = inp.to(tl.int32, bitcast=True)
-    if C_VARYING and WRITE_OUT:
-        C_bits = Ct.to(tl.int32, bitcast=True)
-    y = tl.zeros((CHUNK, BLOCK_D), dtype=tl.float32)
+    hs = tl.zeros(decay.shape, dtype=tl.int32)
     for i in tl.static_range(CHUNK):
         sel = steps[:, None, None] == i
         a_i = tl.sum(tl.where(sel, decay_bits, 0), axis=0).to(tl.float32, bitcast=True)
         h = a_i * h + tl.sum(tl.where(sel, inp_bits, 0), axis=0).to(tl.float32, bitcast=True)
         if WRITE_OUT:
-            if C_VARYING:
-                C_i = tl.sum(tl.where(steps[:, None] == i, C_bits, 0), axis=0).to(tl.float32, bitcast=True)
-                y_i = tl.sum(h * C_i[:, None], axis=0)
-            else:
-                y_i = tl.sum(h * C_tile, axis=0)
-            y = tl.where(steps[:, None] == i, y_i[None, :], y)
+            hs = tl.where(sel, h.to(tl.int32, bitcast=True)[None, :, :], hs)
 
     if WRITE_OUT:
+        if C_VARYING:
+            y = tl.sum(hs.to(tl.float32, bitcast=True) * Ct.to(tl.float32)[:, :, None], axis=1)
+        else:
+            y = tl.sum(hs.to(tl.float32, bitcast=True) * C_tile[None, :, :], axis=1)
         if HAS_D:
             y = y + skip[None, :] * u
         if HAS_Z:
-            zt = load_f32(z_base + t[:, None] * s_z_l, m2)
+            zt = z.to(tl.float32)
             y = y * zt * sigmoid(zt)
         tl.store(out_base + t[:, None] * s_out_l, y.to(out_base.dtype.element_ty), mask=m2)
     return h, tl.sum(dt, axis=0)
@@ -118,6 +137,7 @@ def _fwd_kernel(
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_INIT: tl.constexpr, SAVE_STATES: tl.constexpr, WRITE_OUT: tl.constexpr, START_FROM_SEGMENTS: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     """Grid: (channel blocks x segments, groups, batch).
 
@@ -196,20 +216,61 @@ def _fwd_kernel(
     chunk = seg * seg_chunks
     chunk_end = tl.minimum(chunk + seg_chunks, n_full)
     dt_sum = tl.zeros((BLOCK_D,), dtype=tl.float32)
-    while chunk < chunk_end:
-        if SAVE_STATES:
-            if chunk % SAVE_EVERY == 0:
-                tl.store(state_base + (chunk // SAVE_EVERY) * N, h, mask=nd_mask)
-        h, dt_chunk = _fwd_chunk(
-            h, chunk * CHUNK, L, steps, d_mask, n, n_mask, A2, bias, skip, B_tile, C_tile,
-            u_base, dt_base, z_base, out_base, B_base, C_base,
-            s_u_l, s_dt_l, s_z_l, s_out_l, s_B_n, s_B_l, s_C_n, s_C_l,
-            CHUNK, BLOCK_D, False, EVEN_D, EVEN_N, B_VARYING, C_VARYING, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS,
-            WRITE_OUT,
-        )
-        if not WRITE_OUT:
-            dt_sum += dt_chunk
-        chunk += 1
+    # Masks of a full chunk's (CHUNK, BLOCK_D) and (CHUNK, BLOCK_N) tiles: None where the
+    # block is full, so that full chunks load without masks and their loads vectorize.
+    if EVEN_D:
+        m2_full = None
+    else:
+        m2_full = (steps >= 0)[:, None] & d_mask[None, :]
+    if EVEN_N:
+        mtn_full = None
+    else:
+        mtn_full = (steps >= 0)[:, None] & n_mask[None, :]
+    if PREFETCH:
+        # Software pipelining: the next chunk's tiles are loaded before this chunk's
+        # recurrence runs, so their memory latency overlaps the arithmetic. The last
+        # iteration reloads its own chunk (clamped) rather than reading past the segment.
+        if chunk < chunk_end:
+            t = chunk * CHUNK + steps
+            dt_n, u_n, z_n, B_n, C_n = _fwd_load(
+                t, m2_full, mtn_full, n, u_base, dt_base, z_base, B_base, C_base,
+                s_u_l, s_dt_l, s_z_l, s_B_n, s_B_l, s_C_n, s_C_l, B_VARYING, C_VARYING, HAS_Z, WRITE_OUT,
+            )
+            while chunk < chunk_end:
+                if SAVE_STATES:
+                    if chunk % SAVE_EVERY == 0:
+                        tl.store(state_base + (chunk // SAVE_EVERY) * N, h, mask=nd_mask)
+                dt_c, u_c, z_c, B_c, C_c = dt_n, u_n, z_n, B_n, C_n
+                t_next = tl.minimum(chunk + 1, chunk_end - 1) * CHUNK + steps
+                dt_n, u_n, z_n, B_n, C_n = _fwd_load(
+                    t_next, m2_full, mtn_full, n, u_base, dt_base, z_base, B_base, C_base,
+                    s_u_l, s_dt_l, s_z_l, s_B_n, s_B_l, s_C_n, s_C_l, B_VARYING, C_VARYING, HAS_Z, WRITE_OUT,
+                )
+                h, dt_chunk = _fwd_chunk(
+                    h, chunk * CHUNK + steps, m2_full, dt_c, u_c, z_c, B_c, C_c, steps, A2, bias, skip,
+                    B_tile, C_tile, out_base, s_out_l,
+                    CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, WRITE_OUT,
+                )
+                if not WRITE_OUT:
+                    dt_sum += dt_chunk
+                chunk += 1
+    else:
+        while chunk < chunk_end:
+            if SAVE_STATES:
+                if chunk % SAVE_EVERY == 0:
+                    tl.store(state_base + (chunk // SAVE_EVERY) * N, h, mask=nd_mask)
+            t = chunk * CHUNK + steps
+            dt_c, u_c, z_c, B_c, C_c = _fwd_load(
+                t, m2_full, mtn_full, n, u_base, dt_base, z_base, B_base, C_base,
+                s_u_l, s_dt_l, s_z_l, s_B_n, s_B_l, s_C_n, s_C_l, B_VARYING, C_VARYING, HAS_Z, WRITE_OUT,
+            )
+            h, dt_chunk = _fwd_chunk(
+                h, t, m2_full, dt_c, u_c, z_c, B_c, C_c, steps, A2, bias, skip, B_tile, C_tile, out_base, s_out_l,
+                CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, WRITE_OUT,
+            )
+            if not WRITE_OUT:
+                dt_sum += dt_chunk
+            chunk += 1
     if WRITE_OUT:
         # Only the last segment holds the partial chunk and the final state.
         is_last = seg == n_seg - 1
@@ -217,12 +278,16 @@ def _fwd_kernel(
             if SAVE_STATES:
                 if n_full % SAVE_EVERY == 0:
                     tl.store(state_base + (n_full // SAVE_EVERY) * N, h, mask=nd_mask)
+            t = n_full * CHUNK + steps
+            m2 = (t < L)[:, None] & d_mask[None, :]
+            mtn = (t < L)[:, None] & n_mask[None, :]
+            dt_c, u_c, z_c, B_c, C_c = _fwd_load(
+                t, m2, mtn, n, u_base, dt_base, z_base, B_base, C_base,
+                s_u_l, s_dt_l, s_z_l, s_B_n, s_B_l, s_C_n, s_C_l, B_VARYING, C_VARYING, HAS_Z, True,
+            )
             h, dt_chunk = _fwd_chunk(
-                h, n_full * CHUNK, L, steps, d_mask, n, n_mask, A2, bias, skip, B_tile, C_tile,
-                u_base, dt_base, z_base, out_base, B_base, C_base,
-                s_u_l, s_dt_l, s_z_l, s_out_l, s_B_n, s_B_l, s_C_n, s_C_l,
-                CHUNK, BLOCK_D, True, EVEN_D, EVEN_N, B_VARYING, C_VARYING, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS,
-                True,
+                h, t, m2, dt_c, u_c, z_c, B_c, C_c, steps, A2, bias, skip, B_tile, C_tile, out_base, s_out_l,
+                CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, True,
             )
         tl.store(final_ptr + (batch * dim + d[None, :]) * N + n[:, None], h, mask=nd_mask & is_last)
     else:
@@ -315,7 +380,7 @@ def scan_fwd(
             B_VARYING=b_varying, C_VARYING=c_varying,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
             HAS_INIT=initial_state is not None and not first_pass, SAVE_STATES=save and not first_pass,
-            WRITE_OUT=not first_pass, START_FROM_SEGMENTS=n_seg > 1 and not first_pass,
+            WRITE_OUT=not first_pass, START_FROM_SEGMENTS=n_seg > 1 and not first_pass, PREFETCH=cfg.prefetch,
             num_warps=cfg.num_warps,
         )
 
@@ -327,13 +392,15 @@ def scan_fwd(
 
 @dataclasses.dataclass(frozen=True)
 class FwdConfig:
-    """Launch shape: channels per program, steps per chunk, warps per program, and the
-    steps per segment when L is split across programs (None: one segment)."""
+    """Launch shape: channels per program, steps per chunk, warps per program, the steps
+    per segment when L is split across programs (None: one segment), and whether each
+    chunk's tiles are loaded one chunk ahead."""
 
     block_d: int
     chunk: int
     num_warps: int
     seg_len: int | None = None
+    prefetch: bool = False
 
 
 # A one-warp program walks its channels' sequence (or segment) alone, so the launch needs
@@ -346,6 +413,8 @@ TARGET_PROGRAMS = 1024
 SPLIT_L = False
 SPLIT_PROGRAMS = 2048
 MIN_SEG_LEN = 1024
+# Load each chunk's tiles one chunk ahead (software pipelining by hand).
+PREFETCH = False
 
 
 def fwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int = 64) -> FwdConfig:
@@ -364,7 +433,7 @@ def fwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
     if SPLIT_L and programs < TARGET_PROGRAMS:
         seg_len = split_length(programs, length, math.lcm(align, chunk), target=SPLIT_PROGRAMS, min_len=MIN_SEG_LEN)
         if seg_len is not None:
-            return FwdConfig(block_d=block_d, chunk=chunk, num_warps=num_warps, seg_len=seg_len)
+            return FwdConfig(block_d=block_d, chunk=chunk, num_warps=num_warps, seg_len=seg_len, prefetch=PREFETCH)
     if block_d > 1 and programs < TARGET_PROGRAMS:
         block_d //= 2
-    return FwdConfig(block_d=block_d, chunk=chunk, num_warps=num_warps)
+    return FwdConfig(block_d=block_d, chunk=chunk, num_warps=num_warps, prefetch=PREFETCH)

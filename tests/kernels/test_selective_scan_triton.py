@@ -251,6 +251,15 @@ def test_split_backward_config_picks_segments(split_l):
     assert triton_bwd.bwd_config(1, 1536, 16, length=131072, align=64).seg_len == 3072
 
 
+@pytest.mark.parametrize("split", (False, True))
+@pytest.mark.parametrize("length", (7, 129) if not ON_GPU else (7, 129, 4099))
+def test_prefetch_forward(split_l, monkeypatch, split, length):
+    """Tiles loaded one chunk ahead: sequences with no full chunk, one segment or several."""
+    monkeypatch.setattr(split_l, "PREFETCH", True)
+    monkeypatch.setattr(split_l, "SPLIT_L", split)
+    check(Case(length=length, small_dt=True, bc="mixed" if split else "varying"), seed=14)
+
+
 @pytest.mark.parametrize("length", (200,) if not ON_GPU else (200, 4099))
 def test_split_backward_only(split_backward_only, length):
     """Backward segments starting from the forward's saved states (the forward in one piece)."""
