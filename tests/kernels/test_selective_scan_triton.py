@@ -211,6 +211,7 @@ def split_l(monkeypatch):
         monkeypatch.setattr(module, "SPLIT_L", True)
         monkeypatch.setattr(module, "MIN_SEG_LEN", 64)
         monkeypatch.setattr(module, "SPLIT_PROGRAMS", 1 << 30)
+    monkeypatch.setattr(triton_fwd, "SPLIT_BELOW", 1 << 30)
     return triton_fwd
 
 
@@ -220,6 +221,7 @@ def split_backward_only(monkeypatch):
     from seqmamba.kernels.selective_scan import triton_bwd, triton_fwd
 
     monkeypatch.setattr(triton_fwd, "SPLIT_L", False)
+    monkeypatch.setattr(triton_fwd, "PREFETCH", False)
     monkeypatch.setattr(triton_bwd, "SPLIT_L", True)
     monkeypatch.setattr(triton_bwd, "MIN_SEG_LEN", 64)
     monkeypatch.setattr(triton_bwd, "SPLIT_PROGRAMS", 1 << 30)
@@ -231,11 +233,10 @@ def test_split_config_picks_segments(split_l):
     cfg = split_l.fwd_config(BATCH, DIM, 4, length=200, align=64)
     assert cfg.seg_len == 64
     assert split_l.fwd_config(BATCH, DIM, 4, length=64, align=64).seg_len is None  # one segment
-    assert split_l.fwd_config(4096, 4096, 16, length=4096, align=64).seg_len is None  # programs enough
-    split_l.SPLIT_PROGRAMS = 2048
-    split_l.MIN_SEG_LEN = 1024
-    # (1, 1536, 131072, 16): 48 programs of 32 channels -> 43 segments of 3072 steps.
-    assert split_l.fwd_config(1, 1536, 16, length=131072, align=64).seg_len == 3072
+    split_l.SPLIT_BELOW, split_l.SPLIT_PROGRAMS, split_l.MIN_SEG_LEN = 128, 6144, 1024
+    assert split_l.fwd_config(4, 1536, 16, length=16384, align=64).seg_len is None  # 192 programs: enough
+    # (1, 1536, 131072, 16): 48 programs of 32 channels -> 128 segments of 1024 steps.
+    assert split_l.fwd_config(1, 1536, 16, length=131072, align=64).seg_len == 1024
     split_l.SPLIT_L = False
     assert split_l.fwd_config(1, 1536, 16, length=131072, align=64).seg_len is None
 
@@ -245,17 +246,18 @@ def test_split_backward_config_picks_segments(split_l):
 
     assert triton_bwd.bwd_config(BATCH, DIM, 4, length=200, align=64).seg_len == 64
     assert triton_bwd.bwd_config(BATCH, DIM, 4, length=64, align=64).seg_len is None
-    triton_bwd.SPLIT_PROGRAMS, triton_bwd.TARGET_PROGRAMS, triton_bwd.MIN_SEG_LEN = 2048, 1024, 512
-    assert triton_bwd.bwd_config(4096, 4096, 16, length=4096, align=64).seg_len is None  # programs enough
-    # (1, 1536, 131072, 16): 48 programs of 32 channels -> 43 segments of 3072 steps.
+    triton_bwd.SPLIT_PROGRAMS, triton_bwd.TARGET_PROGRAMS, triton_bwd.MIN_SEG_LEN = 8192, 2048, 1024
+    assert triton_bwd.bwd_config(8, 4096, 16, length=2048, align=64).seg_len is None  # 4096 programs: enough
+    # (1, 1536, 131072, 16): 192 programs of 8 channels -> 43 segments of 3072 steps.
     assert triton_bwd.bwd_config(1, 1536, 16, length=131072, align=64).seg_len == 3072
 
 
 @pytest.mark.parametrize("split", (False, True))
 @pytest.mark.parametrize("length", (7, 129) if not ON_GPU else (7, 129, 4099))
-def test_prefetch_forward(split_l, monkeypatch, split, length):
-    """Tiles loaded one chunk ahead: sequences with no full chunk, one segment or several."""
-    monkeypatch.setattr(split_l, "PREFETCH", True)
+def test_forward_without_prefetch(split_l, monkeypatch, split, length):
+    """Tiles loaded as each chunk starts (the default loads one chunk ahead): sequences
+    with no full chunk, one segment or several."""
+    monkeypatch.setattr(split_l, "PREFETCH", False)
     monkeypatch.setattr(split_l, "SPLIT_L", split)
     check(Case(length=length, small_dt=True, bc="mixed" if split else "varying"), seed=14)
 
