@@ -127,3 +127,31 @@ def test_pretrain_config_then_finetune_from_its_checkpoint(source, tmp_path, cap
                  f"task.fasta={out / 'genomes.fa'}", f"task.init_from={checkpoint}", *tiny, "model.d_model=24",
                  "name=other"]) == 2
     assert "task.init_from" in capsys.readouterr().err
+
+
+def test_accuracy_by_length_sweep_prints_one_row_per_length(source, tmp_path, capsys, monkeypatch):
+    """benchmarks/dna_accuracy_by_length.py: one tiny training run per length, one table."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(
+        "dna_accuracy_by_length", CONFIGS.parents[1] / "benchmarks" / "dna_accuracy_by_length.py"
+    )
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    src, _ = source
+    data = tmp_path / "data"
+    build_species_dataset(data, source=src, lengths=[1024, 2048], train_windows=8, test_windows=4, val_fraction=0.3, seed=1)
+    tiny = ["model.d_model=8", "model.n_layer=1", "model.d_state=4", "trainer.precision=32-true",
+            "task.num_workers=0", "trainer.val_every_n_steps=2", "trainer.limit_val_batches=1"]
+    monkeypatch.setattr(sys, "argv", ["sweep", "--data", str(data), "--lengths", "1024", "2048", "--steps", "2",
+                                      "--tokens-per-step", "4096", "--eval-tokens", "8192",
+                                      "--output-dir", str(tmp_path / "runs"), *tiny])
+    sweep.main()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| length | batch x steps |") and "test_accuracy" in lines[0]
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| 1024", "| 2048"]
+    assert [line.split(" | ")[1] for line in lines[2:]] == ["4 x 2", "2 x 2"]
+    with pytest.raises(SystemExit, match=r"windows_4096.bed is missing: build it with 'seqmamba data dna-species"):
+        monkeypatch.setattr(sys, "argv", ["sweep", "--data", str(data), "--lengths", "4096"])
+        sweep.main()
