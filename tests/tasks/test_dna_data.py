@@ -144,6 +144,19 @@ def test_fasta_errors(tmp_path, genome):
         FastaFile(gz)
     with pytest.raises(ValueError, match="unknown chromosome 'chrX'"):
         FastaFile(path).fetch("chrX", 0, 5)
+    text = tmp_path / "notes.fa"
+    text.write_text("these are notes\nnot sequences\n")
+    with pytest.raises(ValueError, match=r"notes.fa: cannot index this FASTA file: .*line 1"):
+        FastaFile(text)
+
+
+def test_empty_sequence_in_bed_is_past_its_end(tmp_path):
+    fasta = tmp_path / "g.fa"
+    fasta.write_text(">full\nACGTACGTAC\n>empty\n\n")
+    bed = tmp_path / "regions.bed"
+    bed.write_text("full\t0\t8\ttrain\nempty\t0\t4\ttrain\n")
+    with pytest.raises(ValueError, match=r"regions.bed:2: end 4 is past the end of empty \(length 0\)"):
+        read_bed(bed, FastaFile(fasta).lengths)
 
 
 @pytest.mark.parametrize(

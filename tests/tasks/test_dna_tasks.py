@@ -128,6 +128,13 @@ def test_classify_table_errors(tmp_path):
         make("dna_classify", source=str(tmp_path / "none.csv"))
 
 
+def test_classify_bed_without_label_column(fasta, tmp_path):
+    bed = tmp_path / "regions.bed"
+    bed.write_text("c1\t0\t50\ttrain\nc1\t50\t100\ttest\n")
+    with pytest.raises(ValueError, match=r"regions.bed: interval c1:0-50 has no label \(5th field\)"):
+        make("dna_classify", source=str(bed), fasta=str(fasta), seq_len=50).datasets()
+
+
 def test_classify_genomic_benchmarks_folder_with_cls(tmp_path):
     rng = random.Random(2)
     for split, count in (("train", 6), ("test", 3)):
