@@ -5,9 +5,9 @@ chosen by :mod:`seqmamba.kernels.backend` (Triton on CUDA, the plain-PyTorch ref
 elsewhere, or the one a caller names).
 """
 from .backend import use_backend
-from .causal_conv1d import causal_conv1d
+from .causal_conv1d import causal_conv1d, causal_conv1d_update
 from .rmsnorm import rms_norm
 from .selective_scan import selective_scan
 from .selective_state_update import selective_state_update
 
-__all__ = ["causal_conv1d", "rms_norm", "selective_scan", "selective_state_update", "use_backend"]
+__all__ = ["causal_conv1d", "causal_conv1d_update", "rms_norm", "selective_scan", "selective_state_update", "use_backend"]

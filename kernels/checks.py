@@ -33,3 +33,18 @@ def check_tensor(
     if device is not None and x.device != device:
         raise ValueError(f"{op}: {name} is on {x.device} but the other inputs are on {device}")
     return x
+
+
+def elements_overlap(t: torch.Tensor) -> bool:
+    """True if two indices of ``t`` may share memory (e.g. an ``expand``ed view).
+
+    Checks that, with axes sorted by stride, each stride reaches past the span of the
+    smaller ones; every dense or sliced layout passes. Ops that write a tensor in place
+    refuse overlapping ones.
+    """
+    span = 1
+    for stride, size in sorted((t.stride(i), t.size(i)) for i in range(t.dim()) if t.size(i) > 1):
+        if stride < span:
+            return True
+        span = stride * size
+    return False

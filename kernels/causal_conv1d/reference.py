@@ -72,3 +72,22 @@ def final_conv_state(x: torch.Tensor, initial_state: torch.Tensor | None, width:
 
 def _cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     return None if t is None else t.to(dtype)
+
+
+def causal_conv1d_update_reference(
+    x: torch.Tensor,
+    conv_state: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    silu: bool = False,
+) -> torch.Tensor:
+    """One decoding step: shift ``conv_state`` (batch, D, width) left, append x (batch, D),
+    return ``act(bias + sum_k weight[:, k] * conv_state[..., k])`` (batch, D) in x's dtype."""
+    conv_state.copy_(torch.cat([conv_state[..., 1:], x.unsqueeze(-1).to(conv_state.dtype)], dim=-1))
+    acc = compute_dtype(x.dtype)
+    out = (conv_state.to(acc) * weight.to(acc)).sum(dim=-1)
+    if bias is not None:
+        out = out + bias.to(acc)
+    if silu:
+        out = F.silu(out)
+    return out.to(x.dtype)

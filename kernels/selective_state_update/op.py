@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..backend import resolve_backend
-from ..checks import check_tensor
+from ..checks import check_tensor, elements_overlap
 from .reference import selective_state_update_reference
 
 OP = "selective_state_update"
@@ -127,7 +127,7 @@ def _check_inputs(
         raise ValueError(f"{OP}: batch, D and N must be at least 1, got state of shape {tuple(state.shape)}")
     if state.dtype not in (torch.float32, dtype):
         raise ValueError(f"{OP}: state has dtype {state.dtype}; it must be float32 or x's dtype ({dtype})")
-    if (n_state > 1 and state.stride(2) != 1) or _elements_overlap(state):
+    if (n_state > 1 and state.stride(2) != 1) or elements_overlap(state):
         raise ValueError(
             f"{OP}: state (shape {tuple(state.shape)}, strides {state.stride()}) must have a contiguous last "
             "axis (N) and no overlapping elements, because it is updated in place; allocate the cache as "
@@ -153,16 +153,3 @@ def _check_inputs(
     if dt_bias is not None:
         check_tensor(OP, "dt_bias", dt_bias, (dim,), dims="(D,)", dtypes=REAL, device=device)
 
-
-def _elements_overlap(t: torch.Tensor) -> bool:
-    """True if two indices of ``t`` may share memory (e.g. an ``expand``ed view).
-
-    Checks that, with axes sorted by stride, each stride reaches past the span of the
-    smaller ones; every dense or sliced layout passes.
-    """
-    span = 1
-    for stride, size in sorted((t.stride(i), t.size(i)) for i in range(t.dim()) if t.size(i) > 1):
-        if stride < span:
-            return True
-        span = stride * size
-    return False

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from seqmamba.kernels import selective_state_update
+from seqmamba.kernels import causal_conv1d_update, selective_state_update
 
 from .backbone import MambaBackbone
 from .block import Block
@@ -33,31 +33,25 @@ def mixer_step(mixer: Mamba, hidden_states: torch.Tensor, cache: LayerCache) -> 
     xz = F.linear(hidden_states, mixer.in_proj.weight, mixer.in_proj.bias)
     x, z = xz.chunk(2, dim=-1)  # (batch, d_inner) each
 
-    # The causal conv at the newest position only needs the last d_conv inputs: shift
-    # the window left by one and put x last (same memory, so a CUDA graph can replay it).
-    window = cache.conv
-    window.copy_(torch.roll(window, shifts=-1, dims=-1))
-    window[:, :, -1] = x.to(window.dtype)
+    # The causal conv at the newest position only needs the last d_conv inputs: the op
+    # shifts the window left by one, puts x last (same memory, so a CUDA graph can replay
+    # it) and returns silu(bias + taps . window), accumulated in float32.
     taps = mixer.conv1d.weight[:, 0, :]  # (d_inner, d_conv); tap d_conv - 1 is the newest input
-    # Accumulate in float32 (float64 stays), as the convolution kernels do, whatever the dtype.
-    acc = _fp32(window)
-    x = (acc * taps.to(acc.dtype)).sum(dim=-1)
-    if mixer.conv1d.bias is not None:
-        x = x + mixer.conv1d.bias.to(acc.dtype)
-    x = F.silu(x).to(xz.dtype)
+    x = causal_conv1d_update(x.to(cache.conv.dtype), cache.conv, taps, mixer.conv1d.bias, "silu").to(xz.dtype)
 
     dt, B, C = torch.split(F.linear(x, mixer.x_proj.weight), [mixer.dt_rank, mixer.d_state, mixer.d_state], dim=-1)
-    # As in the forward: Δ's bias and softplus are applied inside the SSM op.
+    # As in the forward: Δ's bias and softplus are applied inside the SSM op, which reads
+    # the strided slices of the projections as they are.
     dt = F.linear(dt, mixer.dt_proj.weight)
     y = selective_state_update(
         cache.ssm,
         x,
         dt,
         -torch.exp(_fp32(mixer.A_log)),
-        B.contiguous(),
-        C.contiguous(),
+        B,
+        C,
         D=_fp32(mixer.D),
-        z=z.contiguous(),
+        z=z,
         dt_bias=_fp32(mixer.dt_proj.bias),
         dt_softplus=True,
     )

@@ -1,0 +1,63 @@
+"""Triton kernel for one decoding step of the causal conv1d (see update.py).
+
+One program owns BLOCK_D channels of one batch row: it loads their (BLOCK_D, width)
+window and taps, writes the shifted window back with x appended, and the activated dot
+product as the output. Everything is read through strides.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .kernel import _acc_dtype
+
+BLOCK_D = 128
+
+
+@triton.jit
+def _update_kernel(
+    x_ptr, state_ptr, w_ptr, bias_ptr, out_ptr,
+    D, WIDTH,
+    s_xb, s_xd, s_sb, s_sd, s_sk, s_wd, s_wk, s_ob, s_od,
+    BLOCK_D: tl.constexpr, BLOCK_W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
+    ACC: tl.constexpr,
+):
+    b = tl.program_id(1).to(tl.int64)
+    offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
+    k = tl.arange(0, BLOCK_W)
+    mask = mask_d[:, None] & (k < WIDTH)[None, :]
+    state_base = state_ptr + b * s_sb + offs_d[:, None] * s_sd
+    # The new window: columns 1 .. width-1 of the old one, then x.
+    shifted = tl.load(state_base + (k[None, :] + 1) * s_sk, mask=mask & (k < WIDTH - 1)[None, :], other=0.0)
+    x = tl.load(x_ptr + b * s_xb + offs_d * s_xd, mask=mask_d, other=0.0)
+    window = tl.where((k == WIDTH - 1)[None, :], x[:, None].to(shifted.dtype), shifted)
+    # A thread may store a column another thread has still to read: all reads first.
+    tl.debug_barrier()
+    tl.store(state_base + k[None, :] * s_sk, window, mask=mask)
+    taps = tl.load(w_ptr + offs_d[:, None] * s_wd + k[None, :] * s_wk, mask=mask, other=0.0).to(ACC)
+    out = tl.sum(window.to(ACC) * taps, axis=1)
+    if HAS_BIAS:
+        out += tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(ACC)
+    if SILU:
+        out = out / (1.0 + tl.exp(-out))
+    tl.store(out_ptr + b * s_ob + offs_d * s_od, out.to(out_ptr.dtype.element_ty), mask=mask_d)
+
+
+def causal_conv1d_update_triton(
+    x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, silu: bool
+) -> torch.Tensor:
+    """Launches the step kernel; updates conv_state in place, returns out (batch, D)."""
+    batch, dim = x.shape
+    width = weight.shape[1]
+    out = torch.empty((batch, dim), dtype=x.dtype, device=x.device)
+    grid = (triton.cdiv(dim, BLOCK_D), batch)
+    _update_kernel[grid](
+        x, conv_state, weight, bias if bias is not None else weight, out,
+        dim, width,
+        *x.stride(), *conv_state.stride(), *weight.stride(), *out.stride(),
+        BLOCK_D=BLOCK_D, BLOCK_W=triton.next_power_of_2(width), HAS_BIAS=bias is not None, SILU=silu,
+        ACC=_acc_dtype(x.dtype),
+    )
+    return out
