@@ -12,13 +12,24 @@ from .loader import (
     to_yaml,
     validate,
 )
-from .schema import PRECISIONS, SCHEDULES, ExperimentConfig, OptimizerConfig, ScheduleConfig, TrainerConfig
+from .schema import (
+    FSDP_SHARDING,
+    PRECISIONS,
+    SCHEDULES,
+    ExperimentConfig,
+    FSDPConfig,
+    OptimizerConfig,
+    ScheduleConfig,
+    TrainerConfig,
+)
 
 __all__ = [
+    "FSDP_SHARDING",
     "PRECISIONS",
     "SCHEDULES",
     "ConfigError",
     "ExperimentConfig",
+    "FSDPConfig",
     "OptimizerConfig",
     "ScheduleConfig",
     "TrainerConfig",

@@ -26,7 +26,7 @@ from seqmamba.models import ModelConfig
 from seqmamba.tasks import get_task
 
 from .errors import ConfigError, describe_merge_error
-from .schema import PRECISIONS, SCHEDULES, ExperimentConfig, OptimizerConfig, ScheduleConfig, TrainerConfig
+from .schema import FSDP_SHARDING, PRECISIONS, SCHEDULES, ExperimentConfig, OptimizerConfig, ScheduleConfig, TrainerConfig
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
@@ -183,6 +183,11 @@ def _validate_trainer(trainer: TrainerConfig) -> None:
         raise ValueError(f"trainer.limit_val_batches: must be >= 1 or null (all), got {trainer.limit_val_batches}")
     if not trainer.output_dir:
         raise ValueError("trainer.output_dir: must not be empty")
+    if trainer.fsdp.sharding_strategy not in FSDP_SHARDING:
+        raise ValueError(
+            f"trainer.fsdp.sharding_strategy: must be one of {', '.join(FSDP_SHARDING)}, "
+            f"got {trainer.fsdp.sharding_strategy!r}"
+        )
 
 
 def _task_name(data: DictConfig, source: str, parsed: list[tuple[str, DictConfig]]) -> tuple[str, str]:

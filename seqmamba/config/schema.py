@@ -27,6 +27,9 @@ SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
 """Allowed values of ``trainer.precision`` (Lightning's names)."""
 
+FSDP_SHARDING = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD")
+"""Allowed values of ``trainer.fsdp.sharding_strategy`` (PyTorch FSDP's names)."""
+
 
 @dataclass
 class OptimizerConfig:
@@ -66,6 +69,19 @@ class ScheduleConfig:
 
 
 @dataclass
+class FSDPConfig:
+    """Options of ``trainer.strategy: fsdp``.
+
+    Attributes:
+        sharding_strategy: PyTorch FSDP's ``FULL_SHARD`` (parameters, gradients and
+            optimizer state sharded), ``SHARD_GRAD_OP`` (parameters kept whole between
+            forward and backward), ``NO_SHARD`` (like DDP) or ``HYBRID_SHARD``.
+    """
+
+    sharding_strategy: str = "FULL_SHARD"
+
+
+@dataclass
 class TrainerConfig:
     """How to train: length, precision, devices, logging, checkpoints.
 
@@ -76,13 +92,19 @@ class TrainerConfig:
         accumulate_grad_batches: micro-batches per optimizer step.
         devices: Lightning ``devices`` (``auto``, a count such as ``2``, or ids ``0,1``).
         accelerator: Lightning ``accelerator`` (``auto``, ``cpu``, ``gpu``).
-        strategy: Lightning ``strategy`` (``auto``, ``ddp``).
+        strategy: Lightning ``strategy``: ``auto``, ``ddp`` (data parallel) or ``fsdp``
+            (sharded data parallel, GPUs only); see :mod:`seqmamba.train.strategy`.
+            ``task.batch_size`` is per process: the global batch is ``task.batch_size
+            * processes * accumulate_grad_batches``.
+        fsdp: options of ``strategy: fsdp``.
         seed: seeds the model initialisation and the training data order.
         deterministic: ask torch for deterministic algorithms.
         output_dir: runs are written to ``<output_dir>/<name>/``.
         val_every_n_steps: validate (and checkpoint) every this many optimizer steps,
             and once more at the end of training.
-        limit_val_batches: validate on at most this many batches (``null``: all).
+        limit_val_batches: validate on at most this many batches (``null``: all): the
+            first ``limit_val_batches * task.eval_batch_size`` items, shared out among
+            the processes, so any number of devices validates on the same items.
         log_every_n_steps: write training metrics every this many optimizer steps.
         progress_bar: show a progress bar.
         resume_from: checkpoint to continue from (same global step, same data
@@ -99,6 +121,7 @@ class TrainerConfig:
     devices: str = "auto"
     accelerator: str = "auto"
     strategy: str = "auto"
+    fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     seed: int = 0
     deterministic: bool = False
     output_dir: str = "runs"

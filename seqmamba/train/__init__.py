@@ -1,4 +1,5 @@
 """Generic training: one LightningModule and data module drive any registered task."""
+from .callbacks import Throughput
 from .checkpoint import check_resumable, load_checkpoint_config, load_checkpoint_weights
 from .data import IndexPermutation, SequenceDataModule, TrainStream
 from .evaluation import evaluate_model
@@ -13,6 +14,7 @@ __all__ = [
     "SequenceModule",
     "TrainResult",
     "TrainedModel",
+    "Throughput",
     "TrainStream",
     "build_optimizer",
     "build_scheduler",

@@ -166,14 +166,17 @@ class ShardSampler(Sampler[int]):
 
 class EvalStream(IterableDataset):
     """Batches of an iterable evaluation dataset, batch ``j`` going to shard
-    ``j % (world_size * workers)``, so no item is duplicated or dropped."""
+    ``j % (world_size * workers)``, so no item is duplicated or dropped; only the
+    first ``max_batches`` batches (all shards together) when it is given."""
 
     def __init__(self, dataset: IterableDataset, *, batch_size: int, rank: int, world_size: int,
+                 max_batches: int | None = None,
                  collate_fn: Callable[[list[Any]], Any] = default_collate) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
         self.rank = rank
         self.world_size = world_size
+        self.max_batches = max_batches
         self.collate_fn = collate_fn
 
     def __iter__(self) -> Iterator[Any]:
@@ -182,7 +185,8 @@ class EvalStream(IterableDataset):
         shards = self.world_size * workers
         shard = self.rank * workers + worker
         items = iter(self.dataset)
-        for index in itertools.count():
+        indices = itertools.count() if self.max_batches is None else range(self.max_batches)
+        for index in indices:
             batch = list(itertools.islice(items, self.batch_size))
             if not batch:
                 return
@@ -194,13 +198,17 @@ class SequenceDataModule(L.LightningDataModule):
     """The task's "train", "val" (and optional "test") datasets as DataLoaders.
 
     Batch sizes and worker counts come from the task config. The training stream
-    starts where the trainer's global step says (see the module docstring).
+    starts where the trainer's global step says (see the module docstring). With
+    ``limit_val_batches``, validation covers the first ``limit_val_batches *
+    eval_batch_size`` items, split over the processes: the same items for any number
+    of processes, so validation losses compare across device counts.
     """
 
-    def __init__(self, task: Task, *, seed: int) -> None:
+    def __init__(self, task: Task, *, seed: int, limit_val_batches: int | None = None) -> None:
         super().__init__()
         self.task = task
         self.seed = seed
+        self.limit_val_batches = limit_val_batches
         self._splits: dict[str, Dataset] | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -231,20 +239,24 @@ class SequenceDataModule(L.LightningDataModule):
         return self._loader(stream, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.splits["val"])
+        return self._eval_loader(self.splits["val"], max_batches=self.limit_val_batches)
 
     def test_dataloader(self) -> DataLoader:
         if "test" not in self.splits:
             raise ValueError(f"task {self.task.name!r} has no 'test' split")
         return self._eval_loader(self.splits["test"])
 
-    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+    def _eval_loader(self, dataset: Dataset, *, max_batches: int | None = None) -> DataLoader:
         _, rank, world_size = self._placement()
         batch_size = self.task.cfg.eval_batch_size
         if isinstance(dataset, IterableDataset):
-            stream = EvalStream(dataset, batch_size=batch_size, rank=rank, world_size=world_size)
+            stream = EvalStream(dataset, batch_size=batch_size, rank=rank, world_size=world_size,
+                                max_batches=max_batches)
             return self._loader(stream, batch_size=None)
-        sampler = ShardSampler(len(dataset), rank=rank, world_size=world_size)  # type: ignore[arg-type]
+        size = len(dataset)  # type: ignore[arg-type]
+        if max_batches is not None:
+            size = min(size, max_batches * batch_size)
+        sampler = ShardSampler(size, rank=rank, world_size=world_size)
         return self._loader(dataset, batch_size=batch_size, sampler=sampler)
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:

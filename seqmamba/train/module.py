@@ -9,14 +9,20 @@ import torch
 from seqmamba.config import build_config, to_experiment
 from seqmamba.tasks import Metric, get_task
 
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, param_groups
+from .strategy import is_fsdp
+
+PLACEMENT_KEY = "seqmamba_data_placement"
+"""Checkpoint entry recording how the training stream was split: ``world_size``,
+``batch_size`` (per process) and ``accumulate_grad_batches``."""
 
 
 class SequenceModule(L.LightningModule):
     """Wraps ``task.build_model(cfg.model)`` and trains it with ``task.step``.
 
     Logged metrics: ``train/loss`` and ``train/lr`` every step, ``train/<metric>``
-    (each of the step's metrics, averaged over the batch), and after each validation
+    (each of the step's metrics, averaged over the batch; with several processes, the
+    loss and metrics are the average over processes), and after each validation
     ``val/<metric>`` = sum of totals / sum of counts over all validation batches of all
     processes (exact, not an average of batch averages).
 
@@ -32,6 +38,8 @@ class SequenceModule(L.LightningModule):
         self.experiment = to_experiment(build_config(config, source="config"))
         self.task = get_task(self.experiment.task.name)(self.experiment.task)
         self.model = self.task.build_model(self.experiment.model)
+        # Decided on the unwrapped model: under FSDP every parameter becomes a flat view.
+        self._param_groups = param_groups(self.model, self.experiment.optimizer.weight_decay)
         self._val_sums: dict[str, list[torch.Tensor]] = {}
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -39,11 +47,14 @@ class SequenceModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self.task.step(self.model, batch)
-        self.log("train/loss", out.loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=1)
+        # Averaged over processes (as is each metric), so that a run on N devices logs
+        # the loss of the same global batch as one device would (a no-op on one process).
+        self.log("train/loss", out.loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=1,
+                 sync_dist=True)
         for name, metric in out.metrics.items():
             if name != "loss":
                 value = metric.total.detach().float() / metric.count.clamp(min=1)
-                self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=1)
+                self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=1, sync_dist=True)
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.log("train/lr", lr, on_step=True, on_epoch=False, batch_size=1)
         return out.loss
@@ -73,8 +84,28 @@ class SequenceModule(L.LightningModule):
         # from asking for it.
         self.log_dict(values, prog_bar=True, sync_dist=True)
 
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        strategy = self.trainer.strategy
+        if gradient_clip_val and is_fsdp(strategy):
+            # The norm of sharded gradients needs every shard: FSDP's root module computes
+            # it (Lightning's own clipping refuses FSDP).
+            strategy.model.clip_grad_norm_(gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Where the data stream stands depends on the global batch; a resume checks it.
+        checkpoint[PLACEMENT_KEY] = {
+            "world_size": self.trainer.world_size,
+            "batch_size": self.experiment.task.batch_size,
+            "accumulate_grad_batches": self.trainer.accumulate_grad_batches,
+        }
+
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = build_optimizer(self.model, self.experiment.optimizer)
+        optimizer = build_optimizer(self._param_groups, self.experiment.optimizer)
         scheduler = build_scheduler(
             optimizer, self.experiment.schedule, lr=self.experiment.optimizer.lr,
             max_steps=self.experiment.trainer.max_steps,

@@ -41,9 +41,15 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups` of ``model``."""
-    groups = [group for group in param_groups(model, cfg.weight_decay) if group["params"]]
+def build_optimizer(model: nn.Module | list[dict], cfg: OptimizerConfig) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups` of ``model``, or over groups computed earlier.
+
+    Pass groups computed before the model was wrapped for sharded training (FSDP): a
+    sharded parameter is a flat 1-D view, so its shape no longer tells a weight matrix
+    from a gain, but it is the same Parameter object.
+    """
+    groups = param_groups(model, cfg.weight_decay) if isinstance(model, nn.Module) else model
+    groups = [group for group in groups if group["params"]]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), eps=cfg.eps)
 
 

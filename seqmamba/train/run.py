@@ -11,6 +11,7 @@ A run writes everything under ``<trainer.output_dir>/<name>/``::
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,26 +30,31 @@ from .callbacks import StepProgressBar, ValidateAtEnd
 from .checkpoint import check_resumable, load_checkpoint_config, load_checkpoint_weights
 from .data import SequenceDataModule
 from .evaluation import evaluate_model
-from .module import SequenceModule
+from .module import PLACEMENT_KEY, SequenceModule
 from .quiet import quiet_lightning
+from .strategy import accelerator_and_strategy, is_fsdp
 
 
 @dataclass
 class TrainResult:
-    """Where a finished run left its outputs."""
+    """Where a finished run left its outputs. ``report`` is None on every process but
+    the first of a multi-device run (``is_global_zero``), or without an evaluation."""
 
     run_dir: Path
     last_checkpoint: Path
     best_checkpoint: Path | None
     report: Report | None
+    is_global_zero: bool = True
 
 
-def train(cfg: DictConfig) -> TrainResult:
+def train(cfg: DictConfig, *, callbacks: Sequence[L.Callback] = ()) -> TrainResult:
     """Train the experiment ``cfg`` (from :func:`seqmamba.config.load_config`), then run
     the task's evaluation of the final weights (unless ``trainer.evaluate`` is false).
 
     With ``trainer.resume_from`` (a path, or ``last``) training continues from that
-    checkpoint at the same global step and the same position in the data.
+    checkpoint at the same global step and the same position in the data, on any
+    number of processes as long as the global batch is the same. ``callbacks`` are
+    added to the Trainer's own.
     """
     experiment = to_experiment(cfg)
     directory = run_dir(experiment)
@@ -66,9 +72,12 @@ def train(cfg: DictConfig) -> TrainResult:
     # `last.ckpt` is written after every validation, including the one ValidateAtEnd
     # adds at max_steps, so the end of a run is always resumable.
     last = ModelCheckpoint(dirpath=checkpoints, save_last=True, save_top_k=0)
-    trainer = _build_trainer(experiment, directory, callbacks=[best, last])
+    trainer = _build_trainer(experiment, directory, callbacks=[best, last, *callbacks])
+    if resume is not None:
+        _check_global_batch(resume, experiment, world_size=trainer.num_devices * trainer.num_nodes)
     module = SequenceModule(to_container(cfg))
-    datamodule = SequenceDataModule(module.task, seed=experiment.trainer.seed)
+    datamodule = SequenceDataModule(module.task, seed=experiment.trainer.seed,
+                                    limit_val_batches=experiment.trainer.limit_val_batches)
 
     if trainer.is_global_zero:
         directory.mkdir(parents=True, exist_ok=True)
@@ -79,12 +88,17 @@ def train(cfg: DictConfig) -> TrainResult:
     report = None
     if experiment.trainer.evaluate and trainer.is_global_zero:
         device = trainer.strategy.root_device
-        report = evaluate_model(module.task, module.model, device=device, precision=experiment.trainer.precision)
+        model = module.model
+        if is_fsdp(trainer.strategy):
+            # Each process holds shards only; the checkpoint holds the whole final model.
+            model = module.task.build_model(experiment.model)
+            model.load_state_dict(load_checkpoint_weights(checkpoints / "last.ckpt"))
+        report = evaluate_model(module.task, model, device=device, precision=experiment.trainer.precision)
         (directory / "eval.txt").write_text(report.format() + "\n")
         (directory / "eval.json").write_text(json.dumps(asdict(report), indent=2, default=str) + "\n")
     best_path = Path(best.best_model_path) if best.best_model_path else None
     return TrainResult(run_dir=directory, last_checkpoint=checkpoints / "last.ckpt", best_checkpoint=best_path,
-                       report=report)
+                       report=report, is_global_zero=trainer.is_global_zero)
 
 
 def evaluate(cfg: DictConfig, checkpoint: str | Path) -> tuple[Report, list[str]]:
@@ -156,10 +170,11 @@ def _build_trainer(experiment: ExperimentConfig, directory: Path, *, callbacks: 
 
 def _trainer(tc: TrainerConfig, directory: Path, *, callbacks: list[L.Callback], loggers: list[Any]) -> L.Trainer:
     accumulate = tc.accumulate_grad_batches
+    accelerator, strategy = accelerator_and_strategy(tc)
     return L.Trainer(
-        accelerator=tc.accelerator,
+        accelerator=accelerator,
         devices=_devices(tc.devices),
-        strategy=tc.strategy,
+        strategy=strategy,
         precision=tc.precision,  # type: ignore[arg-type]
         max_steps=tc.max_steps,
         gradient_clip_val=tc.grad_clip if tc.grad_clip > 0 else None,
@@ -167,7 +182,8 @@ def _trainer(tc: TrainerConfig, directory: Path, *, callbacks: list[L.Callback],
         # Lightning counts these in micro-batches; the config counts optimizer steps.
         val_check_interval=tc.val_every_n_steps * accumulate,
         check_val_every_n_epoch=None,
-        limit_val_batches=tc.limit_val_batches,
+        # The data module applies trainer.limit_val_batches to the whole validation set,
+        # so that any number of processes validates on the same items.
         log_every_n_steps=tc.log_every_n_steps,
         enable_progress_bar=tc.progress_bar,
         deterministic=tc.deterministic,
@@ -191,6 +207,26 @@ def _eval_device(accelerator: str) -> torch.device:
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def _check_global_batch(path: Path, experiment: ExperimentConfig, *, world_size: int) -> None:
+    """ConfigError if this run's global batch differs from the checkpoint's: the data
+    stream would not continue where it stopped (see :mod:`seqmamba.train.data`)."""
+    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(PLACEMENT_KEY)
+    if saved is None:  # written before checkpoints recorded it: nothing to compare
+        return
+    tc = experiment.trainer
+    batch, accumulate = experiment.task.batch_size, tc.accumulate_grad_batches
+    before = saved["batch_size"] * saved["world_size"] * saved["accumulate_grad_batches"]
+    now = batch * world_size * accumulate
+    if before != now:
+        raise ConfigError(
+            f"trainer.resume_from: {path} was trained with a global batch of {before} (task.batch_size="
+            f"{saved['batch_size']} x {saved['world_size']} processes x accumulate_grad_batches="
+            f"{saved['accumulate_grad_batches']}), this run has {now} (task.batch_size={batch} x {world_size} "
+            f"processes x accumulate_grad_batches={accumulate}); choose task.batch_size or "
+            "trainer.accumulate_grad_batches so that they match, and the data continues where it stopped"
+        )
 
 
 def _resume_path(experiment: ExperimentConfig, directory: Path) -> Path | None:
