@@ -32,6 +32,8 @@ def selective_state_update(
     dt_bias: torch.Tensor | None = None,
     dt_softplus: bool = False,
     backend: str | None = None,
+    *,
+    A_is_log: bool = False,
 ) -> torch.Tensor:
     """Advance the SSM state one step in place and return the step's output.
 
@@ -50,15 +52,19 @@ def selective_state_update(
             a larger cache such as ``cache[:batch]`` is fine).
         x: (batch, D) input (float16, bfloat16, float32; float64 on the reference).
         dt: (batch, D) step sizes before bias and softplus, x's dtype.
-        A: (D, N) float32/float64, usually ``-exp(A_log)``.
+        A: (D, N) float32/float64, usually ``-exp(A_log)``; or, with ``A_is_log``, the
+            parameter ``A_log`` itself in any float dtype (the op takes ``-exp`` of it in
+            float32, which saves a decode step the kernels that would compute A).
         B: (batch, N), or (batch, G, N) grouped (G divides D; channel d reads group
             d // (D / G)); x's dtype.
         C: same forms as B (its grouping may differ from B's).
-        D: (D,) float32/float64 skip connection.
+        D: (D,) skip connection, any float dtype (read as float32; a bfloat16 model's
+            parameter needs no cast).
         z: (batch, D) gate, x's dtype.
-        dt_bias: (D,) float32/float64, added to dt before the softplus.
+        dt_bias: (D,) any float dtype, added to dt (in float32) before the softplus.
         dt_softplus: apply softplus to dt.
         backend: None (Triton on CUDA, the reference elsewhere), "triton" or "reference".
+        A_is_log: A holds ``A_log`` (the op uses ``A = -exp(A_log)``).
 
     Returns:
         y (batch, D) in x's dtype, computed in float32 from the unrounded new state.
@@ -68,7 +74,7 @@ def selective_state_update(
         ValueError: naming the argument whose shape, dtype, device or layout is wrong,
             or for a backend that cannot run here.
     """
-    _check_inputs(state, x, dt, A, B, C, D, z, dt_bias)
+    _check_inputs(state, x, dt, A, B, C, D, z, dt_bias, A_is_log=bool(A_is_log))
     name = resolve_backend(OP, backend, x.device, BACKENDS)
     with torch.no_grad():
         if name == "triton":
@@ -77,9 +83,9 @@ def selective_state_update(
                     f"{OP}: backend 'triton' computes in float32 and takes float16/bfloat16/float32 inputs; "
                     "use backend='reference' for float64"
                 )
-            return selective_state_update_op(state, x, dt, A, B, C, D, z, dt_bias, bool(dt_softplus))
+            return selective_state_update_op(state, x, dt, A, B, C, D, z, dt_bias, bool(dt_softplus), bool(A_is_log))
         return selective_state_update_reference(
-            state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, dt_softplus=bool(dt_softplus)
+            state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, dt_softplus=bool(dt_softplus), A_is_log=bool(A_is_log)
         )
 
 
@@ -95,15 +101,16 @@ def selective_state_update_op(
     z: torch.Tensor | None,
     dt_bias: torch.Tensor | None,
     dt_softplus: bool,
+    A_is_log: bool = False,
 ) -> torch.Tensor:
     """The Triton step as one op: updates ``state`` in place, returns y (batch, D)."""
     from .triton_kernel import selective_state_update_triton
 
-    return selective_state_update_triton(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
+    return selective_state_update_triton(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, A_is_log)
 
 
 @selective_state_update_op.register_fake
-def _(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus):
+def _(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, A_is_log=False):
     return x.new_empty(x.shape[0], x.shape[1])
 
 
@@ -117,6 +124,8 @@ def _check_inputs(
     D: torch.Tensor | None,
     z: torch.Tensor | None,
     dt_bias: torch.Tensor | None,
+    *,
+    A_is_log: bool,
 ) -> None:
     check_tensor(OP, "x", x, (None, None), dims="(batch, D)", dtypes=MODEL_DTYPES)
     batch, dim = x.shape
@@ -134,7 +143,7 @@ def _check_inputs(
             "torch.empty(batch, D, N) (or keep a .contiguous() copy) and pass that same tensor every step"
         )
     check_tensor(OP, "dt", dt, (batch, dim), dims="(batch, D)", dtypes=(dtype,), device=device)
-    check_tensor(OP, "A", A, (dim, n_state), dims="(D, N)", dtypes=REAL, device=device)
+    check_tensor(OP, "A", A, (dim, n_state), dims="(D, N)", dtypes=MODEL_DTYPES if A_is_log else REAL, device=device)
     for name, X in (("B", B), ("C", C)):
         if not isinstance(X, torch.Tensor) or X.dim() not in (2, 3):
             got = tuple(X.shape) if isinstance(X, torch.Tensor) else type(X).__name__
@@ -147,9 +156,9 @@ def _check_inputs(
             if groups < 1 or dim % groups:
                 raise ValueError(f"{OP}: {name} has {groups} groups, which must divide D={dim}")
     if D is not None:
-        check_tensor(OP, "D", D, (dim,), dims="(D,)", dtypes=REAL, device=device)
+        check_tensor(OP, "D", D, (dim,), dims="(D,)", dtypes=MODEL_DTYPES, device=device)
     if z is not None:
         check_tensor(OP, "z", z, (batch, dim), dims="(batch, D)", dtypes=(dtype,), device=device)
     if dt_bias is not None:
-        check_tensor(OP, "dt_bias", dt_bias, (dim,), dims="(D,)", dtypes=REAL, device=device)
+        check_tensor(OP, "dt_bias", dt_bias, (dim,), dims="(D,)", dtypes=MODEL_DTYPES, device=device)
 

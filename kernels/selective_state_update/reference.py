@@ -34,8 +34,9 @@ def selective_state_update_reference(
     z: torch.Tensor | None = None,
     dt_bias: torch.Tensor | None = None,
     dt_softplus: bool = False,
+    A_is_log: bool = False,
 ) -> torch.Tensor:
-    """Advance ``state`` one step in place and return y.
+    """Advance ``state`` one step in place and return y (A_is_log: A holds log(-A)).
 
     Shapes: state (batch, D, N); x, dt, z (batch, D); A (D, N); B, C (batch, N) or
     (batch, G, N); D, dt_bias (D,). Arithmetic runs in float32 (float64 for a float64
@@ -50,7 +51,8 @@ def selective_state_update_reference(
         dt = dt + dt_bias.to(acc)
     if dt_softplus:
         dt = F.softplus(dt)
-    new_state = torch.exp(dt[:, :, None] * A.to(acc)) * state.to(acc)
+    A = -torch.exp(A.to(acc)) if A_is_log else A.to(acc)
+    new_state = torch.exp(dt[:, :, None] * A) * state.to(acc)
     new_state = new_state + (dt * x_f)[:, :, None] * expand_groups(B, dim).to(acc)
     y = (new_state * expand_groups(C, dim).to(acc)).sum(-1)
     if D is not None:

@@ -69,6 +69,7 @@ def _selective_state_update_kernel(
     s_D, s_z_b, s_z_d, s_bias, s_y_b, s_y_d,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_GROUPED: tl.constexpr, C_GROUPED: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    A_IS_LOG: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -86,6 +87,8 @@ def _selective_state_update_kernel(
     if SOFTPLUS:
         dt = _softplus(dt)
     A = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n, mask=mask, other=0.0).to(tl.float32)
+    if A_IS_LOG:
+        A = -tl.exp(A)
     B = _load_bc(B_ptr + b * s_B_b, offs_d, offs_n, n_state, mask, dim_per_group_B, s_B_g, s_B_n, B_GROUPED)
     C = _load_bc(C_ptr + b * s_C_b, offs_d, offs_n, n_state, mask, dim_per_group_C, s_C_g, s_C_n, C_GROUPED)
 
@@ -145,6 +148,7 @@ def selective_state_update_triton(
     z: torch.Tensor | None,
     dt_bias: torch.Tensor | None,
     dt_softplus: bool,
+    A_is_log: bool = False,
     *,
     block_d: int | None = None,
     num_warps: int | None = None,
@@ -173,6 +177,6 @@ def selective_state_update_triton(
         *y.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus,
         B_GROUPED=B.dim() == 3, C_GROUPED=C.dim() == 3,
-        BLOCK_D=block_d, BLOCK_N=block_n, num_warps=num_warps,
+        BLOCK_D=block_d, BLOCK_N=block_n, A_IS_LOG=A_is_log, num_warps=num_warps,
     )
     return y

@@ -93,6 +93,34 @@ def test_kernel_matches_reference(dtype, n_state, options):
     assert_close(y, y_ref, dtype)
 
 
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+def test_half_precision_skip_and_bias_are_read_as_float32(backend):
+    """D and dt_bias of a bfloat16 model are taken as they are (no cast kernels in the
+    decode step) and give the result of their float32 copies."""
+    inputs = make_inputs(12, dtype=torch.bfloat16, **ALL)
+    half = dict(inputs, D=inputs["D"].to(torch.bfloat16), dt_bias=inputs["dt_bias"].to(torch.bfloat16),
+                state=inputs["state"].clone())
+    full = dict(inputs, D=half["D"].float(), dt_bias=half["dt_bias"].float(), state=inputs["state"].clone())
+    y_half = selective_state_update(**half, backend=backend)
+    y_full = selective_state_update(**full, backend=backend)
+    torch.testing.assert_close(y_half, y_full, rtol=0, atol=0)
+    torch.testing.assert_close(half["state"], full["state"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+@pytest.mark.parametrize("log_dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_A_given_as_its_log(backend, log_dtype):
+    """A_is_log: the op takes -exp(A_log) itself, in float32, from A_log in any dtype."""
+    inputs = make_inputs(13, **ALL)
+    A_log = torch.log(-inputs["A"]).to(log_dtype)
+    with_log = dict(inputs, A=A_log, state=inputs["state"].clone())
+    with_A = dict(inputs, A=-torch.exp(A_log.float()), state=inputs["state"].clone())
+    y_log = selective_state_update(**with_log, backend=backend, A_is_log=True)
+    y_A = selective_state_update(**with_A, backend=backend)
+    torch.testing.assert_close(y_log, y_A, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(with_log["state"], with_A["state"], rtol=1e-6, atol=1e-6)
+
+
 def test_many_channel_blocks_with_a_partial_last_one():
     # D=200 over blocks of 64: several programs per batch row, the last one partly masked.
     (y_k, s_k), (y_r, s_r) = run_both(make_inputs(2, batch=2, dim=200, n_state=16, **ALL, groups=5))
@@ -247,7 +275,7 @@ BAD = [
     (lambda i: dict(B=i["B"][:2]), "B must have shape (batch, N)"),
     (lambda i: dict(D=torch.randn(41, device=DEVICE)), "D must have shape (D,)"),
     (lambda i: dict(z=i["x"][:, :7]), "z must have shape (batch, D)"),
-    (lambda i: dict(dt_bias=torch.randn(40, device=DEVICE, dtype=torch.float16)), "dt_bias has dtype"),
+    (lambda i: dict(dt_bias=torch.arange(40, device=DEVICE, dtype=torch.int32)), "dt_bias has dtype torch.int32"),
     (lambda i: dict(state=i["state"][:0], x=i["x"][:0], dt=i["dt"][:0], B=i["B"][:0], C=i["C"][:0], z=i["z"][:0]),
      "must be at least 1"),
     (lambda i: dict(backend="cuda"), "unknown backend 'cuda'"),
