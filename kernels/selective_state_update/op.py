@@ -34,6 +34,7 @@ def selective_state_update(
     backend: str | None = None,
     *,
     A_is_log: bool = False,
+    dt_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Advance the SSM state one step in place and return the step's output.
 
@@ -65,6 +66,9 @@ def selective_state_update(
         dt_softplus: apply softplus to dt.
         backend: None (Triton on CUDA, the reference elsewhere), "triton" or "reference".
         A_is_log: A holds ``A_log`` (the op uses ``A = -exp(A_log)``).
+        dt_weight: (D, R) any float dtype; dt is then the low-rank (batch, R) input of
+            Mamba's step-size projection and the op computes ``dt @ dt_weight.T`` itself
+            (in float32), which saves the decode step one matrix-product kernel.
 
     Returns:
         y (batch, D) in x's dtype, computed in float32 from the unrounded new state.
@@ -74,7 +78,7 @@ def selective_state_update(
         ValueError: naming the argument whose shape, dtype, device or layout is wrong,
             or for a backend that cannot run here.
     """
-    _check_inputs(state, x, dt, A, B, C, D, z, dt_bias, A_is_log=bool(A_is_log))
+    _check_inputs(state, x, dt, A, B, C, D, z, dt_bias, A_is_log=bool(A_is_log), dt_weight=dt_weight)
     name = resolve_backend(OP, backend, x.device, BACKENDS)
     with torch.no_grad():
         if name == "triton":
@@ -83,9 +87,12 @@ def selective_state_update(
                     f"{OP}: backend 'triton' computes in float32 and takes float16/bfloat16/float32 inputs; "
                     "use backend='reference' for float64"
                 )
-            return selective_state_update_op(state, x, dt, A, B, C, D, z, dt_bias, bool(dt_softplus), bool(A_is_log))
+            return selective_state_update_op(
+                state, x, dt, A, B, C, D, z, dt_bias, bool(dt_softplus), bool(A_is_log), dt_weight
+            )
         return selective_state_update_reference(
-            state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, dt_softplus=bool(dt_softplus), A_is_log=bool(A_is_log)
+            state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, dt_softplus=bool(dt_softplus), A_is_log=bool(A_is_log),
+            dt_weight=dt_weight,
         )
 
 
@@ -102,15 +109,16 @@ def selective_state_update_op(
     dt_bias: torch.Tensor | None,
     dt_softplus: bool,
     A_is_log: bool = False,
+    dt_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The Triton step as one op: updates ``state`` in place, returns y (batch, D)."""
     from .triton_kernel import selective_state_update_triton
 
-    return selective_state_update_triton(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, A_is_log)
+    return selective_state_update_triton(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, A_is_log, dt_weight)
 
 
 @selective_state_update_op.register_fake
-def _(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, A_is_log=False):
+def _(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, A_is_log=False, dt_weight=None):
     return x.new_empty(x.shape[0], x.shape[1])
 
 
@@ -126,6 +134,7 @@ def _check_inputs(
     dt_bias: torch.Tensor | None,
     *,
     A_is_log: bool,
+    dt_weight: torch.Tensor | None,
 ) -> None:
     check_tensor(OP, "x", x, (None, None), dims="(batch, D)", dtypes=MODEL_DTYPES)
     batch, dim = x.shape
@@ -142,7 +151,11 @@ def _check_inputs(
             "axis (N) and no overlapping elements, because it is updated in place; allocate the cache as "
             "torch.empty(batch, D, N) (or keep a .contiguous() copy) and pass that same tensor every step"
         )
-    check_tensor(OP, "dt", dt, (batch, dim), dims="(batch, D)", dtypes=(dtype,), device=device)
+    if dt_weight is None:
+        check_tensor(OP, "dt", dt, (batch, dim), dims="(batch, D)", dtypes=(dtype,), device=device)
+    else:
+        check_tensor(OP, "dt", dt, (batch, None), dims="(batch, R) with dt_weight", dtypes=(dtype,), device=device)
+        check_tensor(OP, "dt_weight", dt_weight, (dim, dt.shape[1]), dims="(D, R)", dtypes=MODEL_DTYPES, device=device)
     check_tensor(OP, "A", A, (dim, n_state), dims="(D, N)", dtypes=MODEL_DTYPES if A_is_log else REAL, device=device)
     for name, X in (("B", B), ("C", C)):
         if not isinstance(X, torch.Tensor) or X.dim() not in (2, 3):

@@ -35,8 +35,10 @@ def selective_state_update_reference(
     dt_bias: torch.Tensor | None = None,
     dt_softplus: bool = False,
     A_is_log: bool = False,
+    dt_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Advance ``state`` one step in place and return y (A_is_log: A holds log(-A)).
+    """Advance ``state`` one step in place and return y (A_is_log: A holds log(-A);
+    dt_weight (D, R): dt is the low-rank (batch, R) input, projected as dt @ dt_weight.T).
 
     Shapes: state (batch, D, N); x, dt, z (batch, D); A (D, N); B, C (batch, N) or
     (batch, G, N); D, dt_bias (D,). Arithmetic runs in float32 (float64 for a float64
@@ -47,6 +49,8 @@ def selective_state_update_reference(
     dim = x.shape[1]
     x_f = x.to(acc)
     dt = dt.to(acc)
+    if dt_weight is not None:
+        dt = dt @ dt_weight.to(acc).T
     if dt_bias is not None:
         dt = dt + dt_bias.to(acc)
     if dt_softplus:

@@ -60,8 +60,8 @@ def _load_bc(row_ptr, offs_d, offs_n, n_state, mask, dim_per_group, s_g, s_n, GR
 
 @triton.jit
 def _selective_state_update_kernel(
-    state_ptr, x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dt_bias_ptr, y_ptr,
-    dim, n_state, dim_per_group_B, dim_per_group_C,
+    state_ptr, x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dt_bias_ptr, y_ptr, w_dt_ptr,
+    dim, n_state, dim_per_group_B, dim_per_group_C, rank, s_w_d, s_w_r,
     s_st_b, s_st_d, s_st_n,
     s_x_b, s_x_d, s_dt_b, s_dt_d,
     s_A_d, s_A_n,
@@ -69,7 +69,7 @@ def _selective_state_update_kernel(
     s_D, s_z_b, s_z_d, s_bias, s_y_b, s_y_d,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_GROUPED: tl.constexpr, C_GROUPED: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-    A_IS_LOG: tl.constexpr,
+    A_IS_LOG: tl.constexpr, DT_PROJ: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -81,7 +81,16 @@ def _selective_state_update_kernel(
     state_ptrs = state_ptr + b * s_st_b + offs_d[:, None] * s_st_d + offs_n[None, :] * s_st_n
     h = tl.load(state_ptrs, mask=mask, other=0.0).to(tl.float32)
     x = tl.load(x_ptr + b * s_x_b + offs_d * s_x_d, mask=mask_d, other=0.0).to(tl.float32)
-    dt = tl.load(dt_ptr + b * s_dt_b + offs_d * s_dt_d, mask=mask_d, other=0.0).to(tl.float32)
+    if DT_PROJ:
+        # dt is the low-rank input (batch, rank): project it here, dt = W_dt @ dt_low.
+        offs_r = tl.arange(0, BLOCK_R)
+        mask_r = offs_r < rank
+        dt_low = tl.load(dt_ptr + b * s_dt_b + offs_r * s_dt_d, mask=mask_r, other=0.0).to(tl.float32)
+        w = tl.load(w_dt_ptr + offs_d[:, None] * s_w_d + offs_r[None, :] * s_w_r,
+                    mask=mask_d[:, None] & mask_r[None, :], other=0.0).to(tl.float32)
+        dt = tl.sum(w * dt_low[None, :], axis=1)
+    else:
+        dt = tl.load(dt_ptr + b * s_dt_b + offs_d * s_dt_d, mask=mask_d, other=0.0).to(tl.float32)
     if HAS_BIAS:
         dt += tl.load(dt_bias_ptr + offs_d * s_bias, mask=mask_d, other=0.0).to(tl.float32)
     if SOFTPLUS:
@@ -149,6 +158,7 @@ def selective_state_update_triton(
     dt_bias: torch.Tensor | None,
     dt_softplus: bool,
     A_is_log: bool = False,
+    dt_weight: torch.Tensor | None = None,
     *,
     block_d: int | None = None,
     num_warps: int | None = None,
@@ -168,7 +178,9 @@ def selective_state_update_triton(
     _selective_state_update_kernel[grid](
         state, x, dt, A, B, C,
         D if D is not None else x, z if z is not None else x, dt_bias if dt_bias is not None else x, y,
+        dt_weight if dt_weight is not None else x,
         dim, n_state, _channels_per_group(B, dim), _channels_per_group(C, dim),
+        dt.shape[1] if dt_weight is not None else 0, *(dt_weight.stride() if dt_weight is not None else (0, 0)),
         *state.stride(), *x.stride(), *dt.stride(), *A.stride(),
         *_strides_bc(B), *_strides_bc(C),
         D.stride(0) if D is not None else 0,
@@ -177,6 +189,7 @@ def selective_state_update_triton(
         *y.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus,
         B_GROUPED=B.dim() == 3, C_GROUPED=C.dim() == 3,
-        BLOCK_D=block_d, BLOCK_N=block_n, A_IS_LOG=A_is_log, num_warps=num_warps,
+        BLOCK_D=block_d, BLOCK_N=block_n, A_IS_LOG=A_is_log, DT_PROJ=dt_weight is not None,
+        BLOCK_R=triton.next_power_of_2(dt.shape[1]) if dt_weight is not None else 1, num_warps=num_warps,
     )
     return y

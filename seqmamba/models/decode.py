@@ -42,12 +42,12 @@ def mixer_step(mixer: Mamba, hidden_states: torch.Tensor, cache: LayerCache) -> 
     dt, B, C = torch.split(F.linear(x, mixer.x_proj.weight), [mixer.dt_rank, mixer.d_state, mixer.d_state], dim=-1)
     # As in the forward: Δ's bias and softplus are applied inside the SSM op, which reads
     # the strided slices of the projections and the parameters in their own dtypes (it
-    # computes in float32), A as A_log: no copies, casts or exp, each one more kernel.
-    dt = F.linear(dt, mixer.dt_proj.weight)
+    # computes in float32), A as A_log, and projects Δ from its low-rank input itself:
+    # no copies, casts, exp or extra matrix product, each one more kernel.
     y = selective_state_update(
         cache.ssm,
         x,
-        dt,
+        dt,  # (batch, dt_rank): the op applies dt_proj's weight itself
         mixer.A_log,
         B,
         C,
@@ -56,6 +56,7 @@ def mixer_step(mixer: Mamba, hidden_states: torch.Tensor, cache: LayerCache) -> 
         dt_bias=mixer.dt_proj.bias,
         dt_softplus=True,
         A_is_log=True,
+        dt_weight=mixer.dt_proj.weight,
     )
     return F.linear(y, mixer.out_proj.weight, mixer.out_proj.bias)
 

@@ -121,6 +121,24 @@ def test_A_given_as_its_log(backend, log_dtype):
     torch.testing.assert_close(with_log["state"], with_A["state"], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+@pytest.mark.parametrize("rank", [3, 48])
+def test_dt_projected_inside_the_op(backend, rank):
+    """dt_weight: the op takes Mamba's low-rank dt input and projects it itself."""
+    inputs = make_inputs(14, **ALL, dim=200)
+    gen = torch.Generator().manual_seed(15)
+    dt_low = torch.randn(inputs["x"].shape[0], 2 * rank, generator=gen).to(DEVICE)[:, :rank]  # a strided slice
+    weight = (torch.randn(200, rank, generator=gen) / rank**0.5).to(DEVICE)
+    fused = dict(inputs, dt=dt_low, state=inputs["state"].clone())
+    plain = dict(inputs, dt=dt_low @ weight.T, state=inputs["state"].clone())
+    y_fused = selective_state_update(**fused, backend=backend, dt_weight=weight)
+    y_plain = selective_state_update(**plain, backend=backend)
+    torch.testing.assert_close(y_fused, y_plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused["state"], plain["state"], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"dt_weight must have shape \(D, R\) = \(200, %d\)" % rank):
+        selective_state_update(**fused, backend=backend, dt_weight=weight[:, :-1] if rank > 1 else weight[:-1])
+
+
 def test_many_channel_blocks_with_a_partial_last_one():
     # D=200 over blocks of 64: several programs per batch row, the last one partly masked.
     (y_k, s_k), (y_r, s_r) = run_both(make_inputs(2, batch=2, dim=200, n_state=16, **ALL, groups=5))
