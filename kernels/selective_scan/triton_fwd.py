@@ -410,13 +410,13 @@ TARGET_PROGRAMS = 1024
 # Splitting L when programs are very few (fewer than SPLIT_BELOW): segments until about
 # SPLIT_PROGRAMS programs run, each at least MIN_SEG_LEN steps. The first pass recomputes
 # all but the last segment, so a split costs about 1.6x the work: on an H100 it paid only
-# at batch 1 (48 programs: 5.3 ms instead of 17 ms at L = 2^17) and lost at 192 and 384
-# programs (2.6 ms instead of 2.1 ms at (4, 1536, 16384); 0.73 instead of 0.36 ms at
-# (8, 1536, 2048)).
+# at batch 1 (48 programs: 5.2 ms instead of 17 ms at L = 2^17, with 2048-step segments;
+# 5.4 ms with 1024, 6.2 ms with 512) and lost at 192 and 384 programs (2.6 ms instead of
+# 2.1 ms at (4, 1536, 16384); 0.73 instead of 0.36 ms at (8, 1536, 2048)).
 SPLIT_L = True
 SPLIT_BELOW = 128
 SPLIT_PROGRAMS = 6144
-MIN_SEG_LEN = 1024
+MIN_SEG_LEN = 2048
 # Load each chunk's tiles one chunk ahead (software pipelining by hand): 5-30% faster on
 # an H100 at every benchmark shape without a split.
 PREFETCH = True

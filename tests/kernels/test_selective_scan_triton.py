@@ -233,10 +233,10 @@ def test_split_config_picks_segments(split_l):
     cfg = split_l.fwd_config(BATCH, DIM, 4, length=200, align=64)
     assert cfg.seg_len == 64
     assert split_l.fwd_config(BATCH, DIM, 4, length=64, align=64).seg_len is None  # one segment
-    split_l.SPLIT_BELOW, split_l.SPLIT_PROGRAMS, split_l.MIN_SEG_LEN = 128, 6144, 1024
+    split_l.SPLIT_BELOW, split_l.SPLIT_PROGRAMS, split_l.MIN_SEG_LEN = 128, 6144, 2048
     assert split_l.fwd_config(4, 1536, 16, length=16384, align=64).seg_len is None  # 192 programs: enough
-    # (1, 1536, 131072, 16): 48 programs of 32 channels -> 128 segments of 1024 steps.
-    assert split_l.fwd_config(1, 1536, 16, length=131072, align=64).seg_len == 1024
+    # (1, 1536, 131072, 16): 48 programs of 32 channels -> 64 segments of 2048 steps.
+    assert split_l.fwd_config(1, 1536, 16, length=131072, align=64).seg_len == 2048
     split_l.SPLIT_L = False
     assert split_l.fwd_config(1, 1536, 16, length=131072, align=64).seg_len is None
 
