@@ -20,6 +20,7 @@ from types import ModuleType
 # command name -> module implementing it. Add new commands here.
 COMMANDS: dict[str, str] = {
     "train": "seqmamba.commands.train",
+    "compare": "seqmamba.commands.compare",
     "evaluate": "seqmamba.commands.evaluate",
     "generate": "seqmamba.commands.generate",
     "config": "seqmamba.commands.config",

@@ -118,6 +118,17 @@ class Task(abc.ABC):
         logits = model(batch["input_ids"])
         return language_model_step(logits, batch["labels"])
 
+    def loss_unit(self) -> tuple[str, float]:
+        """The domain's own unit, for comparing losses across domains (``seqmamba
+        compare``): its name and how many of it one scored token stands for.
+
+        Bits per unit = bits per token / units per token. E.g. ``("base", 1.0)`` for
+        DNA read one base per token, ``("byte", 3.8)`` for a text tokenizer whose
+        tokens average 3.8 bytes of the validation text, ``("sample", 1.0)`` for audio
+        quantised one sample per token. Default: ``("token", 1.0)``.
+        """
+        return "token", 1.0
+
     @abc.abstractmethod
     def evaluate(self, model: nn.Module, device: torch.device) -> Report:
         """The task's full evaluation (e.g. accuracy per test length), run after training

@@ -38,6 +38,14 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
     Returns a structured DictConfig typed by :class:`ExperimentConfig` (use
     :func:`to_experiment` for plain dataclasses). Raises ConfigError (ValueError).
     """
+    data = read_config_file(path)
+    if "tasks" in data and "task" not in data:
+        raise ConfigError(f"{path}: a comparison of several tasks (it has 'tasks:'); run it with 'seqmamba compare {path}'")
+    return build_config(data, source=str(path), overrides=overrides)
+
+
+def read_config_file(path: str | Path) -> DictConfig:
+    """The YAML mapping in ``path``, unchecked; ConfigError if it is missing or not YAML."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -47,7 +55,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
         raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, DictConfig):
         raise ConfigError(f"{path}: a config file must be a mapping of sections (name, model, task, ...)")
-    return build_config(data, source=str(path), overrides=overrides)
+    return data
 
 
 def build_config(data: Mapping[str, Any] | DictConfig, *, source: str, overrides: Sequence[str] = ()) -> DictConfig:
@@ -63,9 +71,9 @@ def build_config(data: Mapping[str, Any] | DictConfig, *, source: str, overrides
         raise ConfigError(f"{task_source}: {exc}") from None
     schema = experiment_schema(task_cls.config_class)
 
-    cfg = _merge(schema, data, source)
+    cfg = merge_config(schema, data, source)
     for text, override in parsed:
-        cfg = _merge(cfg, override, f"override {text!r}")
+        cfg = merge_config(cfg, override, f"override {text!r}")
     # Past this point a problem may come from the file or from an override.
     where = f"{source} with overrides" if overrides else source
     try:
@@ -242,7 +250,9 @@ def _yaml_problem(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _merge(base: DictConfig, data: DictConfig, source: str) -> DictConfig:
+def merge_config(base: DictConfig, data: DictConfig, source: str) -> DictConfig:
+    """``data`` merged into the (structured) ``base``; ConfigError naming ``source`` and
+    the key path for an unknown key, a wrong type or a section that is not a mapping."""
     _check_sections(base, data, source, prefix="")
     try:
         merged = OmegaConf.merge(base, data)

@@ -163,6 +163,9 @@ class DNAPretrain(Task):
     def step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         return language_model_step(model(batch["input_ids"]), batch["labels"])
 
+    def loss_unit(self) -> tuple[str, float]:
+        return "base", 1.0  # one token per base; padding is never scored
+
     def embed(
         self, model: nn.Module, input_path: str, *, device: torch.device, fasta: Optional[str] = None
     ) -> tuple[list[str], torch.Tensor]:
