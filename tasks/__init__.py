@@ -15,6 +15,7 @@ _TASK_MODULES: dict[str, str] = {
     "induction_heads": "seqmamba.tasks.synthetic",
     "dna_pretrain": "seqmamba.tasks.dna",
     "dna_classify": "seqmamba.tasks.dna",
+    "text_pretrain": "seqmamba.tasks.text",
 }
 
 _REGISTRY: dict[str, type[Task]] = {}

@@ -9,14 +9,16 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 
-SUMMARY = "build a data set (e.g. 'seqmamba data dna-species OUT')"
+SUMMARY = "build a data set (e.g. 'seqmamba data dna-species OUT', 'seqmamba data text INPUT... --out DIR')"
 DESCRIPTION = """\
 Build a data set into a folder, from sources installed on this machine, ready for a
 config to point at. Run 'seqmamba data <dataset> --help' for one data set's options."""
 EXAMPLES = """\
 examples:
   seqmamba data dna-species data/dna_species
-  seqmamba data dna-species data/dna_species --length 1024 4096 --train-windows 2000"""
+  seqmamba data dna-species data/dna_species --length 1024 4096 --train-windows 2000
+  seqmamba data text corpus/ more.jsonl.gz 'extra/**/*.txt' --out data/text --workers 4
+  seqmamba data train-tokenizer corpus/ --out data/bpe/tokenizer.json --vocab-size 8192"""
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,78 @@ def _build_species(args: argparse.Namespace) -> int:
     return 0
 
 
+def _corpus_arguments(parser: argparse.ArgumentParser) -> None:
+    """The inputs and file filters that text ingestion and tokenizer training share."""
+    parser.add_argument("inputs", metavar="INPUT", nargs="+",
+                        help="files, folders (every file below) or glob patterns ('**' for any depth); "
+                        "plain text, .jsonl (one JSON object a line), either optionally .gz")
+    parser.add_argument("--include", action="append", default=[], metavar="GLOB",
+                        help="in folders, read only files whose relative path or name matches (repeatable), e.g. '*.py'")
+    parser.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                        help="in folders, leave out files whose relative path or name matches (repeatable)")
+    parser.add_argument("--text-field", default="text", help="the field of a .jsonl line that holds the document "
+                        "(default: %(default)s)")
+    parser.add_argument("--bad-files", choices=("skip", "error"), default="skip",
+                        help="files that are not text (binary, not UTF-8, broken JSON Lines or gzip): skip them "
+                        "with a warning and a count, or stop (default: %(default)s)")
+
+
+def _text_arguments(parser: argparse.ArgumentParser) -> None:
+    _corpus_arguments(parser)
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the shards and index.json")
+    parser.add_argument("--tokenizer", default="byte",
+                        help="'byte' (256 bytes + end of document) or a tokenizer.json file (default: %(default)s)")
+    parser.add_argument("--eod-token", default="<|endoftext|>",
+                        help="the tokenizer.json token appended after each document (default: %(default)s)")
+    parser.add_argument("--val-fraction", type=float, default=0.01,
+                        help="share of the documents held out for validation (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds which documents are held out")
+    parser.add_argument("--dtype", choices=("auto", "uint16", "uint32"), default="auto",
+                        help="token id type of the shards; auto: uint16 when the vocabulary fits (default: %(default)s)")
+    parser.add_argument("--shard-mib", type=float, default=8.0,
+                        help="input MiB per shard, the unit of work and of resuming (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1, help="tokenizing processes (default: %(default)s)")
+
+
+def _build_text(args: argparse.Namespace) -> int:
+    import sys
+
+    from seqmamba.tasks.text.ingest import Settings, ingest
+
+    settings = Settings(tokenizer=args.tokenizer, eod_token=args.eod_token, text_field=args.text_field,
+                        val_fraction=args.val_fraction, seed=args.seed, dtype=args.dtype,
+                        shard_bytes=int(args.shard_mib * (1 << 20)))
+    summary = ingest(args.inputs, args.out, settings, include=tuple(args.include), exclude=tuple(args.exclude),
+                     workers=args.workers, bad_files=args.bad_files, progress=sys.stderr.isatty())
+    for name, totals in summary.totals.items():
+        print(f"{name}: {totals['documents']:,} documents, {totals['tokens']:,} tokens, {totals['bytes']:,} bytes")
+    print(f"wrote {len(summary.written)} of {summary.shards} shards and {summary.out / 'index.json'}")
+    return 0
+
+
+def _tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
+    _corpus_arguments(parser)
+    parser.add_argument("--out", required=True, metavar="FILE", help="the tokenizer.json to write")
+    parser.add_argument("--vocab-size", type=int, default=8192,
+                        help="tokens in all: 256 bytes, <|endoftext|> and the merges (default: %(default)s)")
+    parser.add_argument("--min-frequency", type=int, default=2,
+                        help="merge only pairs seen at least this often (default: %(default)s)")
+
+
+def _build_tokenizer(args: argparse.Namespace) -> int:
+    from seqmamba.tasks.text.corpus import corpus_documents
+    from seqmamba.tasks.text.tokenizer import train_bpe
+
+    skipped: list[str] = []
+    documents = corpus_documents(args.inputs, include=args.include, exclude=args.exclude, text_field=args.text_field,
+                                 bad_files=args.bad_files, skipped=skipped)
+    tokenizer = train_bpe(documents, args.out, vocab_size=args.vocab_size, min_frequency=args.min_frequency)
+    if skipped:
+        print(f"warning: skipped {len(skipped)} files that are not text (first: {'; '.join(skipped[:3])})")
+    print(f"wrote {args.out}: byte-level BPE, {tokenizer.vocab_size} tokens")
+    return 0
+
+
 DATASETS: dict[str, DataSet] = {
     "dna-species": DataSet(
         summary="species classification windows from complete bacterial genomes (ragout-examples)",
@@ -74,6 +148,27 @@ DATASETS: dict[str, DataSet] = {
         ),
         add_arguments=_species_arguments,
         build=_build_species,
+    ),
+    "text": DataSet(
+        summary="tokenize a text corpus into shards for text_pretrain (resumable, parallel)",
+        description=(
+            "Read every document of the inputs, tokenize it in worker processes, append the end-of-document\n"
+            "token and write memory-mapped token shards (uint16 when the vocabulary fits, else uint32) with\n"
+            "DIR/index.json and a held-out validation split. Running the same command again skips the shards\n"
+            "already written. Point a config's task.data at DIR."
+        ),
+        add_arguments=_text_arguments,
+        build=_build_text,
+    ),
+    "train-tokenizer": DataSet(
+        summary="train a byte-level BPE tokenizer.json on a text corpus (offline)",
+        description=(
+            "Train a byte-level BPE tokenizer (the tokenizers library) on the documents of the inputs and write\n"
+            "it as a tokenizer.json, for 'seqmamba data text --tokenizer FILE'. Any text encodes and decodes\n"
+            "back exactly; <|endoftext|> ends documents."
+        ),
+        add_arguments=_tokenizer_arguments,
+        build=_build_tokenizer,
     ),
 }
 

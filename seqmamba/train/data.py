@@ -6,7 +6,9 @@ positions ``[(k * world_size + rank) * batch_size, ... + batch_size)``:
 
 * a map-style dataset (``__len__`` + ``__getitem__``) is read in a shuffled order, a
   new permutation per pass, each a keyed bijection of ``range(len)`` computed per index
-  (no permutation array, so huge or virtual datasets cost nothing);
+  (no permutation array, so huge or virtual datasets cost nothing); one with a true
+  ``in_order`` attribute is read in index order instead (e.g. consecutive windows of
+  a corpus that is shuffled already);
 * an ``IterableDataset`` is read in its own order, restarted when it ends. It must be
   deterministic given its config (it may not draw from torch's global RNG). Each
   loader worker reads the stream and keeps only its own batches, so skipping ahead
@@ -118,6 +120,7 @@ class TrainStream(IterableDataset):
 
     def _from_map(self, batches: Iterator[int]) -> Iterator[Any]:
         n = len(self.dataset)  # type: ignore[arg-type]
+        in_order = bool(getattr(self.dataset, "in_order", False))
         epoch_of_permutation, permutation = 0, IndexPermutation(n, seed=self.seed, epoch=0)
         for batch in batches:
             items = []
@@ -126,7 +129,7 @@ class TrainStream(IterableDataset):
                 epoch, offset = divmod(position, n)
                 if epoch != epoch_of_permutation:
                     epoch_of_permutation, permutation = epoch, IndexPermutation(n, seed=self.seed, epoch=epoch)
-                items.append(self.dataset[permutation[offset]])
+                items.append(self.dataset[offset if in_order else permutation[offset]])
             yield self.collate_fn(items)
 
     def _from_iterable(self, batches: Iterator[int]) -> Iterator[Any]:
