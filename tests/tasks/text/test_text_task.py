@@ -4,9 +4,12 @@ byte, then generation of text."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 import random
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +24,7 @@ from seqmamba.tasks.text import TextPretrainConfig, bits_per_byte
 from seqmamba.tasks.text.ingest import Settings, ingest
 from seqmamba.tasks.text.shards import Corpus
 from seqmamba.tasks.text.windows import Windows
-from seqmamba.train import TrainStream, train
+from seqmamba.train import TrainStream
 
 EOD = 256
 
@@ -148,7 +151,14 @@ trainer: {{max_steps: 40, val_every_n_steps: 20, limit_val_batches: 2, log_every
 """
 
 
-def test_training_lowers_bits_per_byte_then_generates_text(tmp_path, capsys):
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("text_train", Path(__file__).parents[3] / "benchmarks" / "text_train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_training_lowers_bits_per_byte_then_generates_text(tmp_path, capsys, monkeypatch):
     rng = random.Random(2)
     words = ["the", "mamba", "reads", "bytes", "état", "日本"]
     folder = tmp_path / "corpus"
@@ -162,12 +172,21 @@ def test_training_lowers_bits_per_byte_then_generates_text(tmp_path, capsys):
     task = get_task("text_pretrain")(to_experiment(cfg).task)
     torch.manual_seed(cfg.trainer.seed)
     before = task.evaluate(task.build_model(ModelConfig(d_model=16, n_layer=1, d_state=4)).eval(), torch.device("cpu"))
-    result = train(cfg)
-    after = result.report.metrics["val_bits_per_byte"]
+    # Trained through benchmarks/text_train.py, which measures tokens/s and the curve.
+    bench = load_benchmark()
+    monkeypatch.setattr(sys, "argv", ["text_train", str(config), "--json", str(tmp_path / "run.json")])
+    bench.main()
+    printed = capsys.readouterr().out
+    row = json.loads((tmp_path / "run.json").read_text())
+    after = row["eval"]["val_bits_per_byte"]
     assert before.metrics["val_bits_per_byte"] > 7.0 and after < 0.6 * before.metrics["val_bits_per_byte"]
-    with open(next((result.run_dir / "logs" / "csv").glob("version_*/metrics.csv"))) as handle:
-        curve = [float(row["val/bits_per_byte"]) for row in csv.DictReader(handle) if row["val/bits_per_byte"]]
-    assert len(curve) == 2 and curve[1] < curve[0]
+    curve = [p["val_bits_per_byte"] for p in row["curve"]]
+    assert [p["step"] for p in row["curve"]] == [20, 40] and curve[1] < curve[0]
+    with open(next((tmp_path / "runs" / "text_test" / "logs" / "csv").glob("version_*/metrics.csv"))) as handle:
+        logged = [float(r["val/bits_per_byte"]) for r in csv.DictReader(handle) if r["val/bits_per_byte"]]
+    assert logged == pytest.approx(curve)
+    assert row["tokens_per_step"] == 8 * 32 and row["train_tokens_per_s"] > 0
+    assert "| val bits per byte | " in printed and f"{curve[1]:.3f}" in printed
 
     capsys.readouterr()
     assert main(["generate", str(config), "ckpt=last", "prompt=the mamba", "prompt=日本", "max_new_tokens=12",
