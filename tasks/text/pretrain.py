@@ -81,6 +81,7 @@ class TextPretrain(Task):
         self.corpus = Corpus(cfg.data)
         self.tokenizer = self.corpus.tokenizer()
         self.token_bytes = torch.from_numpy(self.tokenizer.token_bytes())  # (vocab,) int64
+        self._token_bytes_on: dict[torch.device, torch.Tensor] = {}
 
     @property
     def vocab_size(self) -> int:
@@ -97,7 +98,9 @@ class TextPretrain(Task):
         out = language_model_step(model(batch["input_ids"]), batch["labels"])
         labels = batch["labels"]
         scored = labels != IGNORE_INDEX
-        token_bytes = self.token_bytes.to(labels.device)
+        if labels.device not in self._token_bytes_on:  # copied to each device once, not every step
+            self._token_bytes_on[labels.device] = self.token_bytes.to(labels.device)
+        token_bytes = self._token_bytes_on[labels.device]
         num_bytes = token_bytes[labels.clamp(min=0)][scored].sum()
         out.metrics["bits_per_byte"] = Metric(out.metrics["loss"].total / math.log(2), num_bytes)
         return out

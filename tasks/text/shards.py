@@ -91,7 +91,11 @@ class Corpus:
         """The tokenizer the corpus was made with (a copy kept in the folder)."""
         spec = BYTE if self.index["tokenizer"] == BYTE else self.root / self.index["tokenizer"]
         tokenizer = load_tokenizer(spec, eod_token=self.index["eod_token"])
-        assert tokenizer.vocab_size == self.vocab_size and tokenizer.eod_id == self.eod_id
+        if (tokenizer.vocab_size, tokenizer.eod_id) != (self.vocab_size, self.eod_id):
+            raise ValueError(
+                f"task.data: {spec} has {tokenizer.vocab_size} tokens and end-of-document id {tokenizer.eod_id}, "
+                f"but the shards were written with {self.vocab_size} and {self.eod_id}; ingest the corpus again"
+            )
         return tokenizer
 
     def stream(self, split: str) -> TokenStream:

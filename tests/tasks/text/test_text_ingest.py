@@ -174,6 +174,10 @@ def test_bpe_tokenizer_json_and_include_exclude(corpus_dir, tmp_path):
         assert corpus.count(split, "bytes") == len(text.encode())
     assert sum(summary.totals[s]["documents"] for s in ("train", "val")) == len(chosen)
     assert sorted("".join(texts)) == sorted("".join(chosen))
+    # The folder's tokenizer replaced by another one: refused, not read with the wrong ids.
+    train_bpe(docs, tmp_path / "out" / "tokenizer.json", vocab_size=290)
+    with pytest.raises(ValueError, match="but the shards were written with 300 and 0; ingest the corpus again"):
+        Corpus(tmp_path / "out").tokenizer()
 
 
 def test_large_jsonl_is_split_at_line_starts(tmp_path):
