@@ -72,7 +72,7 @@ def ingest(inputs: list[str], out: str | Path, settings: Settings = Settings(), 
     shards = _pack(pieces, settings.shard_bytes)
     out = Path(out)
     (out / "shards").mkdir(parents=True, exist_ok=True)
-    _check_plan(out, _plan(settings, tokenizer, dtype, shards))
+    _check_plan(out, _plan(settings, dtype, shards))
     if tokenizer.name != BYTE and not (out / "tokenizer.json").is_file():
         shutil.copyfile(settings.tokenizer, out / "tokenizer.json")
 
@@ -106,8 +106,8 @@ def _check(settings: Settings, *, workers: int, bad_files: str) -> None:
 
 
 def _pack(pieces: list[Piece], shard_bytes: int) -> list[list[Piece]]:
-    """Consecutive pieces grouped into shards of at least ``shard_bytes`` (the last may
-    hold less; a piece larger than that is a shard of its own)."""
+    """Consecutive pieces grouped into shards; a shard is closed once it holds
+    ``shard_bytes`` or more (so only the last one may hold less)."""
     shards: list[list[Piece]] = [[]]
     size = 0
     for piece in pieces:
@@ -119,7 +119,7 @@ def _pack(pieces: list[Piece], shard_bytes: int) -> list[list[Piece]]:
     return shards
 
 
-def _plan(settings: Settings, tokenizer: Tokenizer, dtype: str, shards: list[list[Piece]]) -> dict[str, Any]:
+def _plan(settings: Settings, dtype: str, shards: list[list[Piece]]) -> dict[str, Any]:
     files = {p.path: os.stat(p.path).st_mtime_ns for shard in shards for p in shard}
     return {
         "format": FORMAT, "settings": {**asdict(settings), "tokenizer": fingerprint(settings.tokenizer)},
