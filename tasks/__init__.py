@@ -16,6 +16,8 @@ _TASK_MODULES: dict[str, str] = {
     "dna_pretrain": "seqmamba.tasks.dna",
     "dna_classify": "seqmamba.tasks.dna",
     "text_pretrain": "seqmamba.tasks.text",
+    "audio_pretrain": "seqmamba.tasks.audio",
+    "audio_classify": "seqmamba.tasks.audio",
 }
 
 _REGISTRY: dict[str, type[Task]] = {}
