@@ -163,6 +163,12 @@ class Task(abc.ABC):
         """
         return " ".join(str(i) for i in ids[prompt_length:].tolist())
 
+    def describe_speed(self, tokens_per_second: float, *, sequences: int) -> str:
+        """A line for ``seqmamba generate`` about decoding speed in the domain's own
+        terms (audio: against real time), given the new tokens per second of each
+        sequence and how many sequences were decoded together. Default: ``""``, nothing."""
+        return ""
+
 
 def language_model_step(logits: torch.Tensor, labels: torch.Tensor) -> StepOutput:
     """Cross-entropy and accuracy over the labelled positions.

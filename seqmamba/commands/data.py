@@ -18,7 +18,8 @@ examples:
   seqmamba data dna-species data/dna_species
   seqmamba data dna-species data/dna_species --length 1024 4096 --train-windows 2000
   seqmamba data text corpus/ more.jsonl.gz 'extra/**/*.txt' --out data/text --workers 4
-  seqmamba data train-tokenizer corpus/ --out data/bpe/tokenizer.json --vocab-size 8192"""
+  seqmamba data train-tokenizer corpus/ --out data/bpe/tokenizer.json --vocab-size 8192
+  seqmamba data spoken-digits data/spoken_digits --voices 24 --takes 1"""
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,33 @@ def _build_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spoken_digits_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", metavar="OUT", help="folder to write train/, val/, test/ and manifest.json into")
+    parser.add_argument("--voices", type=int, default=None,
+                        help="espeak-ng voice variants to use, drawn at random (default: all of them)")
+    parser.add_argument("--takes", type=int, default=2, help="clips per voice and digit (default: %(default)s)")
+    parser.add_argument("--val-voices", type=int, default=8, help="voices held out for validation (default: %(default)s)")
+    parser.add_argument("--test-voices", type=int, default=8, help="voices held out for the test (default: %(default)s)")
+    parser.add_argument("--sample-rate", type=int, default=16000, help="Hz (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="clip length (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the voice split, accents, rates, pitches and offsets")
+
+
+def _build_spoken_digits(args: argparse.Namespace) -> int:
+    from seqmamba.tasks.audio.spoken_digits import build_spoken_digits
+
+    manifest = build_spoken_digits(args.out, voices=args.voices, takes=args.takes, val_voices=args.val_voices,
+                                   test_voices=args.test_voices, sample_rate=args.sample_rate, seconds=args.seconds,
+                                   seed=args.seed)
+    for split, voices in manifest["voices"].items():
+        print(f"{split}: {manifest['clips'][split]} clips from {len(voices)} voices")
+    print(f"test voices (never heard in training): {', '.join(manifest['voices']['test'])}")
+    if manifest["silent_takes_skipped"]:
+        print(f"skipped {len(manifest['silent_takes_skipped'])} takes that came out silent")
+    print(f"wrote {args.out}/manifest.json")
+    return 0
+
+
 DATASETS: dict[str, DataSet] = {
     "dna-species": DataSet(
         summary="species classification windows from complete bacterial genomes (ragout-examples)",
@@ -169,6 +197,17 @@ DATASETS: dict[str, DataSet] = {
         ),
         add_arguments=_tokenizer_arguments,
         build=_build_tokenizer,
+    ),
+    "spoken-digits": DataSet(
+        summary="SC09-like spoken digits synthesised offline with espeak-ng (audio)",
+        description=(
+            "Synthesise 'zero' .. 'nine' with Debian's espeak-ng: every voice variant says every digit --takes\n"
+            "times with a random English accent, rate and pitch, as 1 s mono clips at 16 kHz (16-bit FLAC) in the\n"
+            "SC09 layout OUT/<split>/<digit>/. Splits are by voice: test voices are never heard in training.\n"
+            "Install the synthesiser with: apt-get update && apt-get install -y espeak-ng"
+        ),
+        add_arguments=_spoken_digits_arguments,
+        build=_build_spoken_digits,
     ),
 }
 

@@ -150,4 +150,8 @@ def run(args: argparse.Namespace) -> int:
         f"{(first_token_at[0] - start) * 1e3:.1f} ms (prefill), then {rate}",
         file=sys.stderr,
     )
+    if new > 1 and decode_s > 0:
+        note = task.describe_speed((new - 1) / decode_s, sequences=len(prompts))
+        if note:
+            print(note, file=sys.stderr)
     return 0
