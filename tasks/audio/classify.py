@@ -19,13 +19,13 @@ from typing import Optional
 import torch
 import torchaudio
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from seqmamba.models import ModelConfig, make_norm
 
 from ..base import Report, StepOutput, Task, language_model_step
 from .codec import dequantize, quantize
-from .data import AudioData, AudioDataConfig, AudioWindows
+from .data import AudioData, AudioDataConfig, AudioWindows, spread
 from .files import find_audio_files, read_audio
 from .quality import am_score, frechet_distance, inception_score, modified_inception_score
 from .stack import MambaStack
@@ -126,10 +126,8 @@ class AudioClassify(Task):
 
     def _run(self, model: nn.Module, data: "Dataset | list", device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(probabilities (n, classes), features (n, d), labels (n,)) of a data set's items."""
-        limit = self.cfg.eval_max_examples
-        if limit is not None and len(data) > limit:
-            data = Subset(data, [i * len(data) // limit for i in range(limit)])
         probs, features, labels = [], [], []
+        data = spread(data, self.cfg.eval_max_examples)
         for batch in DataLoader(data, batch_size=self.cfg.eval_batch_size, shuffle=False):
             feats = model.features(batch["audio"].to(device))
             probs.append(torch.softmax(model.head(feats).float(), -1).cpu())

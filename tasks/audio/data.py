@@ -29,7 +29,7 @@ from typing import List, Optional
 
 import torch
 from omegaconf import MISSING
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from ..base import TaskConfig
 from .codec import check_quantization, quantize
@@ -227,3 +227,10 @@ class AudioData:
     def split_names(self) -> list[str]:
         """train, val, and test when the data set has test files."""
         return [s for s in SPLIT_FOLDERS if self.splits[s]]
+
+
+def spread(data: Dataset, limit: Optional[int]) -> Dataset:
+    """At most ``limit`` items of ``data`` (all if None), evenly spread over it."""
+    if limit is None or len(data) <= limit:
+        return data
+    return Subset(data, [i * len(data) // limit for i in range(limit)])

@@ -22,11 +22,11 @@ from typing import List, Optional
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from ..base import IGNORE_INDEX, Metric, Report, StepOutput, Task, language_model_step
 from .codec import dequantize, quantize, silence_id
-from .data import AudioData, AudioDataConfig, AudioWindows
+from .data import AudioData, AudioDataConfig, AudioWindows, spread
 from .files import read_audio, write_wav
 from .models import BACKBONES, build_audio_lm
 from .plots import plot_sample
@@ -122,9 +122,7 @@ class AudioPretrain(Task):
         for split, data in self.datasets().items():
             if split == "train":
                 continue
-            limit = self.cfg.eval_max_examples
-            if limit is not None and len(data) > limit:
-                data = Subset(data, [i * len(data) // limit for i in range(limit)])
+            data = spread(data, self.cfg.eval_max_examples)
             nats, right, scored = 0.0, 0.0, 0
             for batch in DataLoader(data, batch_size=self.cfg.eval_batch_size, shuffle=False):
                 out = self.step(model, {key: value.to(device) for key, value in batch.items()})

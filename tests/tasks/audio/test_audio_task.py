@@ -3,7 +3,6 @@ and generated WAV/PNG files, ``seqmamba train``/``generate``/``evaluate`` on the
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import soundfile
