@@ -165,6 +165,31 @@ def _build_spoken_digits(args: argparse.Namespace) -> int:
     return 0
 
 
+def _piano_arguments(parser: argparse.ArgumentParser) -> None:
+    from seqmamba.tasks.audio.piano import DEFAULT_SOUNDFONT
+
+    parser.add_argument("out", metavar="OUT", help="folder to write train/, val/, test/ and manifest.json into")
+    parser.add_argument("--pieces", type=int, default=24, help="pieces in all (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of a piece (default: %(default)s)")
+    parser.add_argument("--val-pieces", type=int, default=2, help="pieces held out for validation (default: %(default)s)")
+    parser.add_argument("--test-pieces", type=int, default=2, help="pieces held out for the test (default: %(default)s)")
+    parser.add_argument("--sample-rate", type=int, default=16000, help="Hz (default: %(default)s)")
+    parser.add_argument("--soundfont", default=str(DEFAULT_SOUNDFONT), help="General MIDI soundfont (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the compositions")
+
+
+def _build_piano(args: argparse.Namespace) -> int:
+    from seqmamba.tasks.audio.piano import build_piano
+
+    manifest = build_piano(args.out, pieces=args.pieces, seconds=args.seconds, val_pieces=args.val_pieces,
+                           test_pieces=args.test_pieces, sample_rate=args.sample_rate, seed=args.seed,
+                           soundfont=args.soundfont)
+    for split, seconds in manifest["seconds_per_split"].items():
+        print(f"{split}: {seconds / 60:.1f} minutes")
+    print(f"wrote {args.out}/manifest.json")
+    return 0
+
+
 DATASETS: dict[str, DataSet] = {
     "dna-species": DataSet(
         summary="species classification windows from complete bacterial genomes (ragout-examples)",
@@ -208,6 +233,17 @@ DATASETS: dict[str, DataSet] = {
         ),
         add_arguments=_spoken_digits_arguments,
         build=_build_spoken_digits,
+    ),
+    "piano": DataSet(
+        summary="long piano recordings rendered from MIDI composed by code, with fluidsynth (audio, crop mode)",
+        description=(
+            "Compose piano pieces by code (chord progressions, left-hand chords or arpeggios, a melody), write\n"
+            "them as MIDI and render them with fluidsynth and a General MIDI soundfont into\n"
+            "OUT/<split>/piece_NNN.flac (16-bit mono), a YouTubeMix-like set for task.mode: crop.\n"
+            "Install the renderer with: apt-get update && apt-get install -y fluidsynth fluid-soundfont-gm"
+        ),
+        add_arguments=_piano_arguments,
+        build=_build_piano,
     ),
 }
 
