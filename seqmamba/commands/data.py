@@ -138,14 +138,20 @@ def _build_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _spoken_digits_arguments(parser: argparse.ArgumentParser) -> None:
+def _audio_split_arguments(parser: argparse.ArgumentParser, *, unit: str, held_out: int) -> None:
+    """OUT, the --val-<unit> and --test-<unit> counts held out, and --sample-rate."""
     parser.add_argument("out", metavar="OUT", help="folder to write train/, val/, test/ and manifest.json into")
+    for split, what in (("val", "validation"), ("test", "the test")):
+        parser.add_argument(f"--{split}-{unit}", type=int, default=held_out,
+                            help=f"{unit} held out for {what} (default: %(default)s)")
+    parser.add_argument("--sample-rate", type=int, default=16000, help="Hz (default: %(default)s)")
+
+
+def _spoken_digits_arguments(parser: argparse.ArgumentParser) -> None:
+    _audio_split_arguments(parser, unit="voices", held_out=8)
     parser.add_argument("--voices", type=int, default=None,
                         help="espeak-ng voice variants to use, drawn at random (default: all of them)")
     parser.add_argument("--takes", type=int, default=2, help="clips per voice and digit (default: %(default)s)")
-    parser.add_argument("--val-voices", type=int, default=8, help="voices held out for validation (default: %(default)s)")
-    parser.add_argument("--test-voices", type=int, default=8, help="voices held out for the test (default: %(default)s)")
-    parser.add_argument("--sample-rate", type=int, default=16000, help="Hz (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=1.0, help="clip length (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the voice split, accents, rates, pitches and offsets")
 
@@ -168,12 +174,9 @@ def _build_spoken_digits(args: argparse.Namespace) -> int:
 def _piano_arguments(parser: argparse.ArgumentParser) -> None:
     from seqmamba.tasks.audio.piano import DEFAULT_SOUNDFONT
 
-    parser.add_argument("out", metavar="OUT", help="folder to write train/, val/, test/ and manifest.json into")
+    _audio_split_arguments(parser, unit="pieces", held_out=2)
     parser.add_argument("--pieces", type=int, default=24, help="pieces in all (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of a piece (default: %(default)s)")
-    parser.add_argument("--val-pieces", type=int, default=2, help="pieces held out for validation (default: %(default)s)")
-    parser.add_argument("--test-pieces", type=int, default=2, help="pieces held out for the test (default: %(default)s)")
-    parser.add_argument("--sample-rate", type=int, default=16000, help="Hz (default: %(default)s)")
     parser.add_argument("--soundfont", default=str(DEFAULT_SOUNDFONT), help="General MIDI soundfont (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the compositions")
 
