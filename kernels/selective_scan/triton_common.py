@@ -32,13 +32,19 @@ def scan_combine(a_left, b_left, a_right, b_right):
 
 
 @triton.jit
-def load_f32(ptr, mask):
-    """tl.load as fp32; ``mask=None`` loads unmasked, which lets full tiles vectorize."""
+def load(ptr, mask):
+    """tl.load in the stored dtype; ``mask=None`` loads unmasked, which lets full tiles vectorize."""
     if mask is None:
         x = tl.load(ptr)
     else:
         x = tl.load(ptr, mask=mask, other=0.0)
-    return x.to(tl.float32)
+    return x
+
+
+@triton.jit
+def load_f32(ptr, mask):
+    """:func:`load` as fp32."""
+    return load(ptr, mask).to(tl.float32)
 
 
 def split_length(programs: int, length: int, align: int, *, target: int, min_len: int) -> int | None:

@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_common import LOG2E, sigmoid, softplus, split_length
+from .triton_common import LOG2E, load, sigmoid, softplus, split_length
 
 
 @triton.jit
@@ -32,31 +32,21 @@ def _fwd_load(
 
     Absent tiles are returned as dt, which the caller never reads.
     """
-    dt = _load(dt_base + t[:, None] * s_dt_l, m2)
-    u = _load(u_base + t[:, None] * s_u_l, m2)
+    dt = load(dt_base + t[:, None] * s_dt_l, m2)
+    u = load(u_base + t[:, None] * s_u_l, m2)
     z = dt
     if HAS_Z and WRITE_OUT:
-        z = _load(z_base + t[:, None] * s_z_l, m2)
+        z = load(z_base + t[:, None] * s_z_l, m2)
     # B and C are widened to fp32 here, in the load's compact layout, before they are
     # spread to every thread of the chunk's (step, state, channel) tile: one conversion
     # per value rather than one per thread.
     Bt = dt
     if B_VARYING:
-        Bt = _load(B_base + t[:, None] * s_B_l + n[None, :] * s_B_n, mtn).to(tl.float32)
+        Bt = load(B_base + t[:, None] * s_B_l + n[None, :] * s_B_n, mtn).to(tl.float32)
     Ct = dt
     if C_VARYING and WRITE_OUT:
-        Ct = _load(C_base + t[:, None] * s_C_l + n[None, :] * s_C_n, mtn).to(tl.float32)
+        Ct = load(C_base + t[:, None] * s_C_l + n[None, :] * s_C_n, mtn).to(tl.float32)
     return dt, u, z, Bt, Ct
-
-
-@triton.jit
-def _load(ptr, mask):
-    """tl.load in the stored dtype; ``mask=None`` loads unmasked."""
-    if mask is None:
-        x = tl.load(ptr)
-    else:
-        x = tl.load(ptr, mask=mask, other=0.0)
-    return x
 
 
 @triton.jit
