@@ -27,6 +27,11 @@ with an error other than out-of-memory (the other cases still run).
     python benchmarks/bench_train.py                       # CUDA, all sections
     python benchmarks/bench_train.py --sections long       # only the sequence-length sweep
     python benchmarks/bench_train.py --device cpu --tiny   # tiny shapes on the CPU, seconds
+    python benchmarks/bench_train.py --sections lm --profile 25   # + where one step's time goes
+
+With ``--profile K`` one more step of each ``lm`` model runs under torch.profiler, and the
+K operators with the most device time (their own kernels, by input shapes) and the K
+costliest kernels are printed after the model's line.
 
 The table is printed as markdown; ``--out FILE`` also writes the records as JSON.
 """
@@ -90,6 +95,7 @@ class Settings:
     autocast: bool
     warmup: int
     steps: int
+    profile: int = 0  # rows of the profile of one extra step; 0: no profile
 
 
 # --- models ------------------------------------------------------------------------
@@ -212,12 +218,49 @@ def train(case: Case, settings: Settings) -> Record:
         torch.cuda.synchronize()
         times_ms = [start.elapsed_time(end) for start, end in times_ms]
     step_ms = statistics.median(times_ms[settings.warmup :])
+    if settings.profile:
+        print_profile(case.name, step, settings)
     return Record(
         section=case.section, name=case.name, batch=case.batch, length=case.length, status="ok",
         step_ms=step_ms, tokens_per_s=case.batch * case.length / (step_ms * 1e-3),
         peak_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         first_loss=losses[0].item(), last_loss=losses[-1].item(),
     )
+
+
+def print_profile(name: str, step: Callable[[], torch.Tensor], settings: Settings) -> None:
+    """Runs ``step`` once under torch.profiler; prints the costliest operators and kernels.
+
+    Operators are ranked by the device time of their own kernels (self time), grouped by
+    input shapes, which names the strided copies and casts a step launches; kernels by
+    their total time. Times are of the profiled step (CPU time on the CPU).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = settings.device == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities, record_shapes=True) as prof:
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    events = prof.key_averages(group_by_input_shape=True)
+    ops = sorted((e for e in events if getattr(e, key) > 0), key=lambda e: -getattr(e, key))
+    total_ms = sum(getattr(e, key) for e in events) / 1e3
+    print(f"  profile of one {name} step: {total_ms:.1f} ms of {'kernel' if cuda else 'CPU'} time (self)")
+    print(f"    {'ms':>8} {'calls':>6}  operator [input shapes]")
+    for e in ops[: settings.profile]:
+        shapes = str(e.input_shapes)[:90]
+        print(f"    {getattr(e, key) / 1e3:8.2f} {e.count:6d}  {e.key} {shapes}")
+    if cuda:
+        kernels: dict[str, list[float]] = {}
+        for e in prof.events():
+            if e.device_type == torch.autograd.DeviceType.CUDA:
+                kernels.setdefault(e.name[:100], []).append(e.device_time_total)
+        ranked = sorted(kernels.items(), key=lambda kv: -sum(kv[1]))
+        print(f"    {'ms':>8} {'calls':>6}  kernel")
+        for kname, times in ranked[: settings.profile]:
+            print(f"    {sum(times) / 1e3:8.2f} {len(times):6d}  {kname}")
 
 
 def measure(case: Case, settings: Settings) -> Record:
@@ -330,6 +373,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     p.add_argument("--autocast", choices=["bf16", "off"], default="bf16")
     p.add_argument("--out", type=pathlib.Path, help="also write the records as JSON")
+    p.add_argument("--profile", type=int, default=0, metavar="K",
+                   help="profile one more step of each lm model; print its K costliest operators and kernels")
     for key, value in FULL.items():
         flag, help_text = "--" + key.replace("_", "-"), f"default {value} ({TINY[key]} with --tiny)"
         p.add_argument(flag, type=type(value), help=help_text)
@@ -353,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(device=args.device, autocast=args.autocast == "bf16", warmup=args.warmup, steps=args.steps)
     records: list[Record] = []
     if "lm" in args.sections:
-        records += run_lm(args, settings)
+        records += run_lm(args, dataclasses.replace(settings, profile=args.profile))
     if "long" in args.sections:
         records += run_long(args, settings)
 

@@ -129,3 +129,15 @@ def test_transformer_reference_is_causal_and_uses_positions():
 
     torch.testing.assert_close(score(5, 2), score(9, 6))
     assert (score(5, 2) - score(5, 4)).abs() > 1e-4
+
+
+def test_profile_prints_the_costliest_operators(bench, capsys, one_thread):
+    argv = ["--device", "cpu", "--tiny", "--sections", "lm", "--length", "17", "--steps", "1", "--profile", "5"]
+    assert bench.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("  profile of one seqmamba step:"))
+    assert lines[start + 1].split()[:3] == ["ms", "calls", "operator"]
+    rows = lines[start + 2 : start + 7]
+    assert len(rows) == 5 and all(float(row.split()[0]) > 0 and int(row.split()[1]) > 0 for row in rows)
+    times = [float(row.split()[0]) for row in rows]
+    assert times == sorted(times, reverse=True)

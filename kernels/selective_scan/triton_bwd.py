@@ -7,11 +7,13 @@ by chunk to find each chunk's start state (kept in a small per-program scratch b
 then visits the chunks in reverse: it recomputes the chunk's states step by step, and
 runs the adjoint recurrence backwards from the gradient carried in from later steps.
 
-Per-channel results (du, ddelta, dz) are written directly; sums over channels (dB, dC
-for input-dependent B/C) are reduced inside the program and written per program, and
-sums over time and batch (dA, dD, ddelta_bias, time-invariant dB/dC) are accumulated
-in registers and written per (batch, channel): the caller adds the partial sums up, so
-the result does not depend on the order of floating-point atomics. README.md has the math.
+Per-channel results (du, ddelta, dz) are written directly. Sums over channels (dB, dC
+for input-dependent B/C) are reduced inside the program over its channels, then added
+into one fp32 buffer with atomics; under ``torch.use_deterministic_algorithms`` each
+program writes its own partial sum instead, and the caller adds them up in a fixed
+order (the atomics' order varies between runs, and with it the last bits of dB, dC).
+Sums over time and batch (dA, dD, ddelta_bias, time-invariant dB/dC) are accumulated in
+registers and written per (batch, channel), added up by the caller. README.md has the math.
 """
 from __future__ import annotations
 
@@ -62,7 +64,7 @@ def _bwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr, dout_ptr, dfinal_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dinit_ptr, scratch_ptr,
     seg_q_ptr, seg_dt_ptr,
-    L, N, DG, n_saved, B_ratio, C_ratio, seg_intervals, n_seg,
+    L, N, DG, n_saved, B_ratio, C_ratio, B_groups, C_groups, seg_intervals, n_seg,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
     s_A_d, s_A_n,
@@ -73,7 +75,7 @@ def _bwd_kernel(
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, SUBCHUNKS: tl.constexpr,
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_DFINAL: tl.constexpr, FOLD: tl.constexpr,
+    HAS_DFINAL: tl.constexpr, FOLD: tl.constexpr, ATOMIC_BC: tl.constexpr,
 ):
     """Grid: (channel blocks x segments, groups, batch), segment-major as in the forward.
 
@@ -127,8 +129,15 @@ def _bwd_kernel(
     bdn_offs = (batch * dim + d[None, :]) * N + n[:, None]
     sbd = (seg * n_batch + batch) * dim + d  # (BLOCK_D,)
     sbdn_offs = sbd[None, :] * N + n[:, None]
-    # Per-program sums over channels of input-dependent dB, dC: (programs per batch, batch, N, L).
-    part_base = ((slot * tl.num_programs(2) + batch) * N + n[None, :]) * L
+    # Input-dependent dB, dC, summed over channels: with ATOMIC_BC added into one fp32
+    # (batch, groups of B or C, N, L) buffer, else written per program into
+    # (programs per batch, batch, N, L) partial sums that the caller adds up in order.
+    if ATOMIC_BC:
+        dB_base = ((batch * B_groups + group // B_ratio) * N + n[None, :]) * L
+        dC_base = ((batch * C_groups + group // C_ratio) * N + n[None, :]) * L
+    else:
+        dB_base = ((slot * tl.num_programs(2) + batch) * N + n[None, :]) * L
+        dC_base = dB_base
     state_base = states_ptr + ((batch * dim + d[None, :]) * n_saved) * N + n[:, None]
     # Scratch: (programs, SUBCHUNKS, BLOCK_D, BLOCK_N), state-fastest like the registers.
     scratch_base = (
@@ -252,12 +261,18 @@ def _bwd_kernel(
             dA_acc += tl.sum(w * dt[:, None, :], axis=0)
             if B_VARYING:
                 dB_chunk = tl.sum(gs * dtu[:, None, :], axis=2)  # (CHUNK, BLOCK_N)
-                tl.store(dB_ptr + part_base + t[:, None], dB_chunk, mask=mtn)
+                if ATOMIC_BC:
+                    tl.atomic_add(dB_ptr + dB_base + t[:, None], dB_chunk, mask=mtn, sem="relaxed")
+                else:
+                    tl.store(dB_ptr + dB_base + t[:, None], dB_chunk, mask=mtn)
             else:
                 dB_acc += tl.sum(gs * dtu[:, None, :], axis=0)
             if C_VARYING:
                 dC_chunk = tl.sum(hs * dy[:, None, :], axis=2)
-                tl.store(dC_ptr + part_base + t[:, None], dC_chunk, mask=mtn)
+                if ATOMIC_BC:
+                    tl.atomic_add(dC_ptr + dC_base + t[:, None], dC_chunk, mask=mtn, sem="relaxed")
+                else:
+                    tl.store(dC_ptr + dC_base + t[:, None], dC_chunk, mask=mtn)
             else:
                 dC_acc += tl.sum(hs * dy[:, None, :], axis=0)
 
@@ -462,8 +477,9 @@ def scan_bwd(
     dz = torch.empty((batch, dim, length), dtype=z.dtype, device=dev) if z is not None else du
     # Sums over time: one partial per (segment, batch, channel), added up below.
     dA = torch.empty((n_seg, batch, dim, n_state), dtype=f32, device=dev)
-    dB_part = _bc_grad_buffer(B, slots, n_seg, batch, dim, n_state, length, dev)
-    dC_part = _bc_grad_buffer(C, slots, n_seg, batch, dim, n_state, length, dev)
+    atomic = not torch.are_deterministic_algorithms_enabled()
+    dB_part = _bc_grad_buffer(B, slots, n_seg, batch, dim, n_state, length, dev, atomic)
+    dC_part = _bc_grad_buffer(C, slots, n_seg, batch, dim, n_state, length, dev, atomic)
     dD = torch.empty((n_seg, batch, dim), dtype=f32, device=dev) if D is not None else dA
     dbias = torch.empty((n_seg, batch, dim), dtype=f32, device=dev) if delta_bias is not None else dA
     dinit = torch.empty((batch, dim, n_state), dtype=f32, device=dev)
@@ -493,17 +509,18 @@ def scan_bwd(
         u, delta, A, B, C, D if D is not None else A, z_arg, bias_arg,
         states, dout, dfinal if dfinal is not None else dA,
         du, ddelta, dz, dA, dB_part, dC_part, dD, dbias, dinit, scratch, seg_q, seg_dt,
-        length, n_state, dg, n_saved, group_ratio(B, groups), group_ratio(C, groups), seg_len // save_every, n_seg,
+        length, n_state, dg, n_saved, group_ratio(B, groups), group_ratio(C, groups), _bc_groups(B), _bc_groups(C),
+        seg_len // save_every, n_seg,
         *u.stride(), *delta.stride(), *A.stride(), *sB, *sC, *z_arg.stride(), *dout.stride(),
         SUBCHUNKS=subchunks, B_VARYING=b_varying, HAS_D=D is not None, HAS_DFINAL=dfinal is not None, FOLD=n_seg > 1,
-        **flags,
+        ATOMIC_BC=atomic, **flags,
     )
     return (
         du,
         ddelta,
         dA.sum((0, 1)),
-        _bc_grad(dB_part, B, groups, n_dblk),
-        _bc_grad(dC_part, C, groups, n_dblk),
+        _bc_grad(dB_part, B, groups, n_dblk, atomic),
+        _bc_grad(dC_part, C, groups, n_dblk, atomic),
         dD.sum((0, 1)).to(D.dtype) if D is not None else None,
         dz if z is not None else None,
         dbias.sum((0, 1)).to(delta_bias.dtype) if delta_bias is not None else None,
@@ -511,20 +528,31 @@ def scan_bwd(
     )
 
 
+def _bc_groups(X: torch.Tensor) -> int:
+    """Groups of B or C: G for (batch, G, N, L), else 1."""
+    return X.shape[1] if X.dim() == 4 else 1
+
+
 def _bc_grad_buffer(
-    X: torch.Tensor, slots: int, n_seg: int, batch: int, dim: int, n_state: int, length: int, dev
+    X: torch.Tensor, slots: int, n_seg: int, batch: int, dim: int, n_state: int, length: int, dev, atomic: bool
 ) -> torch.Tensor:
-    """fp32 partial sums for dB or dC: per channel block for input-dependent X (segments
-    cover disjoint steps), per (segment, batch, channel) for time-invariant X."""
+    """fp32 sums for dB or dC. Time-invariant X: per (segment, batch, channel) partials.
+    Input-dependent X (segments cover disjoint steps): with ``atomic`` one zeroed
+    (batch, groups, N, L) buffer that every program adds into, else one partial sum per
+    channel block, (slots, batch, N, L), added up in a fixed order (deterministic)."""
     if X.dim() == 2:
         return torch.empty((n_seg, batch, dim, n_state), dtype=torch.float32, device=dev)
+    if atomic:
+        return torch.zeros((batch, _bc_groups(X), n_state, length), dtype=torch.float32, device=dev)
     return torch.empty((slots, batch, n_state, length), dtype=torch.float32, device=dev)
 
 
-def _bc_grad(part: torch.Tensor, X: torch.Tensor, groups: int, n_dblk: int) -> torch.Tensor:
+def _bc_grad(part: torch.Tensor, X: torch.Tensor, groups: int, n_dblk: int, atomic: bool) -> torch.Tensor:
     """Adds the partial sums up into X's shape and dtype."""
     if X.dim() == 2:
         return part.sum((0, 1)).to(X.dtype)
+    if atomic:
+        return part.view(X.shape).to(X.dtype)
     if X.dim() == 3:
         return part.sum(0).to(X.dtype)
     x_groups = X.shape[1]

@@ -170,6 +170,30 @@ def test_half_precision():
     check(Case(length=33, dtype=torch.float16), seed=7)
 
 
+@pytest.fixture
+def deterministic():
+    """torch.use_deterministic_algorithms(True) for one test: the backward then sums dB and
+    dC over channel blocks in a fixed order instead of with atomics."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
+@pytest.mark.parametrize("bc", ("varying", "grouped", "mixed"))
+def test_deterministic_backward(deterministic, bc):
+    """The fixed-order sums give the same gradients as the reference, and the same bits twice."""
+    case = Case(length=129, bc=bc, dim=4 if not ON_GPU else DIM)
+    check(case, seed=15)
+    gen = torch.Generator().manual_seed(16)
+    inputs = make_inputs(case, gen)
+    dout = torch.randn(case.batch, case.dim, case.length, generator=gen).to(DEVICE)
+    dfinal = torch.randn(case.batch, case.dim, case.n_state, generator=gen).to(DEVICE)
+    first, second = (run(inputs, case, "triton", dout, dfinal) for _ in range(2))
+    for name in ("dB", "dC"):
+        assert torch.equal(first[name], second[name]), name
+
+
 def check_no_grad(case: Case, seed: int) -> None:
     """Output and final state with autograd off (no states saved) against the reference."""
     inputs = make_inputs(case, torch.Generator().manual_seed(seed))
