@@ -6,7 +6,10 @@ mamba_ssm's ``MambaLMHeadModel``; Pythia-160M's shape for the Transformer
 (benchmarks/transformer_decode.py: static KV cache, SDPA, CUDA graphs). All decode
 greedily. Implementations:
 
-    ours         MambaLM.generate (prefill with the scan, CUDA-graph decode step)
+    ours         MambaLM.generate (prefill with the scan, CUDA-graph decode step), SSM
+                 states in float32 (the default)
+    ours_lowp    the same with the SSM states in the model's dtype (bf16), as mamba_ssm's
+                 cache keeps them: the like-for-like comparison with mamba_ssm
     mamba_ssm    MambaLMHeadModel.generate(cg=True) (when importable; CUDA only)
     transformer  prefill with causal SDPA, then a CUDA-graph step over a static KV cache
 
@@ -39,7 +42,7 @@ from seqmamba.models.decode import decode_step, prefill
 from seqmamba.models.graphs import CUDAGraphRecorder
 from transformer_decode import KVCache, Transformer, TransformerShape
 
-IMPLS = ("ours", "mamba_ssm", "transformer")
+IMPLS = ("ours", "ours_lowp", "mamba_ssm", "transformer")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 MAMBA = {"full": ModelConfig(d_model=768, n_layer=24, vocab_size=50277),
          "tiny": ModelConfig(d_model=32, n_layer=2, vocab_size=61, d_state=8)}
@@ -68,14 +71,18 @@ class Impl:
     state_bytes: Callable[[int], int]
 
 
-def mamba_impl(model: MambaLM) -> Impl:
-    state = allocate_inference_cache(model, 1).state_bytes()
+def mamba_impl(model: MambaLM, state_dtype: torch.dtype | None = torch.float32) -> Impl:
+    """seqmamba's generation with SSM states in ``state_dtype`` (None: the model's dtype)."""
+    state = allocate_inference_cache(model, 1, state_dtype=state_dtype).state_bytes()
 
     def make_prefill(ids: torch.Tensor) -> Callable[[], object]:
-        cache = allocate_inference_cache(model, ids.shape[0])
+        cache = allocate_inference_cache(model, ids.shape[0], state_dtype=state_dtype)
         return lambda: prefill(model, ids, cache)
 
-    return Impl(lambda ids, new: model.generate(ids, new, temperature=0), make_prefill, lambda context: state)
+    def generate(ids: torch.Tensor, new: int) -> torch.Tensor:
+        return model.generate(ids, new, temperature=0, state_dtype=state_dtype)
+
+    return Impl(generate, make_prefill, lambda context: state)
 
 
 def mamba_ssm_impl(model: MambaLM) -> tuple[Impl, torch.nn.Module]:
@@ -89,7 +96,8 @@ def mamba_ssm_impl(model: MambaLM) -> tuple[Impl, torch.nn.Module]:
     weight = model.lm_head.weight
     theirs = MambaLMHeadModel(config, device=weight.device, dtype=weight.dtype).eval()
     theirs.load_state_dict(model.state_dict())
-    state = allocate_inference_cache(model, 1).state_bytes()
+    # Its cache holds conv windows and SSM states in the model's dtype.
+    state = allocate_inference_cache(model, 1, state_dtype=None).state_bytes()
 
     def generate(ids: torch.Tensor, new: int) -> torch.Tensor:
         # Its graphs are recorded per (batch, max_length): warm-up and timed runs share both.
@@ -156,10 +164,10 @@ def transformer_impl(model: Transformer, kv_per_token: int) -> Impl:
 
 
 @torch.no_grad()
-def check_mamba(model: MambaLM, ids: torch.Tensor) -> float:
+def check_mamba(model: MambaLM, ids: torch.Tensor, state_dtype: torch.dtype | None = torch.float32) -> float:
     """Relative error of prefill + two recurrent steps against the full forward's logits."""
     full = model(ids)[:, -3:]
-    cache = allocate_inference_cache(model, ids.shape[0])
+    cache = allocate_inference_cache(model, ids.shape[0], state_dtype=state_dtype)
     stepped = [prefill(model, ids[:, :-2], cache)] + [decode_step(model, ids[:, t], cache) for t in (-2, -1)]
     return rel_err(torch.stack(stepped, 1).float(), full.float())
 
@@ -293,9 +301,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     impls: dict[str, Impl] = {}
     failed = []
     for name in args.impls:
-        if name == "ours":
-            err = check_mamba(mamba, check_ids)
-            impls[name] = mamba_impl(mamba)
+        if name in ("ours", "ours_lowp"):
+            state_dtype = torch.float32 if name == "ours" else None
+            err = check_mamba(mamba, check_ids, state_dtype)
+            impls[name] = mamba_impl(mamba, state_dtype)
         elif name == "mamba_ssm":
             if args.device != "cuda":
                 print("skipping mamba_ssm: mamba_ssm runs on CUDA only", flush=True)

@@ -34,8 +34,8 @@ def test_tiny_cpu_run_reports_speed_and_decode_state(bench, tmp_path, capsys):
     assert "decode state per sequence: Mamba 6.0 KiB at any context length; Transformer 512 B per token" in printed
     records = json.loads(out.read_text())["records"]
     workloads = bench.WORKLOADS["tiny"]
-    assert [(r["batch"], r["prompt"], r["new"]) for r in records[::2]] == workloads
-    assert [r["impl"] for r in records] == ["ours", "transformer"] * len(workloads)
+    assert [(r["batch"], r["prompt"], r["new"]) for r in records[::3]] == workloads
+    assert [r["impl"] for r in records] == ["ours", "ours_lowp", "transformer"] * len(workloads)
     ours = [r for r in records if r["impl"] == "ours"]
     theirs = [r for r in records if r["impl"] == "transformer"]
     # Mamba: conv windows (fp32, 2 layers x 64 channels x 4) and SSM states (2 x 64 x 8, fp32).
@@ -44,6 +44,17 @@ def test_tiny_cpu_run_reports_speed_and_decode_state(bench, tmp_path, capsys):
     assert [r["state_bytes_per_seq"] for r in theirs] == [2 * 2 * 32 * 4 * (p + n) for _, p, n in workloads]
     assert all(r["prefill_ms"] > 0 for r in records)
     assert all(r["tokens_per_s"] > 0 and r["ms_per_step"] > 0 for r in records if "tokens_per_s" in r)
+
+
+def test_state_in_the_model_dtype_halves_the_ssm_state(bench, tmp_path):
+    """ours_lowp keeps the SSM states in bf16, as mamba_ssm's cache does; ours in fp32."""
+    out = tmp_path / "generate.json"
+    argv = ["--device", "cpu", "--tiny", "--dtype", "bf16", "--repeats", "1", "--impls", "ours,ours_lowp",
+            "--workloads", "2x5x3", "--out", str(out)]
+    assert bench.main(argv) == 0
+    state = {r["impl"]: r["state_bytes_per_seq"] for r in json.loads(out.read_text())["records"]}
+    conv = 2 * 64 * 4 * 2  # 2 layers x 64 channels x 4 taps, bf16
+    assert state == {"ours": conv + 2 * 64 * 8 * 4, "ours_lowp": conv + 2 * 64 * 8 * 2}
 
 
 def test_workloads_option_and_a_wrong_decoder_is_refused(bench, monkeypatch, capsys):
