@@ -126,3 +126,22 @@ def test_console_script_runs(config):
     assert OmegaConf.create(done.stdout).name == "from_script"
     bad = subprocess.run([*command, "config", str(config), "oops"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+
+
+def test_parser_imports_no_task_package():
+    # Every command builds the whole parser; a machine for one domain (text without
+    # pyfaidx or soundfile, say) must still run `seqmamba train`.
+    code = ("import sys; from seqmamba.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in sys.modules if m in ('pyfaidx', 'soundfile') or m.startswith('seqmamba.tasks.')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_data_defaults_match_the_tasks():
+    from seqmamba.commands.data import PIANO_SOUNDFONT, SPECIES_SOURCE
+    from seqmamba.tasks.audio.piano import DEFAULT_SOUNDFONT
+    from seqmamba.tasks.dna.species import DEFAULT_SOURCE
+
+    assert SPECIES_SOURCE == DEFAULT_SOURCE
+    assert PIANO_SOUNDFONT == DEFAULT_SOUNDFONT

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 SUMMARY = "build a data set (e.g. 'seqmamba data dna-species OUT', 'seqmamba data text INPUT... --out DIR')"
 DESCRIPTION = """\
@@ -30,11 +31,17 @@ class DataSet:
     build: Callable[[argparse.Namespace], int]
 
 
-def _species_arguments(parser: argparse.ArgumentParser) -> None:
-    from seqmamba.tasks.dna.species import DEFAULT_SOURCE
+# Defaults of seqmamba.tasks.dna.species.DEFAULT_SOURCE and seqmamba.tasks.audio.piano.
+# DEFAULT_SOUNDFONT (tests check they agree), kept here so that building the parser
+# imports no task package: every command builds it, and a machine for one domain need
+# not have another's packages (pyfaidx for DNA, soundfile for audio).
+SPECIES_SOURCE = Path("/usr/share/doc/ragout/examples")
+PIANO_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 
+
+def _species_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", metavar="OUT", help="folder to write genomes.fa and windows_<L>.bed into")
-    parser.add_argument("--source", default=str(DEFAULT_SOURCE),
+    parser.add_argument("--source", default=str(SPECIES_SOURCE),
                         help="folder of <Species>/references/<strain>.fasta.gz genomes (default: %(default)s)")
     parser.add_argument("--length", type=int, nargs="+", default=[1024],
                         help="window length(s), 1024 .. 131072; one BED file each (default: 1024)")
@@ -172,12 +179,10 @@ def _build_spoken_digits(args: argparse.Namespace) -> int:
 
 
 def _piano_arguments(parser: argparse.ArgumentParser) -> None:
-    from seqmamba.tasks.audio.piano import DEFAULT_SOUNDFONT
-
     _audio_split_arguments(parser, unit="pieces", held_out=2)
     parser.add_argument("--pieces", type=int, default=24, help="pieces in all (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of a piece (default: %(default)s)")
-    parser.add_argument("--soundfont", default=str(DEFAULT_SOUNDFONT), help="General MIDI soundfont (default: %(default)s)")
+    parser.add_argument("--soundfont", default=str(PIANO_SOUNDFONT), help="General MIDI soundfont (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the compositions")
 
 
