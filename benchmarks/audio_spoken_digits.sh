@@ -11,14 +11,14 @@
 #
 # Needs data/spoken_digits, built with espeak-ng by
 #   seqmamba data spoken-digits data/spoken_digits --takes 2
-# on a machine that has it (about 25 MB of FLAC; copy the folder over). Python packages
+# on a machine that has it (about 18 MB of FLAC; copy the folder over). Python packages
 # the machine lacks (soundfile, torchaudio, matplotlib, omegaconf and what they need) are
 # installed from the wheels in $WHEELS (default data/audio_wheels), without a network.
 # Everything prints to the terminal and to OUT/*.log; samples go to OUT/spoken_digits/samples.
-# Not yet run on a GPU; the estimate for one H100 is 4-5 minutes in all (training about 2,
-# with Triton compiling on a fresh machine; generation about 1: 16,000 eager steps of the
-# 1.8M-parameter network, whose cost hardly depends on the batch of 64). On the 2-core
-# CPU a step of generation takes 3.5 ms.
+# Measured on one H200 (2026-12-03, benchmarks/RESULTS.md), on a fresh machine: 4 min 35 s
+# in all; training 124 s (Triton compiling included), generation 90 s (16,000 eager steps
+# of the 1.8M-parameter network at 3.8 ms a step for the batch of 64), classifier 36 s,
+# scoring 16 s, installing the wheels and the project about 9 s.
 # Extra key=value arguments: LM_ARGS (config overrides of the waveform model, for its
 # training and generation), GEN_ARGS (generation options), CLF_ARGS (classifier overrides).
 set -euo pipefail
@@ -34,7 +34,8 @@ import glob, importlib.util, os
 wheels = {"soundfile": "soundfile", "_cffi_backend": "cffi", "pycparser": "pycparser", "torchaudio": "torchaudio",
           "matplotlib": "matplotlib", "contourpy": "contourpy", "cycler": "cycler", "fontTools": "fonttools",
           "kiwisolver": "kiwisolver", "PIL": "pillow", "pyparsing": "pyparsing", "dateutil": "python_dateutil",
-          "packaging": "packaging", "omegaconf": "omegaconf", "antlr4": "antlr4_python3_runtime"}
+          "packaging": "packaging", "omegaconf": "omegaconf", "antlr4": "antlr4_python3_runtime",
+          "pyfaidx": "pyfaidx"}
 found = [glob.glob(os.path.join(os.environ["WHEELS"], f"{prefix}-*.whl"))
          for module, prefix in wheels.items() if importlib.util.find_spec(module) is None]
 print(" ".join(sorted(path for paths in found for path in paths)))
