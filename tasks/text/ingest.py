@@ -7,8 +7,9 @@ complete and writes only the rest (see :mod:`.shards` for the layout). Worker
 processes tokenize one shard at a time.
 
 Each document goes to the validation split with probability ``val_fraction``,
-decided by a hash of (seed, file, position in the file): the same documents every
-run, spread over the whole corpus.
+decided by a hash of (seed, file, position in the file), the file named by its path
+below the input files' common folder: the same documents every run, wherever the
+corpus lies, spread over the whole corpus.
 """
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ def ingest(inputs: list[str], out: str | Path, settings: Settings = Settings(), 
     files = find_files(inputs, include=include, exclude=exclude)
     pieces = [piece for path in files for piece in split_file(path, piece_bytes=settings.shard_bytes)]
     shards = _pack(pieces, settings.shard_bytes)
+    root = os.path.commonpath([str(path.parent) for path in files])
     out = Path(out)
     (out / "shards").mkdir(parents=True, exist_ok=True)
     _check_plan(out, _plan(settings, dtype, shards))
@@ -79,7 +81,7 @@ def ingest(inputs: list[str], out: str | Path, settings: Settings = Settings(), 
     pending = [k for k in range(len(shards)) if not _stats_path(out, k).is_file()]
     say(f"{len(files)} files in {len(shards)} shards" + (f"; {len(shards) - len(pending)} already written, skipped"
                                                           if len(pending) < len(shards) else ""))
-    jobs = [_Job(k, shards[k], str(out), settings, dtype, bad_files) for k in pending]
+    jobs = [_Job(k, shards[k], str(out), settings, dtype, bad_files, root) for k in pending]
     _run(jobs, workers=workers, progress=progress)
 
     stats = [_read_stats(out, k) for k in range(len(shards))]
@@ -119,11 +121,17 @@ def _pack(pieces: list[Piece], shard_bytes: int) -> list[list[Piece]]:
     return shards
 
 
+# How documents are assigned to the validation split (recorded in plan.json, so that a
+# resumed ingestion never mixes two rules): by their path below the inputs' common folder.
+VAL_SPLIT = "relative-path"
+
+
 def _plan(settings: Settings, dtype: str, shards: list[list[Piece]]) -> dict[str, Any]:
     files = {p.path: os.stat(p.path).st_mtime_ns for shard in shards for p in shard}
     return {
         "format": FORMAT, "settings": {**asdict(settings), "tokenizer": fingerprint(settings.tokenizer)},
         "dtype": dtype, "modified_ns": files, "shards": [[asdict(p) for p in shard] for shard in shards],
+        "val_split": VAL_SPLIT,
     }
 
 
@@ -133,7 +141,9 @@ def _check_plan(out: Path, plan: dict[str, Any]) -> None:
     if path.is_file():
         old = json.loads(path.read_text())
         if old != plan:
-            if old.get("settings") != plan["settings"] or old.get("dtype") != plan["dtype"]:
+            if old.get("val_split") != plan["val_split"]:
+                detail = "an earlier version's rule for the validation split"
+            elif old.get("settings") != plan["settings"] or old.get("dtype") != plan["dtype"]:
                 detail = "other settings (tokenizer, --dtype, --val-fraction, --seed, --text-field, --shard-mib)"
             else:
                 detail = "other input files, or files that have changed since"
@@ -157,6 +167,7 @@ class _Job:
     settings: Settings
     dtype: str
     bad_files: str
+    root: str  # the input files' common folder: split decisions hash paths below it
 
 
 def _run(jobs: list[_Job], *, workers: int, progress: bool) -> None:
@@ -206,7 +217,7 @@ def _tokenize_shard(job: _Job) -> int:
         encode_batch = getattr(tokenizer, "encode_batch", None)
         encoded = encode_batch(texts) if encode_batch else [tokenizer.encode(text) for text in texts]
         for (position, text), ids in zip(documents, encoded):
-            split = "val" if _is_val(job.settings, piece.path, position) else "train"
+            split = "val" if _is_val(job.settings, os.path.relpath(piece.path, job.root), position) else "train"
             parts[split] += [ids, eod]
             counts[split]["tokens"] += len(ids) + 1
             counts[split]["documents"] += 1
@@ -223,6 +234,8 @@ def _tokenize_shard(job: _Job) -> int:
 
 
 def _is_val(settings: Settings, path: str, position: int) -> bool:
+    """Whether document ``position`` of the file at ``path`` (below the inputs' common
+    folder) is held out."""
     digest = hashlib.blake2b(f"{settings.seed}\0{path}\0{position}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") < settings.val_fraction * 2**64
 

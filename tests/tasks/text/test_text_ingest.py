@@ -247,3 +247,28 @@ def test_data_text_and_train_tokenizer_commands(corpus_dir, tmp_path, capsys):
     assert main(["data", "text", str(root), "--out", str(tmp_path / "x"), "--dtype", "uint16", "--tokenizer",
                  str(tmp_path / "nope.json")]) == 2
     assert "error: --tokenizer:" in capsys.readouterr().err
+
+
+def test_validation_split_does_not_depend_on_where_the_corpus_lies(tmp_path):
+    """Split decisions hash each file's path below the inputs' common folder: the same
+    corpus in two places (and named by its folder or by its files) holds out the same
+    documents; an ingestion folder made under another split rule is refused."""
+    splits = []
+    for place in ("here", "elsewhere/deeper"):
+        root = tmp_path / place / "corpus"
+        root.mkdir(parents=True)
+        write_corpus(root)
+        for k, inputs in enumerate(([str(root)], sorted(str(p) for p in root.rglob("*") if p.is_file()))):
+            out = tmp_path / place / f"out{k}"
+            ingest(inputs, out, Settings(val_fraction=0.3), say=lambda _: None)
+            corpus = Corpus(out)
+            splits.append({s: sorted(split_documents(corpus.stream(s).read(0, len(corpus.stream(s))))) for s in
+                           ("train", "val")})
+    assert all(split == splits[0] for split in splits[1:])
+    assert splits[0]["val"] and splits[0]["train"]
+    plan = json.loads((tmp_path / "here" / "out0" / "plan.json").read_text())
+    del plan["val_split"]
+    (tmp_path / "here" / "out0" / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(ValueError, match="an earlier version's rule for the validation split"):
+        ingest([str(tmp_path / "here" / "corpus")], tmp_path / "here" / "out0", Settings(val_fraction=0.3),
+               say=lambda _: None)
