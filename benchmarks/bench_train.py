@@ -232,8 +232,9 @@ def print_profile(name: str, step: Callable[[], torch.Tensor], settings: Setting
     """Runs ``step`` once under torch.profiler; prints the costliest operators and kernels.
 
     Operators are ranked by the device time of their own kernels (self time), grouped by
-    input shapes, which names the strided copies and casts a step launches; kernels by
-    their total time. Times are of the profiled step (CPU time on the CPU).
+    input shapes, which names the strided copies and casts a step launches (the ranking
+    lists kernels too, under their own names); kernels by their total time. Times are of
+    the profiled step (CPU time on the CPU).
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -246,8 +247,11 @@ def print_profile(name: str, step: Callable[[], torch.Tensor], settings: Setting
     key = "self_device_time_total" if cuda else "self_cpu_time_total"
     events = prof.key_averages(group_by_input_shape=True)
     ops = sorted((e for e in events if getattr(e, key) > 0), key=lambda e: -getattr(e, key))
-    total_ms = sum(getattr(e, key) for e in events) / 1e3
-    print(f"  profile of one {name} step: {total_ms:.1f} ms of {'kernel' if cuda else 'CPU'} time (self)")
+    if cuda:  # the kernels alone: an operator's self device time is its kernels' time again
+        total_ms = sum(e.device_time_total for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+    else:
+        total_ms = sum(e.self_cpu_time_total for e in events)
+    print(f"  profile of one {name} step: {total_ms / 1e3:.1f} ms of {'kernel' if cuda else 'CPU'} time")
     print(f"    {'ms':>8} {'calls':>6}  operator [input shapes]")
     for e in ops[: settings.profile]:
         shapes = str(e.input_shapes)[:90]
