@@ -248,10 +248,10 @@ def print_profile(name: str, step: Callable[[], torch.Tensor], settings: Setting
     events = prof.key_averages(group_by_input_shape=True)
     ops = sorted((e for e in events if getattr(e, key) > 0), key=lambda e: -getattr(e, key))
     if cuda:  # the kernels alone: an operator's self device time is its kernels' time again
-        total_ms = sum(e.device_time_total for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+        total_us = sum(e.device_time_total for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
     else:
-        total_ms = sum(e.self_cpu_time_total for e in events)
-    print(f"  profile of one {name} step: {total_ms / 1e3:.1f} ms of {'kernel' if cuda else 'CPU'} time")
+        total_us = sum(e.self_cpu_time_total for e in events)
+    print(f"  profile of one {name} step: {total_us / 1e3:.1f} ms of {'kernel' if cuda else 'CPU'} time")
     print(f"    {'ms':>8} {'calls':>6}  operator [input shapes]")
     for e in ops[: settings.profile]:
         shapes = str(e.input_shapes)[:90]
