@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from ..layout import empty_like_layout
+
 
 @torch.library.custom_op("seqmamba::causal_conv1d_fwd", mutates_args=())
 def causal_conv1d_fwd(
@@ -29,7 +31,7 @@ def causal_conv1d_fwd(
 
 @causal_conv1d_fwd.register_fake
 def _(x, weight, bias, initial_state, silu):
-    return x.new_empty(x.shape)
+    return empty_like_layout(x)
 
 
 @torch.library.custom_op("seqmamba::causal_conv1d_bwd", mutates_args=())
@@ -53,7 +55,7 @@ def _(dout, x, weight, bias, initial_state, silu):
     width = weight.shape[1]
     bias_dtype = bias.dtype if bias is not None else weight.dtype
     return (
-        x.new_empty(x.shape),
+        empty_like_layout(x),
         weight.new_empty(weight.shape),
         weight.new_empty((dim,), dtype=bias_dtype),
         x.new_empty((batch, dim, width - 1)),

@@ -7,7 +7,8 @@ Both kernels index the length axis in "extended" coordinates ``e`` over
 shifted tile loads (``width`` in the forward, ``2 * width - 1`` in the backward): the
 overlap comes from cache, so global memory sees each input about once. Inputs are read
 through their strides, so a channel-last view (stride 1 over D, as ``x.transpose`` of a
-projection gives) needs no copy; outputs are contiguous (batch, D, L).
+projection gives) needs no copy; out and dx are laid out in memory like x
+(:func:`~seqmamba.kernels.layout.empty_like_layout`).
 
 Backward, with ``g = d out * act'(pre)`` recomputed from x rather than stored:
 
@@ -23,6 +24,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from ..layout import empty_like_layout
 
 # (BLOCK_D, BLOCK_L) by memory layout, the contiguous axis long so loads coalesce. The
 # backward holds about four times the forward's tiles per element (2*width - 1 shifted
@@ -83,7 +86,7 @@ def _taps(w_ptr, bias_ptr, offs_d, mask_d, s_wd, s_wk,
 @triton.jit
 def _causal_conv1d_fwd_kernel(
     x_ptr, w_ptr, bias_ptr, init_ptr, out_ptr, D, L,
-    s_xb, s_xd, s_xl, s_wd, s_wk, s_ib, s_id, s_ik,
+    s_xb, s_xd, s_xl, s_wd, s_wk, s_ib, s_id, s_ik, s_ob, s_od, s_ol,
     WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, SILU: tl.constexpr,
     ACC: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
@@ -100,14 +103,14 @@ def _causal_conv1d_fwd_kernel(
                                   s_xb, s_xd, s_xl, s_ib, s_id, s_ik, WIDTH - 1, HAS_INIT, ACC)
     if SILU:
         acc = acc / (1.0 + tl.exp(-acc))
-    out_ptrs = out_ptr + b * D * L + offs_d[:, None] * L + offs_l[None, :]
+    out_ptrs = out_ptr + b * s_ob + offs_d[:, None] * s_od + offs_l[None, :] * s_ol
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_d[:, None] & (offs_l < L)[None, :])
 
 
 @triton.jit
 def _causal_conv1d_bwd_kernel(
     x_ptr, w_ptr, bias_ptr, init_ptr, dout_ptr, dx_ptr, dinit_ptr, dw_part_ptr, db_part_ptr, D, L,
-    s_xb, s_xd, s_xl, s_wd, s_wk, s_ib, s_id, s_ik, s_gb, s_gd, s_gl,
+    s_xb, s_xd, s_xl, s_wd, s_wk, s_ib, s_id, s_ik, s_gb, s_gd, s_gl, s_dxb, s_dxd, s_dxl,
     WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, SILU: tl.constexpr,
     ACC: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
@@ -146,7 +149,7 @@ def _causal_conv1d_bwd_kernel(
         dxp += taps[k] * g_k
 
     in_x = (e >= KEEP) & (e < L + KEEP)
-    dx_ptrs = dx_ptr + b * D * L + offs_d[:, None] * L + (e - KEEP)[None, :]
+    dx_ptrs = dx_ptr + b * s_dxb + offs_d[:, None] * s_dxd + (e - KEEP)[None, :] * s_dxl
     tl.store(dx_ptrs, dxp.to(dx_ptr.dtype.element_ty), mask=mask_d[:, None] & in_x[None, :])
     in_init = e < KEEP
     dinit_ptrs = dinit_ptr + b * D * KEEP + offs_d[:, None] * KEEP + e[None, :]
@@ -182,15 +185,15 @@ def causal_conv1d_forward(
     initial_state: torch.Tensor | None,
     silu: bool,
 ) -> torch.Tensor:
-    """out (batch, D, L), contiguous, in x's dtype. Shapes as in ``causal_conv1d``."""
+    """out (batch, D, L) in x's dtype and memory layout. Shapes as in ``causal_conv1d``."""
     batch, dim, length = x.shape
     width = weight.shape[1]
-    out = torch.empty((batch, dim, length), dtype=x.dtype, device=x.device)
+    out = empty_like_layout(x)
     block_d, block_l = _tile(x, length, backward=False)
     grid = (triton.cdiv(length, block_l), triton.cdiv(dim, block_d), batch)
     _causal_conv1d_fwd_kernel[grid](
         x, weight, bias if bias is not None else weight, initial_state if initial_state is not None else x, out,
-        dim, length, *x.stride(), *weight.stride(), *_init_strides(initial_state),
+        dim, length, *x.stride(), *weight.stride(), *_init_strides(initial_state), *out.stride(),
         WIDTH=width, HAS_BIAS=bias is not None, HAS_INIT=initial_state is not None, SILU=silu,
         ACC=_acc_dtype(x.dtype), BLOCK_D=block_d, BLOCK_L=block_l, num_warps=_NUM_WARPS,
     )
@@ -207,13 +210,14 @@ def causal_conv1d_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients ``(dx, dweight, dbias, dinitial_state)`` for d out (batch, D, L).
 
-    dx (batch, D, L) and dinitial_state (batch, D, width-1) in x's dtype; dweight
+    dx (batch, D, L) in x's dtype and memory layout, dinitial_state (batch, D, width-1)
+    contiguous in x's dtype; dweight
     (D, width) in weight's dtype; dbias (D,) in bias's dtype (weight's when bias is None).
     All four are always computed; the caller drops those of absent inputs.
     """
     batch, dim, length = x.shape
     width = weight.shape[1]
-    dx = torch.empty((batch, dim, length), dtype=x.dtype, device=x.device)
+    dx = empty_like_layout(x)
     dinit = torch.empty((batch, dim, width - 1), dtype=x.dtype, device=x.device)
     block_d, block_l = _tile(x, length + width - 1, backward=True)
     n_lblocks = triton.cdiv(length + width - 1, block_l)
@@ -224,7 +228,7 @@ def causal_conv1d_backward(
     _causal_conv1d_bwd_kernel[grid](
         x, weight, bias if bias is not None else weight, initial_state if initial_state is not None else x,
         dout, dx, dinit, dw_part, db_part, dim, length,
-        *x.stride(), *weight.stride(), *_init_strides(initial_state), *dout.stride(),
+        *x.stride(), *weight.stride(), *_init_strides(initial_state), *dout.stride(), *dx.stride(),
         WIDTH=width, HAS_BIAS=bias is not None, HAS_INIT=initial_state is not None, SILU=silu,
         ACC=_acc_dtype(x.dtype), BLOCK_D=block_d, BLOCK_L=block_l, num_warps=_NUM_WARPS,
     )

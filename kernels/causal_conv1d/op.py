@@ -45,7 +45,8 @@ def causal_conv1d(
         backend: None (Triton on CUDA, the reference elsewhere), "triton" or "reference".
 
     Returns:
-        out (batch, D, L), contiguous, in x's dtype; or ``(out, final_state)`` with
+        out (batch, D, L) in x's dtype (the Triton kernel lays it out in memory like x,
+        the reference contiguously); or ``(out, final_state)`` with
         final_state (batch, D, width-1) in x's dtype. Differentiable in x, weight,
         bias and initial_state (also through final_state).
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..layout import empty_like_layout
+
 
 OP = "selective_scan"
 
@@ -50,7 +52,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save_s
     batch, dim, length = u.shape
     n_state = A.shape[1]
     n_saved = -(-length // SAVE_EVERY)
-    out = u.new_empty((batch, dim, length))
+    out = empty_like_layout(u)
     final = u.new_empty((batch, dim, n_state), dtype=torch.float32)
     states = u.new_empty((batch, dim, n_saved, n_state) if save_states else (0,), dtype=torch.float32)
     return out, final, states
@@ -89,8 +91,14 @@ def _(u, delta, A, B, C, D, z, delta_bias, states, dout, dfinal, delta_softplus)
     def like(x: Tensor | None) -> Tensor:
         return torch.empty_like(x) if x is not None else u.new_empty((0,))
 
+    def laid_out_like(x: Tensor | None) -> Tensor:  # du, ddelta, dz: as the kernel allocates them
+        return empty_like_layout(x) if x is not None else u.new_empty((0,))
+
     dinit = u.new_empty((batch, dim, A.shape[1]), dtype=torch.float32)
-    return [like(u), like(delta), like(A), like(B), like(C), like(D), like(z), like(delta_bias), dinit]
+    return [
+        laid_out_like(u), laid_out_like(delta), like(A), like(B), like(C), like(D), laid_out_like(z), like(delta_bias),
+        dinit,
+    ]
 
 
 def _setup_context(ctx, inputs, output) -> None:

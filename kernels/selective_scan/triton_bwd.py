@@ -24,6 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..layout import empty_like_layout
 from .triton_common import LOG2E, load_f32, sigmoid, softplus, split_length
 from .triton_fwd import bc_strides, group_ratio, n_groups
 
@@ -72,6 +73,9 @@ def _bwd_kernel(
     s_C_b, s_C_g, s_C_n, s_C_l,
     s_z_b, s_z_d, s_z_l,
     s_do_b, s_do_d, s_do_l,
+    s_du_b, s_du_d, s_du_l,
+    s_ddt_b, s_ddt_d, s_ddt_l,
+    s_dz_b, s_dz_d, s_dz_l,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, SUBCHUNKS: tl.constexpr,
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -123,9 +127,12 @@ def _bwd_kernel(
     dt_base = delta_ptr + batch * s_dt_b + d[None, :] * s_dt_d
     z_base = z_ptr + batch * s_z_b + d[None, :] * s_z_d
     do_base = dout_ptr + batch * s_do_b + d[None, :] * s_do_d
-    # du, ddelta, dz: contiguous (batch, D, L); per-(segment, batch, channel) sums:
-    # (n_seg, batch, D[, N]); the initial state's gradient: (batch, D, N).
-    bdl_base = (batch * dim + d[None, :]) * L
+    # du, ddelta, dz: (batch, D, L) through their strides (laid out like u, delta, z);
+    # per-(segment, batch, channel) sums: (n_seg, batch, D[, N]); the initial state's
+    # gradient: (batch, D, N).
+    du_base = du_ptr + batch * s_du_b + d[None, :] * s_du_d
+    ddt_base = ddelta_ptr + batch * s_ddt_b + d[None, :] * s_ddt_d
+    dz_base = dz_ptr + batch * s_dz_b + d[None, :] * s_dz_d
     bdn_offs = (batch * dim + d[None, :]) * N + n[:, None]
     sbd = (seg * n_batch + batch) * dim + d  # (BLOCK_D,)
     sbdn_offs = sbd[None, :] * N + n[:, None]
@@ -235,7 +242,7 @@ def _bwd_kernel(
                 zt = load_f32(z_base + t[:, None] * s_z_l, m2)
                 sz = sigmoid(zt)
                 dz = dout * y * sz * (1.0 + zt * (1.0 - sz))
-                tl.store(dz_ptr + bdl_base + t[:, None], dz.to(dz_ptr.dtype.element_ty), mask=m2)
+                tl.store(dz_base + t[:, None] * s_dz_l, dz.to(dz_ptr.dtype.element_ty), mask=m2)
                 dy = dout * zt * sz
             else:
                 dy = dout
@@ -285,8 +292,8 @@ def _bwd_kernel(
             ddt = tl.where(m2, ddt, 0.0)
             if HAS_BIAS:
                 dbias_acc += tl.sum(ddt, axis=0)
-            tl.store(du_ptr + bdl_base + t[:, None], du.to(du_ptr.dtype.element_ty), mask=m2)
-            tl.store(ddelta_ptr + bdl_base + t[:, None], ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
+            tl.store(du_base + t[:, None] * s_du_l, du.to(du_ptr.dtype.element_ty), mask=m2)
+            tl.store(ddt_base + t[:, None] * s_ddt_l, ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
             j -= 1
         tl.debug_barrier()  # the next interval overwrites the scratch read above
         interval -= 1
@@ -472,9 +479,9 @@ def scan_bwd(
         assert cfg.seg_len % save_every == 0, "segments start at saved states"
         n_seg, seg_len = triton.cdiv(length, cfg.seg_len), cfg.seg_len
 
-    du = torch.empty((batch, dim, length), dtype=u.dtype, device=dev)
-    ddelta = torch.empty((batch, dim, length), dtype=delta.dtype, device=dev)
-    dz = torch.empty((batch, dim, length), dtype=z.dtype, device=dev) if z is not None else du
+    du = empty_like_layout(u)
+    ddelta = empty_like_layout(delta)
+    dz = empty_like_layout(z) if z is not None else du
     # Sums over time: one partial per (segment, batch, channel), added up below.
     dA = torch.empty((n_seg, batch, dim, n_state), dtype=f32, device=dev)
     atomic = not torch.are_deterministic_algorithms_enabled()
@@ -512,6 +519,7 @@ def scan_bwd(
         length, n_state, dg, n_saved, group_ratio(B, groups), group_ratio(C, groups), _bc_groups(B), _bc_groups(C),
         seg_len // save_every, n_seg,
         *u.stride(), *delta.stride(), *A.stride(), *sB, *sC, *z_arg.stride(), *dout.stride(),
+        *du.stride(), *ddelta.stride(), *dz.stride(),
         SUBCHUNKS=subchunks, B_VARYING=b_varying, HAS_D=D is not None, HAS_DFINAL=dfinal is not None, FOLD=n_seg > 1,
         ATOMIC_BC=atomic, **flags,
     )

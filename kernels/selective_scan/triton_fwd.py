@@ -19,6 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..layout import empty_like_layout
 from .triton_common import LOG2E, load, sigmoid, softplus, split_length
 
 
@@ -324,7 +325,7 @@ def scan_fwd(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Launches the forward kernel (twice when L is split across programs).
 
-    Shapes as in ``selective_scan``. Returns ``out (batch, D, L)`` in u's dtype,
+    Shapes as in ``selective_scan``. Returns ``out (batch, D, L)`` in u's dtype and memory layout,
     ``final_state (batch, D, N)`` fp32 and ``states (batch, D, cdiv(L, save_every), N)``
     fp32, the state before steps 0, save_every, 2 * save_every, ... (an empty tensor when
     ``save_every`` is None: no backward will run).
@@ -343,7 +344,7 @@ def scan_fwd(
         assert save_every % cfg.chunk == 0, "states are saved at chunk boundaries"
     n_saved = triton.cdiv(length, save_every) if save else 0
     dev, f32 = u.device, torch.float32
-    out = torch.empty((batch, dim, length), dtype=u.dtype, device=dev)
+    out = empty_like_layout(u)
     final = torch.empty((batch, dim, n_state), dtype=f32, device=dev)
     states = torch.empty((batch, dim, n_saved, n_state) if save else (0,), dtype=f32, device=dev)
     n_seg, seg_chunks = 1, triton.cdiv(length, cfg.chunk)

@@ -125,6 +125,30 @@ def test_channel_last_input_and_strided_gradient(nan_empty, width, length):
     compare(31 + width, length=length, width=width, channel_last=True, transposed_grad=True)
 
 
+def test_outputs_are_laid_out_like_x(nan_empty):
+    """x as a Mamba block slices it from its in_proj product, (D, batch, L) in memory: out
+    and dx come out in that layout (so the next projection reads out without a copy) and
+    equal the reference; a channel-last x gives channel-last outputs."""
+    batch, dim, length = 2, 12, 9
+    for x_of, order in (
+        (lambda t: t.reshape(2 * dim, batch, length).permute(1, 0, 2)[:, :dim], (1, 0, 2)),
+        (lambda t: t.reshape(batch, length, 2 * dim).transpose(1, 2)[:, :dim], (0, 2, 1)),
+    ):
+        inputs = make_inputs(51, batch=batch, dim=dim, length=length)
+        x = x_of(torch.randn(2 * dim * batch * length, generator=torch.Generator().manual_seed(52)).to(DEVICE))
+        inputs["x"] = x.requires_grad_()
+        expected = run("reference", inputs, activation="silu")
+        actual = run("triton", inputs, activation="silu")
+        assert_close(actual, expected, torch.float32)
+        # dx as the kernel returns it (run's dx also holds the final state's gradient, added by autograd).
+        dx = conv_kernel.causal_conv1d_backward(
+            torch.randn(x.shape).to(DEVICE), x.detach(), inputs["weight"].detach(), None, None, silu=True
+        )[0]
+        for name, tensor in (("out", actual["out"]), ("dx", dx)):
+            strides = tensor.stride()
+            assert sorted(range(3), key=lambda i: -strides[i]) == list(order), (name, strides)
+
+
 def test_long_sequence_several_length_tiles(nan_empty):
     if ON_GPU:
         compare(41, length=5000, width=4, batch=2, dim=200)
@@ -143,7 +167,7 @@ def test_gpu_tile_shapes(nan_empty, monkeypatch, channel_last):
 def test_output_layout_and_dtype():
     inputs = make_inputs(51, dtype=torch.bfloat16, channel_last=True)
     out, state = causal_conv1d(**inputs, activation="silu", return_final_state=True, backend="triton")
-    assert out.is_contiguous() and out.dtype == torch.bfloat16
+    assert out.stride(1) == 1 and out.dtype == torch.bfloat16  # laid out like x: channel-last
     assert state.is_contiguous() and state.dtype == torch.bfloat16
     assert causal_conv1d(**inputs, backend="triton").shape == inputs["x"].shape
 

@@ -38,7 +38,9 @@ class Case:
     with_bias: bool = True
     softplus: bool = True
     with_init: bool = True
-    layout: str = "contiguous"  # or "strided": (batch, L, D) memory viewed as (batch, D, L)
+    # "contiguous", "strided": (batch, L, D) memory viewed as (batch, D, L), or "projection":
+    # (D, batch, L) memory, as a Mamba block's views of its projections are laid out.
+    layout: str = "contiguous"
     dim: int = DIM
     batch: int = BATCH
     # Small dt (~0.02), so that a 64-step segment's total decay exp(A sum dt) stays well
@@ -56,6 +58,8 @@ def make_inputs(case: Case, generator: torch.Generator) -> dict[str, torch.Tenso
     def seq(scale: float = 1.0) -> torch.Tensor:
         if case.layout == "strided":
             return rand(b, length, d, scale=scale).transpose(1, 2)
+        if case.layout == "projection":
+            return rand(d, b, length, scale=scale).permute(1, 0, 2)
         return rand(b, d, length, scale=scale)
 
     def bc(form: str) -> torch.Tensor:
@@ -164,6 +168,20 @@ def test_state_sizes(n_state):
 def test_strided_inputs():
     """(batch, L, D) memory viewed as (batch, D, L), as a Mamba block produces it."""
     check(Case(length=41, layout="strided"), seed=6)
+
+
+def test_outputs_and_gradients_are_laid_out_like_their_inputs():
+    """u, delta, z laid out (D, batch, L) as a Mamba block's projections give them: out, du,
+    ddelta and dz come out in that layout (the reshapes to the next projection stay views)."""
+    case = Case(length=41, layout="projection")
+    check(case, seed=17)
+    gen = torch.Generator().manual_seed(18)
+    inputs = make_inputs(case, gen)
+    dout = torch.randn(case.batch, case.dim, case.length, generator=gen).to(DEVICE)
+    dfinal = torch.randn(case.batch, case.dim, case.n_state, generator=gen).to(DEVICE)
+    got = run(inputs, case, "triton", dout, dfinal)
+    for name in ("out", "du", "ddelta", "dz"):
+        assert got[name].stride() == inputs["u"].stride() == (case.length, case.batch * case.length, 1), name
 
 
 def test_half_precision():
