@@ -1,6 +1,8 @@
 """Output buffers laid out in memory like an input."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 
@@ -13,6 +15,14 @@ def empty_like_layout(x: torch.Tensor, *, dtype: torch.dtype | None = None) -> t
     products, i.e. laid out (D, batch, L). Outputs in that layout keep the reshapes to
     and from the next projections' (batch * L, D) operands views instead of copies.
     """
-    order = sorted(range(x.dim()), key=lambda i: (-x.stride(i), i))  # outermost axis first
-    buffer = torch.empty([x.shape[i] for i in order], dtype=x.dtype if dtype is None else dtype, device=x.device)
-    return buffer.permute([order.index(i) for i in range(x.dim())])
+    return empty_in_stride_order(x.shape, x.stride(), dtype=x.dtype if dtype is None else dtype, device=x.device)
+
+
+def empty_in_stride_order(
+    shape: Sequence[int], strides: Sequence[int], *, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """An uninitialised dense tensor of ``shape``, its axes in memory ordered as ``strides``
+    order them (largest first; ties keep the axes' order)."""
+    order = sorted(range(len(shape)), key=lambda i: (-strides[i], i))  # outermost axis first
+    buffer = torch.empty([shape[i] for i in order], dtype=dtype, device=device)
+    return buffer.permute([order.index(i) for i in range(len(shape))])

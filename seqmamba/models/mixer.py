@@ -20,6 +20,7 @@ from seqmamba.kernels import causal_conv1d, selective_scan
 
 from .config import DT_INITS, ModelConfig
 from .recompute import keep_scan_outputs
+from .split import split_channels
 
 
 @dataclass
@@ -209,7 +210,7 @@ class Mamba(nn.Module):
         Returns (out (batch, L, d_model), final conv state, final ssm state).
         """
         length = xz.shape[-1]
-        x, z = xz.chunk(2, dim=1)
+        x, z = split_channels(xz, self.d_inner)
 
         x, conv_state = causal_conv1d_silu(x, self.conv1d.weight, self.conv1d.bias, initial_state=conv_state)
 
