@@ -88,8 +88,8 @@ def selective_scan_bwd(
 def _(u, delta, A, B, C, D, z, delta_bias, states, dout, dfinal, delta_softplus):
     batch, dim, _ = u.shape
 
-    def like(x: Tensor | None) -> Tensor:
-        return torch.empty_like(x) if x is not None else u.new_empty((0,))
+    def like(x: Tensor | None) -> Tensor:  # dA, dB, dC, dD, ddelta_bias: contiguous sums, as the kernel's
+        return x.new_empty(x.shape) if x is not None else u.new_empty((0,))
 
     def laid_out_like(x: Tensor | None) -> Tensor:  # du, ddelta, dz: as the kernel allocates them
         return empty_like_layout(x) if x is not None else u.new_empty((0,))
