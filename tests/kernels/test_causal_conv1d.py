@@ -14,6 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fake_check import assert_fake_matches_real
+
 from seqmamba.kernels import causal_conv1d
 from seqmamba.kernels.causal_conv1d import kernel as conv_kernel
 from seqmamba.kernels.causal_conv1d.autograd import causal_conv1d_fwd
@@ -291,3 +293,12 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
         kwargs = dict(x=x, weight=weight, bias=bias) | overrides
         with pytest.raises(ValueError, match=re.escape(f"causal_conv1d: {message}")):
             causal_conv1d(**kwargs)
+
+
+@pytest.mark.parametrize("channel_last", [False, True])
+def test_fake_implementations_give_the_kernels_shapes_strides_and_dtypes(channel_last):
+    inputs = make_inputs(71, dtype=torch.bfloat16, channel_last=channel_last)
+    args = [v.detach() if v is not None else None for v in inputs.values()] + [True]  # x, weight, bias, init, silu
+    out = torch.ops.seqmamba.causal_conv1d_fwd.default(*args)
+    assert_fake_matches_real(torch.ops.seqmamba.causal_conv1d_fwd.default, args)
+    assert_fake_matches_real(torch.ops.seqmamba.causal_conv1d_bwd.default, [torch.randn_like(out)] + args)
