@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import torch
 
 
-def empty_like_layout(x: torch.Tensor, *, dtype: torch.dtype | None = None) -> torch.Tensor:
+def empty_like_layout(x: torch.Tensor) -> torch.Tensor:
     """An uninitialised dense tensor of x's shape whose axes lie in memory in the order of
     x's strides (largest first), also when x is a slice that ``torch.empty_like`` would
     replace by a contiguous tensor.
@@ -15,7 +15,7 @@ def empty_like_layout(x: torch.Tensor, *, dtype: torch.dtype | None = None) -> t
     products, i.e. laid out (D, batch, L). Outputs in that layout keep the reshapes to
     and from the next projections' (batch * L, D) operands views instead of copies.
     """
-    return empty_in_stride_order(x.shape, x.stride(), dtype=x.dtype if dtype is None else dtype, device=x.device)
+    return empty_in_stride_order(x.shape, x.stride(), dtype=x.dtype, device=x.device)
 
 
 def empty_in_stride_order(
