@@ -3,7 +3,11 @@
 # the "anchor") from their source distributions, for one GPU architecture, without a
 # network. Run from the repository root on the GPU machine:
 #
-#   bash benchmarks/build_anchor.sh SDIST_DIR [ARCH]        (ARCH default 90: H100/H200)
+#   bash benchmarks/build_anchor.sh SDIST_DIR [ARCH] [WHEEL_DIR]   (ARCH default 90: H100/H200)
+#
+# With WHEEL_DIR the built wheels are kept there, and a later run installs a package from
+# its wheel there instead of building it (seconds instead of minutes; a wheel over a size
+# limit may be kept as parts named WHEEL.partNN, joined back here).
 #
 # SDIST_DIR holds mamba_ssm-2.3.2.post1.tar.gz and causal_conv1d-1.7.0.tar.gz, fetched on a
 # machine with a network (from a virtual environment holding torch, wheel and setuptools):
@@ -19,18 +23,39 @@ set -euo pipefail
 REPO=$(pwd)
 SDIST=$(cd "${1:?usage: bash benchmarks/build_anchor.sh SDIST_DIR [ARCH]}" && pwd)
 ARCH=${2:-90}
+WHEELS=${3:-}
 export MAX_JOBS=${MAX_JOBS:-16}
+check() {
+    # torch first: the extensions link against its libraries.
+    (cd / && python3 -c "import torch, causal_conv1d_cuda, selective_scan_cuda; from mamba_ssm.ops.selective_scan_interface import selective_scan_fn; print('anchor ok')")
+}
 WORK=$(mktemp -d)
+OUTDIR=$WORK/wheels
+if [ -n "$WHEELS" ]; then
+    mkdir -p "$WHEELS"
+    OUTDIR=$(cd "$WHEELS" && pwd)
+    for first in "$OUTDIR"/*.whl.part00; do
+        [ -e "$first" ] || continue
+        whl=${first%.part00}
+        [ -e "$whl" ] || cat "$whl".part* > "$whl"
+    done
+fi
 cd "$WORK"
-tar xzf "$SDIST"/causal_conv1d-*.tar.gz
-tar xzf "$SDIST"/mamba_ssm-*.tar.gz
-python3 "$REPO"/benchmarks/trim_gencode.py "$ARCH" causal_conv1d-*/setup.py mamba_ssm-*/setup.py
 start=$SECONDS
-(cd causal_conv1d-* && CAUSAL_CONV1D_FORCE_BUILD=TRUE python3 -m pip install -q --no-build-isolation --no-deps --no-index .)
-echo "causal_conv1d built in $((SECONDS - start)) s"
-(cd mamba_ssm-* && MAMBA_FORCE_BUILD=TRUE python3 -m pip install -q --no-build-isolation --no-deps --no-index .)
-echo "mamba_ssm built in $((SECONDS - start)) s"
+# Each package is built unless WHEEL_DIR already holds its wheel.
+build() {  # build NAME SDIST_PREFIX FORCE_VAR
+    if ls "$OUTDIR"/"$1"-*.whl > /dev/null 2>&1; then
+        echo "$1: wheel found, not rebuilt"
+        return
+    fi
+    tar xzf "$SDIST"/"$2"-*.tar.gz
+    python3 "$REPO"/benchmarks/trim_gencode.py "$ARCH" "$2"-*/setup.py
+    (cd "$2"-* && env "$3"=TRUE python3 -m pip wheel -q --no-build-isolation --no-deps --no-index -w "$OUTDIR" .)
+    echo "$1 built in $((SECONDS - start)) s"
+}
+build causal_conv1d causal_conv1d CAUSAL_CONV1D_FORCE_BUILD
+build mamba_ssm mamba_ssm MAMBA_FORCE_BUILD
+python3 -m pip install -q --no-deps --no-index "$OUTDIR"/causal_conv1d-*.whl "$OUTDIR"/mamba_ssm-*.whl
 cd /
-# torch first: the extensions link against its libraries.
-python3 -c "import torch, causal_conv1d_cuda, selective_scan_cuda; from mamba_ssm.ops.selective_scan_interface import selective_scan_fn; print('anchor ok')"
+check
 rm -rf "$WORK"

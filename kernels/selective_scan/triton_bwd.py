@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from ..layout import empty_like_layout
-from .triton_common import LOG2E, load_f32, sigmoid, softplus, split_length
+from .triton_common import LOG2E, fast_math, load_f32, sigmoid, softplus, split_length
 from .triton_fwd import bc_strides, group_ratio, n_groups
 
 
@@ -33,7 +33,7 @@ from .triton_fwd import bc_strides, group_ratio, n_groups
 def _load_chunk_inputs(
     t0, L, steps, d_mask, n, n_mask, bias, B_tile,
     dt_base, u_base, B_base, s_dt_l, s_u_l, s_B_l, s_B_n, A2,
-    B_VARYING: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    B_VARYING: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     """delta after bias and softplus, sigmoid of its argument, u, decay and input tiles."""
     t = t0 + steps
@@ -42,8 +42,8 @@ def _load_chunk_inputs(
     if HAS_BIAS:
         dt_raw = dt_raw + bias[None, :]
     if SOFTPLUS:
-        dt = softplus(dt_raw)
-        dsoftplus = sigmoid(dt_raw)
+        dt = softplus(dt_raw, FAST_MATH)
+        dsoftplus = sigmoid(dt_raw, FAST_MATH)
     else:
         dt = dt_raw
         dsoftplus = dt_raw
@@ -58,6 +58,15 @@ def _load_chunk_inputs(
         Bt = B_tile
         inp = (dt * u)[:, None, :] * B_tile[None, :, :]
     return dt, dsoftplus, u, decay, Bt, inp
+
+
+@triton.jit
+def _in_step_layout(x, steps):
+    """x (BLOCK_N, BLOCK_D), unchanged, in the register layout of one step of the
+    (CHUNK, BLOCK_N, BLOCK_D) tiles. A state loaded from memory comes in the layout of
+    its coalesced load; the step loop would otherwise convert every step's decay and
+    input to that layout and the state back (shared-memory round trips each step)."""
+    return tl.sum(tl.where(steps[:, None, None] == 0, x[None, :, :], 0.0), axis=0)
 
 
 @triton.jit
@@ -79,7 +88,7 @@ def _bwd_kernel(
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, SUBCHUNKS: tl.constexpr,
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_DFINAL: tl.constexpr, FOLD: tl.constexpr, ATOMIC_BC: tl.constexpr,
+    HAS_DFINAL: tl.constexpr, FOLD: tl.constexpr, ATOMIC_BC: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     """Grid: (channel blocks x segments, groups, batch), segment-major as in the forward.
 
@@ -146,9 +155,11 @@ def _bwd_kernel(
         dB_base = ((slot * tl.num_programs(2) + batch) * N + n[None, :]) * L
         dC_base = dB_base
     state_base = states_ptr + ((batch * dim + d[None, :]) * n_saved) * N + n[:, None]
-    # Scratch: (programs, SUBCHUNKS, BLOCK_D, BLOCK_N), state-fastest like the registers.
+    # Scratch: (programs, SUBCHUNKS, BLOCK_N, BLOCK_D), channel-fastest: the layout whose
+    # coalesced access puts a channel's states on the lanes the (step, state, channel)
+    # tiles use, so the states carried from step to step need no layout conversion.
     scratch_base = (
-        scratch_ptr + program * (SUBCHUNKS * BLOCK_D * BLOCK_N) + tl.arange(0, BLOCK_D)[None, :] * BLOCK_N + n[:, None]
+        scratch_ptr + program * (SUBCHUNKS * BLOCK_D * BLOCK_N) + n[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]
     )
 
     if HAS_DFINAL:
@@ -178,11 +189,12 @@ def _bwd_kernel(
         # Pass 1: each chunk's start state, from the state saved before the interval.
         h = tl.load(state_base + interval * N, mask=nd_mask, other=0.0)
         tl.store(scratch_base, h, mask=nd_mask)
+        h = _in_step_layout(h, steps)
         j = 1
         while j < n_sub:
             dt, dsp, u, decay, Bt, inp = _load_chunk_inputs(
                 t_start + (j - 1) * CHUNK, L, steps, d_mask, n, n_mask, bias, B_tile,
-                dt_base, u_base, B_base, s_dt_l, s_u_l, s_B_l, s_B_n, A2, B_VARYING, HAS_BIAS, SOFTPLUS,
+                dt_base, u_base, B_base, s_dt_l, s_u_l, s_B_l, s_B_n, A2, B_VARYING, HAS_BIAS, SOFTPLUS, FAST_MATH,
             )
             decay_bits = decay.to(tl.int32, bitcast=True)
             inp_bits = inp.to(tl.int32, bitcast=True)
@@ -204,7 +216,7 @@ def _bwd_kernel(
             h0 = tl.load(scratch_base + j * (BLOCK_D * BLOCK_N), mask=nd_mask, other=0.0)
             dt, dsp, u, decay, Bt, inp = _load_chunk_inputs(
                 t0, L, steps, d_mask, n, n_mask, bias, B_tile,
-                dt_base, u_base, B_base, s_dt_l, s_u_l, s_B_l, s_B_n, A2, B_VARYING, HAS_BIAS, SOFTPLUS,
+                dt_base, u_base, B_base, s_dt_l, s_u_l, s_B_l, s_B_n, A2, B_VARYING, HAS_BIAS, SOFTPLUS, FAST_MATH,
             )
             if C_VARYING:
                 C3 = load_f32(C_base + t[:, None] * s_C_l + n[None, :] * s_C_n, mtn)[:, :, None]
@@ -224,7 +236,7 @@ def _bwd_kernel(
             inp_bits = inp.to(tl.int32, bitcast=True)
             hs = tl.zeros(decay.shape, dtype=tl.int32)
             hp = tl.zeros(decay.shape, dtype=tl.int32)
-            h = h0
+            h = _in_step_layout(h0, steps)
             for i in tl.static_range(CHUNK):
                 sel = steps[:, None, None] == i
                 hp = tl.where(sel, h.to(tl.int32, bitcast=True)[None, :, :], hp)
@@ -240,7 +252,7 @@ def _bwd_kernel(
                 if HAS_D:
                     y = y + skip[None, :] * u
                 zt = load_f32(z_base + t[:, None] * s_z_l, m2)
-                sz = sigmoid(zt)
+                sz = sigmoid(zt, FAST_MATH)
                 dz = dout * y * sz * (1.0 + zt * (1.0 - sz))
                 tl.store(dz_base + t[:, None] * s_dz_l, dz.to(dz_ptr.dtype.element_ty), mask=m2)
                 dy = dout * zt * sz
@@ -321,6 +333,7 @@ def _bwd_seg_kernel(
     s_do_b, s_do_d, s_do_l,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
     C_VARYING: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    FAST_MATH: tl.constexpr,
 ):
     """First pass of a split backward. Grid: (channel blocks x (n_seg - 1), groups, batch).
 
@@ -366,13 +379,13 @@ def _bwd_seg_kernel(
         if HAS_BIAS:
             dt = dt + bias[None, :]
         if SOFTPLUS:
-            dt = softplus(dt)
+            dt = softplus(dt, FAST_MATH)
         dt = tl.where(m2, dt, 0.0)  # padded steps: decay 1, and dout 0 below
         dt_sum += tl.sum(dt, axis=0)
         dy = load_f32(do_base + t[:, None] * s_do_l, m2)
         if HAS_Z:
             zt = load_f32(z_base + t[:, None] * s_z_l, m2)
-            dy = dy * zt * sigmoid(zt)
+            dy = dy * zt * sigmoid(zt, FAST_MATH)
         decay_bits = tl.exp2(dt[:, None, :] * A2[None, :, :]).to(tl.int32, bitcast=True)
         dy_bits = dy.to(tl.int32, bitcast=True)
         if C_VARYING:
@@ -503,7 +516,8 @@ def scan_bwd(
     bias_arg = delta_bias if delta_bias is not None else A
     flags = dict(
         BLOCK_D=cfg.block_d, BLOCK_N=block_n, CHUNK=cfg.chunk, C_VARYING=c_varying,
-        HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, num_warps=cfg.num_warps,
+        HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+        FAST_MATH=fast_math(u, delta, z), num_warps=cfg.num_warps,
     )
     if n_seg > 1:
         _bwd_seg_kernel[(n_dblk * (n_seg - 1), groups, batch)](

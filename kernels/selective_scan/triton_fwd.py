@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from ..layout import empty_like_layout
-from .triton_common import LOG2E, load, sigmoid, softplus, split_length
+from .triton_common import LOG2E, fast_math, load, sigmoid, softplus, split_length
 
 
 @triton.jit
@@ -55,7 +55,7 @@ def _fwd_chunk(
     h, t, m2, dt, u, z, Bt, Ct, steps, A2, bias, skip, B_tile, C_tile, out_base, s_out_l,
     CHUNK: tl.constexpr, B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    WRITE_OUT: tl.constexpr,
+    WRITE_OUT: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     """Advances h (N, BLOCK_D) over the chunk's steps t (CHUNK,) and writes their outputs.
 
@@ -69,7 +69,7 @@ def _fwd_chunk(
     if HAS_BIAS:
         dt = dt + bias[None, :]
     if SOFTPLUS:
-        dt = softplus(dt)
+        dt = softplus(dt, FAST_MATH)
     if m2 is not None:
         # Padded steps and channels get delta = 0: decay 1 and input 0 leave h unchanged.
         dt = tl.where(m2, dt, 0.0)
@@ -105,7 +105,7 @@ def _fwd_chunk(
             y = y + skip[None, :] * u
         if HAS_Z:
             zt = z.to(tl.float32)
-            y = y * zt * sigmoid(zt)
+            y = y * zt * sigmoid(zt, FAST_MATH)
         tl.store(out_base + t[:, None] * s_out_l, y.to(out_base.dtype.element_ty), mask=m2)
     return h, tl.sum(dt, axis=0)
 
@@ -128,7 +128,7 @@ def _fwd_kernel(
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_INIT: tl.constexpr, SAVE_STATES: tl.constexpr, WRITE_OUT: tl.constexpr, START_FROM_SEGMENTS: tl.constexpr,
-    PREFETCH: tl.constexpr,
+    PREFETCH: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     """Grid: (channel blocks x segments, groups, batch).
 
@@ -240,7 +240,7 @@ def _fwd_kernel(
                 h, dt_chunk = _fwd_chunk(
                     h, chunk * CHUNK + steps, m2_full, dt_c, u_c, z_c, B_c, C_c, steps, A2, bias, skip,
                     B_tile, C_tile, out_base, s_out_l,
-                    CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, WRITE_OUT,
+                    CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, WRITE_OUT, FAST_MATH,
                 )
                 if not WRITE_OUT:
                     dt_sum += dt_chunk
@@ -257,7 +257,7 @@ def _fwd_kernel(
             )
             h, dt_chunk = _fwd_chunk(
                 h, t, m2_full, dt_c, u_c, z_c, B_c, C_c, steps, A2, bias, skip, B_tile, C_tile, out_base, s_out_l,
-                CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, WRITE_OUT,
+                CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, WRITE_OUT, FAST_MATH,
             )
             if not WRITE_OUT:
                 dt_sum += dt_chunk
@@ -278,7 +278,7 @@ def _fwd_kernel(
             )
             h, dt_chunk = _fwd_chunk(
                 h, t, m2, dt_c, u_c, z_c, B_c, C_c, steps, A2, bias, skip, B_tile, C_tile, out_base, s_out_l,
-                CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, True,
+                CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, True, FAST_MATH,
             )
         tl.store(final_ptr + (batch * dim + d[None, :]) * N + n[:, None], h, mask=nd_mask & is_last)
     else:
@@ -372,7 +372,7 @@ def scan_fwd(
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
             HAS_INIT=initial_state is not None and not first_pass, SAVE_STATES=save and not first_pass,
             WRITE_OUT=not first_pass, START_FROM_SEGMENTS=n_seg > 1 and not first_pass, PREFETCH=cfg.prefetch,
-            num_warps=cfg.num_warps,
+            FAST_MATH=fast_math(u, delta, z), num_warps=cfg.num_warps,
         )
 
     if n_seg > 1:
