@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 
 from ..layout import empty_like_layout
+from ..triton_math import fast_math, sigmoid
 
 # (BLOCK_D, BLOCK_L) by memory layout, the contiguous axis long so loads coalesce. The
 # backward holds about four times the forward's tiles per element (2*width - 1 shifted
@@ -88,7 +89,7 @@ def _causal_conv1d_fwd_kernel(
     x_ptr, w_ptr, bias_ptr, init_ptr, out_ptr, D, L,
     s_xb, s_xd, s_xl, s_wd, s_wk, s_ib, s_id, s_ik, s_ob, s_od, s_ol,
     WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, SILU: tl.constexpr,
-    ACC: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     pid_l = tl.program_id(0)
     pid_d = tl.program_id(1)
@@ -102,7 +103,10 @@ def _causal_conv1d_fwd_kernel(
         acc += taps[k] * _load_xp(x_ptr, init_ptr, b, offs_d, mask_d, offs_l + k, L, near_start,
                                   s_xb, s_xd, s_xl, s_ib, s_id, s_ik, WIDTH - 1, HAS_INIT, ACC)
     if SILU:
-        acc = acc / (1.0 + tl.exp(-acc))
+        if FAST_MATH:
+            acc = acc * sigmoid(acc, True)
+        else:
+            acc = acc / (1.0 + tl.exp(-acc))
     out_ptrs = out_ptr + b * s_ob + offs_d[:, None] * s_od + offs_l[None, :] * s_ol
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_d[:, None] & (offs_l < L)[None, :])
 
@@ -112,7 +116,7 @@ def _causal_conv1d_bwd_kernel(
     x_ptr, w_ptr, bias_ptr, init_ptr, dout_ptr, dx_ptr, dinit_ptr, dw_part_ptr, db_part_ptr, D, L,
     s_xb, s_xd, s_xl, s_wd, s_wk, s_ib, s_id, s_ik, s_gb, s_gd, s_gl, s_dxb, s_dxd, s_dxl,
     WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, SILU: tl.constexpr,
-    ACC: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     KEEP: tl.constexpr = WIDTH - 1
     pid_l = tl.program_id(0)
@@ -142,7 +146,7 @@ def _causal_conv1d_bwd_kernel(
             pre = bias  # recomputed: bias + sum_j w[j] * xp[l + j]
             for j in tl.static_range(WIDTH):
                 pre += taps[j] * xps[j - k + KEEP]
-            sig = 1.0 / (1.0 + tl.exp(-pre))
+            sig = sigmoid(pre, FAST_MATH)
             g_k = g_k * sig * (1.0 + pre * (1.0 - sig))
         if k == 0:
             g = g_k
@@ -195,7 +199,7 @@ def causal_conv1d_forward(
         x, weight, bias if bias is not None else weight, initial_state if initial_state is not None else x, out,
         dim, length, *x.stride(), *weight.stride(), *_init_strides(initial_state), *out.stride(),
         WIDTH=width, HAS_BIAS=bias is not None, HAS_INIT=initial_state is not None, SILU=silu,
-        ACC=_acc_dtype(x.dtype), BLOCK_D=block_d, BLOCK_L=block_l, num_warps=_NUM_WARPS,
+        ACC=_acc_dtype(x.dtype), BLOCK_D=block_d, BLOCK_L=block_l, FAST_MATH=fast_math(x), num_warps=_NUM_WARPS,
     )
     return out
 
@@ -230,7 +234,7 @@ def causal_conv1d_backward(
         dout, dx, dinit, dw_part, db_part, dim, length,
         *x.stride(), *weight.stride(), *_init_strides(initial_state), *dout.stride(), *dx.stride(),
         WIDTH=width, HAS_BIAS=bias is not None, HAS_INIT=initial_state is not None, SILU=silu,
-        ACC=_acc_dtype(x.dtype), BLOCK_D=block_d, BLOCK_L=block_l, num_warps=_NUM_WARPS,
+        ACC=_acc_dtype(x.dtype), BLOCK_D=block_d, BLOCK_L=block_l, FAST_MATH=fast_math(x), num_warps=_NUM_WARPS,
     )
     dweight = dw_part.sum(dim=(0, 1)).to(weight.dtype)
     dbias = db_part.sum(dim=(0, 1)).to(bias.dtype if bias is not None else weight.dtype)

@@ -25,7 +25,8 @@ import triton
 import triton.language as tl
 
 from ..layout import empty_like_layout
-from .triton_common import LOG2E, fast_math, load_f32, sigmoid, softplus, split_length
+from ..triton_math import LOG2E, fast_math, sigmoid, softplus
+from .triton_common import load_f32, split_length
 from .triton_fwd import bc_strides, group_ratio, n_groups
 
 

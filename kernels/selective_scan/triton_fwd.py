@@ -20,7 +20,8 @@ import triton
 import triton.language as tl
 
 from ..layout import empty_like_layout
-from .triton_common import LOG2E, fast_math, load, sigmoid, softplus, split_length
+from ..triton_math import LOG2E, fast_math, sigmoid, softplus
+from .triton_common import load, split_length
 
 
 @triton.jit
