@@ -431,17 +431,19 @@ MIN_SEG_LEN = 1024
 
 
 def bwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int = 64) -> BwdConfig:
-    """About 16 (step, state) values per thread and channel: the backward keeps several
+    """About 32 (step, state) values per thread and channel: the backward keeps several
     (step, state, channel) tiles live at once, and wider programs spill registers.
 
     rows: batch * groups; dg: channels per group; block_n: N rounded up to a power of two;
     length: L; align: the interval between saved states (segments start at saved states).
-    Measured on an H100 at N = 16: 8 channels x 4 steps per one-warp program ran 1.6-2x
-    faster than 32 x 4 (which spills) and on par with 16 x 2.
+    Measured at N = 16: on an H100, 8 channels x 4 steps per one-warp program ran 1.6-2x
+    faster than 32 x 4 (which spills) and on par with 16 x 2; on an H200, once softplus
+    took the fast path, 8 x 8 ran 15-18% faster than 8 x 4 where programs are many and
+    L long (1.0x at (8, 1536, 2048), where the split decides).
     """
     num_warps = 1 if block_n <= 64 else 4
-    chunk = 4
-    block_d = max(1, (16 * 32 * num_warps) // (chunk * block_n))
+    chunk = 8
+    block_d = max(1, (32 * 32 * num_warps) // (chunk * block_n))
     block_d = min(block_d, 32 * num_warps, triton.next_power_of_2(dg))
     programs = rows * triton.cdiv(dg, block_d)
     seg_len = None

@@ -433,4 +433,6 @@ def fwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
             return FwdConfig(block_d=block_d, chunk=chunk, num_warps=num_warps, seg_len=seg_len, prefetch=PREFETCH)
     if block_d > 1 and programs < TARGET_PROGRAMS:
         block_d //= 2
+        if block_n <= 16:
+            chunk *= 2  # the same ~128 values per thread: 16 x 16 ran 15-20% faster than 16 x 8 (H200)
     return FwdConfig(block_d=block_d, chunk=chunk, num_warps=num_warps, prefetch=PREFETCH)
