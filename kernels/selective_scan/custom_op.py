@@ -159,6 +159,27 @@ def selective_scan_triton(
     Raises:
         ValueError: for float64 inputs (the kernels compute in fp32; use the reference).
     """
+    check_kernel_dtypes(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    inputs = (u, delta, A, B, C, D, z, delta_bias, initial_state)
+    save = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in inputs)
+    out, final, _ = selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save)
+    return out, final
+
+
+def check_kernel_dtypes(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    delta_bias: Tensor | None,
+    initial_state: Tensor | None,
+) -> None:
+    """Raises ValueError, naming the argument, for a dtype the kernels do not take: the
+    (batch, D, L)-sized inputs in fp16, bf16 or fp32, A, D and delta_bias in fp32.
+    For callers of the ops above, which do not check their inputs."""
     named = dict(u=u, delta=delta, B=B, C=C, z=z, initial_state=initial_state)
     for name, x in named.items():
         if x is not None and x.dtype not in _KERNEL_DTYPES:
@@ -171,7 +192,3 @@ def selective_scan_triton(
             raise ValueError(
                 f"{OP}: backend 'triton' takes {name} in float32, got {x.dtype} (shape {tuple(x.shape)})"
             )
-    inputs = (u, delta, A, B, C, D, z, delta_bias, initial_state)
-    save = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in inputs)
-    out, final, _ = selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save)
-    return out, final

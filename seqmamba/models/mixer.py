@@ -12,14 +12,14 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from seqmamba.kernels import causal_conv1d, selective_scan
 
 from .config import DT_INITS, ModelConfig
-from .recompute import keep_scan_outputs
+from .recompute import RegionWeights, recompute_region
 from .split import split_channels
 
 
@@ -100,17 +100,18 @@ class Mamba(nn.Module):
     A_log and D stay float32 at construction (as mamba_ssm's do); the scan reads them in
     float32 whatever the module's dtype.
 
-    With ``recompute=True`` the part after in_proj runs under selective activation
-    checkpointing (:func:`~seqmamba.models.recompute.keep_scan_outputs`), the design of
-    mamba_ssm's ``mamba_inner_fn`` at ``checkpoint_lvl=1``. Stored for the backward:
-    the in_proj output xz (batch, 2 * d_inner, L) and the selective scan's outputs
-    (its output (batch, d_inner, L) and, with the Triton kernel, its chunk states,
-    about d_state / 16 bytes per channel and step). Recomputed in the backward: the
-    convolution and its SiLU, x_proj (Δ's low-rank input, B, C), dt_proj (Δ), and the
-    out_proj input; the scan's forward is not rerun where the Triton kernel runs it (on
-    the plain-PyTorch reference, a sequence of ordinary ops, it is). Without it the
-    forward also keeps the convolution output, x_proj's input, Δ and out_proj's input,
-    each (batch, d_inner, L). Same parameters, same results.
+    With ``recompute=True`` the part after in_proj runs as one autograd Function
+    (:func:`~seqmamba.models.recompute.recompute_region`), the design of mamba_ssm's
+    ``mamba_inner_fn`` at ``checkpoint_lvl=1``. On the Triton kernels it stores the
+    in_proj output xz (batch, 2 * d_inner, L), x_proj's output (batch * L, dt_rank +
+    2 * d_state) and the scan's chunk states (about d_state / 16 bytes per channel and
+    step); its backward reruns the convolution and its SiLU and dt_proj (Δ), reads B
+    and C from the stored x_proj output, and runs the scan's backward from the chunk
+    states, without rerunning the scan's forward. On the plain-PyTorch reference it
+    stores xz alone and reruns the whole part in the backward. out_proj keeps its
+    input, the scan output (batch, d_inner, L), either way. Without it the forward also
+    keeps the convolution output and Δ, each (batch, d_inner, L), and copies of B and
+    C. Same parameters, same results.
     """
 
     def __init__(
@@ -192,49 +193,53 @@ class Mamba(nn.Module):
             xz = xz + self.in_proj.bias.to(xz.dtype)[:, None]
         conv_state = None if state is None else state.conv
         ssm_state = None if state is None else state.ssm
+        weights = RegionWeights(
+            self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias,
+            self.A_log, self.D,
+        )
         if self.recompute:
-            out, conv_state, ssm_state = checkpoint(
-                self._after_in_proj, xz, conv_state, ssm_state, use_reentrant=False, context_fn=keep_scan_outputs
-            )
+            y, conv_state, ssm_state = recompute_region(self._after_in_proj, xz, conv_state, ssm_state, weights)
         else:
-            out, conv_state, ssm_state = self._after_in_proj(xz, conv_state, ssm_state)
+            y, conv_state, ssm_state = self._after_in_proj(xz, conv_state, ssm_state, weights)
+        out = self.out_proj(rearrange(y, "b d l -> b l d"))
         return (out, MixerState(conv=conv_state, ssm=ssm_state)) if return_state else out
 
     def _after_in_proj(
-        self, xz: torch.Tensor, conv_state: torch.Tensor | None, ssm_state: torch.Tensor | None
+        self, xz: torch.Tensor, conv_state: torch.Tensor | None, ssm_state: torch.Tensor | None, w: RegionWeights
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Convolution, selection, scan, gate and out_proj of the in_proj output.
+        """Convolution, selection, scan and gate of the in_proj output.
 
         xz: (batch, 2 * d_inner, L); conv_state (batch, d_inner, d_conv - 1) and
-        ssm_state (batch, d_inner, d_state), or None at the start of a sequence.
-        Returns (out (batch, L, d_model), final conv state, final ssm state).
+        ssm_state (batch, d_inner, d_state), or None at the start of a sequence; w: this
+        module's conv1d, x_proj, dt_proj, A_log and D parameters.
+        Returns (y (batch, d_inner, L), final conv state, final ssm state).
         """
         length = xz.shape[-1]
         x, z = split_channels(xz, self.d_inner)
 
-        x, conv_state = causal_conv1d_silu(x, self.conv1d.weight, self.conv1d.bias, initial_state=conv_state)
+        x, conv_state = causal_conv1d_silu(x, w.conv_weight, w.conv_bias, initial_state=conv_state)
 
-        x_dbl = self.x_proj(rearrange(x, "b d l -> (b l) d"))
+        x_dbl = F.linear(rearrange(x, "b d l -> (b l) d"), w.x_proj_weight)  # x_proj
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         # Δ's bias is added inside the scan, before its softplus (delta_bias), as in mamba_ssm.
-        dt = rearrange(self.dt_proj.weight @ dt.t(), "d (b l) -> b d l", l=length)
+        dt = rearrange(w.dt_proj_weight @ dt.t(), "d (b l) -> b d l", l=length)
         B = rearrange(B, "(b l) n -> b n l", l=length).contiguous()
         C = rearrange(C, "(b l) n -> b n l", l=length).contiguous()
 
         y, ssm_state = selective_scan(
             x,
             dt,
-            -torch.exp(_fp32(self.A_log)),
+            -torch.exp(_fp32(w.A_log)),
             B,
             C,
-            D=_fp32(self.D),
+            D=_fp32(w.D),
             z=z,
-            delta_bias=_fp32(self.dt_proj.bias),
+            delta_bias=_fp32(w.dt_proj_bias),
             delta_softplus=True,
             initial_state=ssm_state,
             return_final_state=True,
         )
-        return self.out_proj(rearrange(y, "b d l -> b l d")), conv_state, ssm_state
+        return y, conv_state, ssm_state
 
     def _check_inputs(self, hidden_states: torch.Tensor, state: MixerState | None) -> None:
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model:

@@ -1,36 +1,252 @@
-"""The recompute policy of the memory-saving mixer (``ModelConfig.mixer_recompute``).
+"""The memory-saving mixer (``ModelConfig.mixer_recompute``): the part after in_proj as
+one autograd Function that stores little and recomputes the rest in its backward.
 
-The mixer's part after in_proj runs under ``torch.utils.checkpoint`` (non-reentrant)
-with a selective policy: the outputs of the Triton selective-scan forward op are kept,
-every other op in the region is recomputed in the backward. The recomputation then
-rebuilds the scan's inputs (the convolution output, Δ, B, C; cheap elementwise work
-and two thin matmuls) while the scan itself, the costly part, runs once. Its backward
-reads the kept chunk states, so what the region stores is the in_proj output it
-started from plus the scan's output and compact states.
+The region maps the in_proj output xz (batch, 2 * d_inner, L) to the gated scan output
+y (batch, d_inner, L) and the final conv and SSM states: convolution and SiLU, x_proj
+(Δ's low-rank input, B, C), dt_proj (Δ), selective scan. On the Triton kernels
+(:class:`_FusedRegion`) the forward stores only xz, x_proj's output x_dbl
+(batch * L, dt_rank + 2 * d_state), the scan's chunk states (about d_state / 16 bytes
+per channel and step), the weights and the initial states. The backward reruns the
+convolution and rebuilds Δ, B and C from x_dbl, calls the scan's backward on the
+stored chunk states (the scan forward runs once), and chains the gradients through
+dt_proj, x_proj and the convolution by hand, with the same operations, in the same
+dtypes, that autograd runs for the plain mixer. Every call goes straight to an ATen op
+or a kernel op; nothing intercepts the ops, so the host does the plain mixer's work plus
+the recomputed ops.
 
-The backward reruns the region's ops on the kernel backend in force when it runs, as
-every checkpoint does: a caller that picks a backend with ``use_backend`` runs the
-backward inside the same block as the forward (a mismatch raises a CheckpointError).
+On any other backend (the plain-PyTorch reference, a CPU without the Triton
+interpreter) the scan is ordinary autograd ops with no chunk states to reuse:
+:class:`_RecomputedRegion` then stores xz, the weights and the initial states, and its
+backward reruns the whole region under autograd (activation checkpointing of the
+region). Both record the backend and autocast state of their forward and use them in
+the backward, wherever the backward runs.
 """
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
-from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
 
-# Registers seqmamba::selective_scan_fwd, the op behind the "triton" backend of
-# seqmamba.kernels.selective_scan; the import loads no Triton kernel.
-import seqmamba.kernels.selective_scan.custom_op  # noqa: F401
+from seqmamba.kernels import causal_conv1d, use_backend
+from seqmamba.kernels.backend import resolve_backend
+from seqmamba.kernels.causal_conv1d.autograd import causal_conv1d_bwd, causal_conv1d_fwd
+from seqmamba.kernels.layout import empty_like_layout
+from seqmamba.kernels.selective_scan.custom_op import check_kernel_dtypes, selective_scan_bwd, selective_scan_fwd
 
-_KEPT_OPS = frozenset({torch.ops.seqmamba.selective_scan_fwd.default})
+# The backends seqmamba.kernels.selective_scan implements: only "triton" has the fused path.
+_SCAN_BACKENDS = ("triton", "reference", "sequential")
 
 
-def _policy(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
-    return CheckpointPolicy.MUST_SAVE if op in _KEPT_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+class RegionWeights(NamedTuple):
+    """The mixer's parameters the region reads (mamba_ssm names), passed to it explicitly
+    so that the non-Triton backward can rerun it on detached copies."""
+
+    conv_weight: Tensor  # (d_inner, 1, d_conv), an nn.Conv1d weight
+    conv_bias: Tensor | None  # (d_inner,)
+    x_proj_weight: Tensor  # (dt_rank + 2 * d_state, d_inner)
+    dt_proj_weight: Tensor  # (d_inner, dt_rank)
+    dt_proj_bias: Tensor  # (d_inner,), added to Δ inside the scan
+    A_log: Tensor  # (d_inner, d_state), A = -exp(A_log)
+    D: Tensor  # (d_inner,)
 
 
-def keep_scan_outputs() -> tuple[Any, Any]:
-    """``context_fn`` for ``torch.utils.checkpoint``: keep the scan op's outputs,
-    recompute everything else in the checkpointed region."""
-    return create_selective_checkpoint_contexts(_policy)
+Region = Callable[[Tensor, Tensor | None, Tensor | None, RegionWeights], tuple[Tensor, Tensor, Tensor]]
+
+
+def recompute_region(
+    region: Region,
+    xz: Tensor,
+    conv_state: Tensor | None,
+    ssm_state: Tensor | None,
+    weights: RegionWeights,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``region(xz, conv_state, ssm_state, weights)``, storing only what the module
+    docstring says.
+
+    region: the mixer's own region, run as it is where there is nothing to
+        differentiate, and rerun under autograd by the non-Triton backward.
+    xz: (batch, 2 * d_inner, L), the in_proj output (x then z along the channels).
+    conv_state: (batch, d_inner, d_conv - 1) or None; ssm_state: (batch, d_inner,
+        d_state) or None (the start of a sequence).
+    Returns (y (batch, d_inner, L), final conv state, final ssm state), as ``region``
+    does; differentiable in xz, both states and every weight.
+    """
+    inputs = (xz, conv_state, ssm_state, *weights)
+    if not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in inputs):
+        return region(xz, conv_state, ssm_state, weights)
+    backend = resolve_backend("selective_scan", None, xz.device, _SCAN_BACKENDS)
+    if backend == "triton":
+        return _FusedRegion.apply(*inputs)
+    return _RecomputedRegion.apply(region, backend, *inputs)
+
+
+class _FusedRegion(torch.autograd.Function):
+    """The region on the Triton ops, its gradients chained by hand (module docstring)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        xz: Tensor,
+        conv_state: Tensor | None,
+        ssm_state: Tensor | None,
+        *weights: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        w = RegionWeights(*weights)
+        d_inner = w.A_log.shape[0]
+        x, z = xz[:, :d_inner], xz[:, d_inner:]
+        # Autocast off, casts explicit: the product operands in xz's dtype, as autocast
+        # gives them to the plain mixer, so that the backward (which runs without
+        # autocast) rebuilds the same values.
+        with torch.autocast(xz.device.type, enabled=False):
+            u, conv_final = causal_conv1d(
+                x, w.conv_weight[:, 0, :], w.conv_bias, activation="silu",
+                initial_state=_conv_init(conv_state, xz.dtype), return_final_state=True, backend="triton",
+            )
+            x_dbl = F.linear(rearrange(u, "b d l -> (b l) d"), w.x_proj_weight.to(xz.dtype))
+            scan = _scan_inputs(x_dbl, w, xz)
+            check_kernel_dtypes(u, scan.delta, scan.A, scan.B, scan.C, scan.D, z, scan.delta_bias, ssm_state)
+            y, ssm_final, states = selective_scan_fwd(
+                u, scan.delta, scan.A, scan.B, scan.C, scan.D, z, scan.delta_bias, ssm_state, True, True
+            )
+        ctx.save_for_backward(xz, x_dbl, states, conv_state, ssm_state, *weights)
+        ctx.set_materialize_grads(False)
+        return y, conv_final, ssm_final
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor | None, dconv_final: Tensor | None, dssm_final: Tensor | None) -> tuple:
+        xz, x_dbl, states, conv_state, ssm_state, *weights = ctx.saved_tensors
+        w = RegionWeights(*weights)
+        d_inner, dt_rank = w.dt_proj_weight.shape
+        length = xz.shape[-1]
+        x, z = xz[:, :d_inner], xz[:, d_inner:]
+        conv_weight = w.conv_weight[:, 0, :]  # (d_inner, d_conv)
+        conv_init = _conv_init(conv_state, xz.dtype)
+
+        # Autocast off as in the forward (a CPU backward runs on the caller's thread, in its autocast state).
+        with torch.autocast(xz.device.type, enabled=False):
+            # Recomputed: the convolution output u and the scan's inputs.
+            u = causal_conv1d_fwd(x, conv_weight, w.conv_bias, conv_init, True)  # (batch, d_inner, L)
+            scan = _scan_inputs(x_dbl, w, xz)
+            if dy is None:
+                dy = torch.zeros_like(u)
+            du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dssm_init = selective_scan_bwd(
+                u, scan.delta, scan.A, scan.B, scan.C, scan.D, z, scan.delta_bias, states, dy, dssm_final, True
+            )
+
+            # Δ = W_dt @ dt^T with dt = x_dbl[:, :dt_rank]; the products as autograd's mm backward forms them.
+            ddelta = rearrange(ddelta, "b d l -> d (b l)")  # a view: ddelta is laid out like Δ
+            d_dt_proj_weight = ddelta.mm(x_dbl[:, :dt_rank])  # (d_inner, dt_rank)
+            d_dt = scan.dt_proj_weight.t().mm(ddelta).t()  # (batch * L, dt_rank)
+            dB, dC = (rearrange(g, "b n l -> (b l) n") for g in (dB, dC))
+            dx_dbl = torch.cat([d_dt, dB, dC], dim=1)  # (batch * L, dt_rank + 2 * d_state)
+
+            # x_dbl = u2 @ W_x^T with u2 = u as (batch * L, d_inner), laid out like u: (d_inner, batch * L).
+            u2 = rearrange(u, "b d l -> (b l) d")
+            x_proj_weight = w.x_proj_weight.to(xz.dtype)
+            d_x_proj_weight = dx_dbl.t().mm(u2)  # (dt_rank + 2 * d_state, d_inner)
+            du = du + rearrange(x_proj_weight.t().mm(dx_dbl.t()).t(), "(b l) d -> b d l", l=length)
+
+            dx, d_conv_weight, d_conv_bias, dconv_init = causal_conv1d_bwd(
+                du, x, conv_weight, w.conv_bias, conv_init, True
+            )
+            # One gradient for xz, laid out like xz (in_proj's product), whose backward then reads it in place.
+            dxz = empty_like_layout(xz)
+            dxz[:, :d_inner].copy_(dx)
+            dxz[:, d_inner:].copy_(dz)
+            if dconv_final is not None:
+                # The final conv state is the last d_conv - 1 columns of [conv_init, x].
+                keep = dconv_final.shape[-1]
+                from_x = min(keep, length)
+                dxz[:, :d_inner, length - from_x :] += dconv_final[..., keep - from_x :]
+                if conv_init is not None and from_x < keep:
+                    dconv_init[..., length:] += dconv_final[..., : keep - from_x]
+
+        return (
+            dxz,
+            None if conv_state is None else dconv_init.to(conv_state.dtype),
+            None if ssm_state is None else dssm_init.to(ssm_state.dtype),
+            d_conv_weight.unsqueeze(1),
+            None if w.conv_bias is None else d_conv_bias,
+            d_x_proj_weight.to(w.x_proj_weight.dtype),
+            d_dt_proj_weight.to(w.dt_proj_weight.dtype),
+            ddelta_bias.to(w.dt_proj_bias.dtype),
+            (dA * scan.A).to(w.A_log.dtype),  # A = -exp(A_log): dA_log = dA * A
+            dD.to(w.D.dtype),
+        )
+
+
+class _ScanInputs(NamedTuple):
+    dt_proj_weight: Tensor  # (d_inner, dt_rank) in xz's dtype
+    delta: Tensor  # (batch, d_inner, L) before its bias and softplus, laid out (d_inner, batch, L)
+    A: Tensor  # (d_inner, d_state)
+    B: Tensor  # (batch, d_state, L)
+    C: Tensor  # (batch, d_state, L)
+    D: Tensor  # (d_inner,)
+    delta_bias: Tensor  # (d_inner,)
+
+
+def _scan_inputs(x_dbl: Tensor, w: RegionWeights, xz: Tensor) -> _ScanInputs:
+    """Δ, A, B, C, D and Δ's bias from x_dbl (batch * L, dt_rank + 2 * d_state), as the
+    plain mixer forms them (A, D and the bias in fp32)."""
+    length = xz.shape[-1]
+    dt_rank, d_state = w.dt_proj_weight.shape[1], w.A_log.shape[1]
+    dt, B, C = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=-1)
+    dt_proj_weight = w.dt_proj_weight.to(xz.dtype)
+    return _ScanInputs(
+        dt_proj_weight=dt_proj_weight,
+        delta=rearrange(dt_proj_weight @ dt.t(), "d (b l) -> b d l", l=length),
+        A=-torch.exp(_fp32(w.A_log)),
+        B=rearrange(B, "(b l) n -> b n l", l=length).contiguous(),
+        C=rearrange(C, "(b l) n -> b n l", l=length).contiguous(),
+        D=_fp32(w.D),
+        delta_bias=_fp32(w.dt_proj_bias),
+    )
+
+
+class _RecomputedRegion(torch.autograd.Function):
+    """Any backend: the region runs without autograd, its backward reruns it with."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        region: Region,
+        backend: str,
+        xz: Tensor,
+        conv_state: Tensor | None,
+        ssm_state: Tensor | None,
+        *weights: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        ctx.region, ctx.backend = region, backend
+        device = xz.device.type
+        ctx.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
+        ctx.save_for_backward(xz, conv_state, ssm_state, *weights)
+        ctx.set_materialize_grads(False)
+        with use_backend(backend):
+            return region(xz, conv_state, ssm_state, RegionWeights(*weights))
+
+    @staticmethod
+    def backward(ctx: Any, *grad_outputs: Tensor | None) -> tuple:
+        needs = ctx.needs_input_grad[2:]
+        leaves = [None if t is None else t.detach().requires_grad_(n) for t, n in zip(ctx.saved_tensors, needs)]
+        device, dtype, enabled = ctx.autocast
+        with torch.enable_grad(), use_backend(ctx.backend), torch.autocast(device, dtype=dtype, enabled=enabled):
+            outputs = ctx.region(*leaves[:3], RegionWeights(*leaves[3:]))
+        pairs = [(out, g) for out, g in zip(outputs, grad_outputs) if g is not None and out.requires_grad]
+        if not pairs:
+            return (None,) * (2 + len(needs))
+        wanted = [t for t, n in zip(leaves, needs) if n]
+        grads = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs], allow_unused=True))
+        return (None, None, *(next(grads) if n else None for n in needs))
+
+
+def _conv_init(conv_state: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    return None if conv_state is None else conv_state.to(dtype)
+
+
+def _fp32(t: Tensor) -> Tensor:
+    """As the mixer's: float32, or float64 if already float64."""
+    return t if t.dtype == torch.float64 else t.float()
