@@ -40,12 +40,17 @@ def make_inputs(batch: int, dim: int, length: int, n_state: int, *, requires_gra
 
 
 def parse_config(cls, text: str):
-    """'auto' (None) or BLOCKDxCHUNKxWARPS[xSEGLEN][p]; a trailing p turns on prefetching."""
+    """'auto' (None) or BLOCKDxCHUNKxWARPS[xSEGLEN][p|b]: a trailing p turns on the
+    forward's prefetching, a trailing b sums the backward's dB and dC with tl.sum's
+    butterfly instead of by halving."""
     if text == "auto":
         return None
-    prefetch = text.endswith("p")
-    cfg = cls(*map(int, text.rstrip("p").split("x")))
-    return dataclasses.replace(cfg, prefetch=True) if prefetch else cfg
+    cfg = cls(*map(int, text.rstrip("pb").split("x")))
+    if text.endswith("p"):
+        return dataclasses.replace(cfg, prefetch=True)
+    if text.endswith("b"):
+        return dataclasses.replace(cfg, tree_sums=False)
+    return cfg
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -97,6 +102,8 @@ def backward_variants(x: dict, configs: list[triton_bwd.BwdConfig | None]) -> li
         name = "bwd auto" if cfg is None else f"bwd bd{cfg.block_d} T{cfg.chunk} w{cfg.num_warps}"
         if cfg is not None and cfg.seg_len is not None:
             name += f" S{cfg.seg_len}"
+        if cfg is not None and not cfg.tree_sums:
+            name += " bfly"
         rows.append((name, bench(run), err))
     return rows
 
@@ -107,7 +114,7 @@ def main() -> None:
     parser.add_argument("--backward", action="store_true")
     parser.add_argument("--n-contig", action="store_true", help="also time B and C laid out N-contiguous")
     parser.add_argument("--configs", default="auto,32x8x1,16x8x1", help="auto or BLOCKDxCHUNKxWARPS[xSEGLEN][p] (SEGLEN: steps per segment of a split L; p: prefetch), comma-separated")
-    parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto or BLOCKDxCHUNKxWARPS[xSEGLEN]")
+    parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto or BLOCKDxCHUNKxWARPS[xSEGLEN][b] (b: butterfly sums)")
     args = parser.parse_args()
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn

@@ -306,6 +306,15 @@ def test_forward_without_prefetch(split_l, monkeypatch, split, length):
     check(Case(length=length, small_dt=True, bc="mixed" if split else "varying"), seed=14)
 
 
+@pytest.mark.parametrize("bc", ("varying", "mixed"))
+def test_backward_with_butterfly_channel_sums(monkeypatch, bc):
+    """dB, dC summed over a program's channels with tl.sum instead of by halving."""
+    from seqmamba.kernels.selective_scan import triton_bwd
+
+    monkeypatch.setattr(triton_bwd, "TREE_SUMS", False)
+    check(Case(length=129, bc=bc), seed=15)
+
+
 @pytest.mark.parametrize("length", (200,) if not ON_GPU else (200, 4099))
 def test_split_backward_only(split_backward_only, length):
     """Backward segments starting from the forward's saved states (the forward in one piece)."""
