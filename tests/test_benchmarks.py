@@ -140,3 +140,18 @@ def test_state_update_benchmark_flags_a_wrong_step(bench_step, monkeypatch, tmp_
     assert bench_step.main(argv) == 1
     ours = next(r for r in json.loads(out.read_text())["records"] if r["impl"] == "ours")
     assert not ours["ok"] and ours["state_err"] > bench_step.TOL and ours["y_err"] == 0
+
+
+def test_scan_tuning_parses_launch_shapes():
+    """benchmarks/scan_tuning.py's BLOCKDxCHUNKxWARPS[xSEGLEN][p|b] strings (GPU-only script)."""
+    spec = importlib.util.spec_from_file_location("scan_tuning", ROOT / "benchmarks" / "scan_tuning.py")
+    tuning = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tuning)
+    from seqmamba.kernels.selective_scan.triton_bwd import BwdConfig
+    from seqmamba.kernels.selective_scan.triton_fwd import FwdConfig
+
+    assert tuning.parse_config(FwdConfig, "auto") is None
+    assert tuning.parse_config(FwdConfig, "16x16x1p") == FwdConfig(16, 16, 1, prefetch=True)
+    assert tuning.parse_config(FwdConfig, "32x8x1x2048") == FwdConfig(32, 8, 1, seg_len=2048)
+    assert tuning.parse_config(BwdConfig, "8x8x1x2048") == BwdConfig(8, 8, 1, seg_len=2048, tree_sums=True)
+    assert tuning.parse_config(BwdConfig, "8x8x1b") == BwdConfig(8, 8, 1, tree_sums=False)
