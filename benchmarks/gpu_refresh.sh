@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Reruns the GPU measurements benchmarks/RESULTS.md tracks, step by step, on a CUDA
+# machine, from the repository root:
+#
+#   bash benchmarks/gpu_refresh.sh OUT_DIR STEP [STEP ...]
+#
+# Steps (each writes OUT_DIR/STEP.txt and prints its tail; each runs under its own time
+# limit, so that a session with a per-command limit can chain them over several calls):
+#
+#   anchor      start building mamba_ssm + causal_conv1d in the background
+#               (benchmarks/build_anchor.sh; needs ANCHOR_SDIST, optional ANCHOR_WHEELS)
+#   wait        wait for that build (up to 9 minutes)
+#   tests       the GPU kernel tests, torch.compile and the recompute path
+#   tuning      scan launch shapes, the backward's channel sums by halving against the butterfly
+#   scan        bench_scan.py, ours against mamba_ssm
+#   train       bench_train.py, the Mamba-130M shape, with a profile of one step
+#   long        bench_train.py's sequence-length sweep of the DNA-sized model, to 2^23
+#   generate    bench_generate.py at the workloads, 2k and 32k prompts included
+#
+# Steps other than anchor/wait run without mamba_ssm if it is not installed (its rows
+# are then skipped). Example: `ANCHOR_SDIST=sdists bash benchmarks/gpu_refresh.sh out anchor tests wait scan`.
+set -uo pipefail
+OUT=${1:?usage: bash benchmarks/gpu_refresh.sh OUT_DIR STEP [STEP ...]}
+shift
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+
+run() {  # run NAME LIMIT_S COMMAND...
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name: $*"
+    timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1
+    local rc=$?
+    tail -n 60 "$OUT/$name.txt"
+    echo "== $name: exit $rc"
+}
+
+for step in "$@"; do
+    case $step in
+        anchor)
+            : "${ANCHOR_SDIST:?anchor: set ANCHOR_SDIST to the folder of the two source distributions}"
+            MAX_JOBS=${MAX_JOBS:-14} setsid nohup bash benchmarks/build_anchor.sh "$ANCHOR_SDIST" 90 ${ANCHOR_WHEELS:-} \
+                > "$OUT/anchor.txt" 2>&1 < /dev/null &
+            echo "== anchor: building in the background, log in $OUT/anchor.txt" ;;
+        wait)
+            for _ in $(seq 1 108); do
+                grep -q "anchor ok" "$OUT/anchor.txt" 2> /dev/null && break
+                grep -qi "error" "$OUT/anchor.txt" 2> /dev/null && break
+                sleep 5
+            done
+            tail -n 5 "$OUT/anchor.txt" ;;
+        tests)
+            run tests 560 python3 -m pytest -q -x tests/kernels/test_selective_scan_triton.py tests/kernels/test_triton_math.py \
+                tests/kernels/test_causal_conv1d.py tests/test_compile.py tests/test_recompute.py ;;
+        tuning)
+            run tuning 420 python3 benchmarks/scan_tuning.py --configs auto,16x8x1p,16x16x1p \
+                --bwd-configs auto,8x8x1x2048b,8x8x1x1024,8x8x1x1024b,8x4x1x1024 ;;
+        scan)
+            run scan 300 python3 benchmarks/bench_scan.py --impls ours,mamba_ssm ;;
+        train)
+            run train 560 python3 benchmarks/bench_train.py --sections lm --profile 12 --warmup 2 --steps 6 ;;
+        long)
+            run long 560 python3 benchmarks/bench_train.py --sections long --long-exponents 20,21,22,23 ;;
+        generate)
+            run generate 560 python3 benchmarks/bench_generate.py \
+                --workloads 1x128x1024,16x128x1024,64x128x1024,64x2048x256,1x32768x256 --repeats 1 ;;
+        *)
+            echo "unknown step '$step': choose from anchor wait tests tuning scan train long generate" >&2
+            exit 2 ;;
+    esac
+done

@@ -1,0 +1,32 @@
+"""benchmarks/gpu_refresh.sh: the steps it knows, and clear refusals (its GPU steps run elsewhere)."""
+from __future__ import annotations
+
+import pathlib
+import subprocess
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "gpu_refresh.sh"
+
+
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_unknown_step_is_refused_with_the_list_of_steps(tmp_path):
+    result = run(str(tmp_path), "bogus")
+    assert result.returncode == 2
+    assert "unknown step 'bogus'" in result.stderr and "tests tuning scan train" in result.stderr
+
+
+def test_anchor_step_needs_the_source_distributions(tmp_path):
+    result = run(str(tmp_path), "anchor", env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode != 0
+    assert "set ANCHOR_SDIST" in result.stderr
+
+
+def test_every_step_in_the_header_is_handled():
+    text = SCRIPT.read_text()
+    header_steps = ["anchor", "wait", "tests", "tuning", "scan", "train", "long", "generate"]
+    for step in header_steps:
+        assert f"\n#   {step} " in text, step
+        assert f"        {step})" in text, step
