@@ -11,7 +11,8 @@
 #               (benchmarks/build_anchor.sh; needs ANCHOR_SDIST, optional ANCHOR_WHEELS)
 #   wait        wait for that build (up to 9 minutes)
 #   tests       the GPU kernel tests, torch.compile and the recompute path
-#   tuning      scan launch shapes, the backward's channel sums by halving against the butterfly
+#   tuning      scan launch shapes; the backward's channel sums by halving against the butterfly,
+#               and with the chunk states expanded first (BwdConfig.expand_states)
 #   scan        bench_scan.py, ours against mamba_ssm
 #   train       bench_train.py, the Mamba-130M shape, with a profile of one step
 #   long        bench_train.py's sequence-length sweep of the DNA-sized model, to 2^23
@@ -54,7 +55,7 @@ for step in "$@"; do
                 tests/kernels/test_causal_conv1d.py tests/test_compile.py tests/test_recompute.py ;;
         tuning)
             run tuning 420 python3 benchmarks/scan_tuning.py --configs auto,16x8x1p,16x16x1p \
-                --bwd-configs auto,8x8x1x2048b,8x8x1x1024,8x8x1x1024b,8x4x1x1024 ;;
+                --bwd-configs auto,8x8x1x1024,8x8x1x1024b,8x8x1x1024e,8x8x1x2048,8x8x1x2048e,8x4x1x1024 ;;
         scan)
             run scan 300 python3 benchmarks/bench_scan.py --impls ours,mamba_ssm ;;
         train)

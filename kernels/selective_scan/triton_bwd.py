@@ -6,6 +6,8 @@ time. For each interval it starts from the state the forward saved, advances it 
 by chunk to find each chunk's start state (kept in a small per-program scratch buffer),
 then visits the chunks in reverse: it recomputes the chunk's states step by step, and
 runs the adjoint recurrence backwards from the gradient carried in from later steps.
+With ``BwdConfig.expand_states`` every chunk's start state comes instead from a buffer
+that ``triton_fwd.expand_states`` fills first (the intervals are then single chunks).
 
 Per-channel results (du, ddelta, dz) are written directly. Sums over channels (dB, dC
 for input-dependent B/C) are reduced inside the program over its channels, then added
@@ -27,7 +29,7 @@ import triton.language as tl
 from ..layout import empty_like_layout
 from ..triton_math import LOG2E, fast_math, sigmoid, softplus
 from .triton_common import load_f32, split_length
-from .triton_fwd import bc_strides, group_ratio, n_groups
+from .triton_fwd import bc_strides, expand_states, group_ratio, n_groups
 
 
 @triton.jit
@@ -123,6 +125,7 @@ def _bwd_kernel(
     s_du_b, s_du_d, s_du_l,
     s_ddt_b, s_ddt_d, s_ddt_l,
     s_dz_b, s_dz_d, s_dz_l,
+    s_st_b, s_st_d, s_st_i, s_st_n,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, SUBCHUNKS: tl.constexpr,
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -193,7 +196,7 @@ def _bwd_kernel(
     else:
         dB_base = ((slot * tl.num_programs(2) + batch) * N + n[None, :]) * L
         dC_base = dB_base
-    state_base = states_ptr + ((batch * dim + d[None, :]) * n_saved) * N + n[:, None]
+    state_base = states_ptr + batch * s_st_b + d[None, :] * s_st_d + n[:, None] * s_st_n  # (batch, D, n_saved, N)
     # Scratch: (programs, SUBCHUNKS, BLOCK_N, BLOCK_D), channel-fastest: the layout whose
     # coalesced access puts a channel's states on the lanes the (step, state, channel)
     # tiles use, so the states carried from step to step need no layout conversion.
@@ -225,9 +228,11 @@ def _bwd_kernel(
     while interval >= first_interval:
         t_start = interval * (SUBCHUNKS * CHUNK)
         n_sub = tl.minimum(SUBCHUNKS, tl.cdiv(L - t_start, CHUNK))
-        # Pass 1: each chunk's start state, from the state saved before the interval.
-        h = tl.load(state_base + interval * N, mask=nd_mask, other=0.0)
-        tl.store(scratch_base, h, mask=nd_mask)
+        # Pass 1: each chunk's start state, from the state saved before the interval
+        # (nothing to do when states were saved before every chunk: SUBCHUNKS == 1).
+        h = tl.load(state_base + interval * s_st_i, mask=nd_mask, other=0.0)
+        if SUBCHUNKS > 1:
+            tl.store(scratch_base, h, mask=nd_mask)
         h = _in_step_layout(h, steps)
         j = 1
         while j < n_sub:
@@ -243,7 +248,8 @@ def _bwd_kernel(
                 h = a_i * h + tl.sum(tl.where(sel, inp_bits, 0), axis=0).to(tl.float32, bitcast=True)
             tl.store(scratch_base + j * (BLOCK_D * BLOCK_N), h, mask=nd_mask)
             j += 1
-        tl.debug_barrier()  # the scratch written above is read back below
+        if SUBCHUNKS > 1:
+            tl.debug_barrier()  # the scratch written above is read back below
 
         # Pass 2: chunks in reverse.
         j = n_sub - 1
@@ -252,7 +258,10 @@ def _bwd_kernel(
             t = t0 + steps
             m2 = (t < L)[:, None] & d_mask[None, :]
             mtn = (t < L)[:, None] & n_mask[None, :]
-            h0 = tl.load(scratch_base + j * (BLOCK_D * BLOCK_N), mask=nd_mask, other=0.0)
+            if SUBCHUNKS > 1:
+                h0 = _in_step_layout(tl.load(scratch_base + j * (BLOCK_D * BLOCK_N), mask=nd_mask, other=0.0), steps)
+            else:
+                h0 = h
             dt, dsp, u, decay, Bt, inp = _load_chunk_inputs(
                 t0, L, steps, d_mask, n, n_mask, bias, B_tile,
                 dt_base, u_base, B_base, s_dt_l, s_u_l, s_B_l, s_B_n, A2, B_VARYING, HAS_BIAS, SOFTPLUS, FAST_MATH,
@@ -275,7 +284,7 @@ def _bwd_kernel(
             inp_bits = inp.to(tl.int32, bitcast=True)
             hs = tl.zeros(decay.shape, dtype=tl.int32)
             hp = tl.zeros(decay.shape, dtype=tl.int32)
-            h = _in_step_layout(h0, steps)
+            h = h0
             for i in tl.static_range(CHUNK):
                 sel = steps[:, None, None] == i
                 hp = tl.where(sel, h.to(tl.int32, bitcast=True)[None, :, :], hp)
@@ -346,7 +355,8 @@ def _bwd_kernel(
             tl.store(du_base + t[:, None] * s_du_l, du.to(du_ptr.dtype.element_ty), mask=m2)
             tl.store(ddt_base + t[:, None] * s_ddt_l, ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
             j -= 1
-        tl.debug_barrier()  # the next interval overwrites the scratch read above
+        if SUBCHUNKS > 1:
+            tl.debug_barrier()  # the next interval overwrites the scratch read above
         interval -= 1
 
     tl.store(dinit_ptr + bdn_offs, q, mask=nd_mask & (seg == 0))
@@ -448,14 +458,17 @@ def _bwd_seg_kernel(
 @dataclasses.dataclass(frozen=True)
 class BwdConfig:
     """Launch shape: channels per program, steps per chunk, warps per program, the
-    steps per segment when L is split across programs (None: one segment), and whether
-    dB and dC are summed over the program's channels by halving (``_sum_channels``)."""
+    steps per segment when L is split across programs (None: one segment), whether
+    dB and dC are summed over the program's channels by halving (``_sum_channels``), and
+    whether the state before every chunk is first expanded from the forward's saved
+    states in a launch of its own (``expand_states``)."""
 
     block_d: int
     chunk: int
     num_warps: int
     seg_len: int | None = None
     tree_sums: bool = True
+    expand_states: bool = False
 
 
 # Splitting L, as in the forward: segments until about SPLIT_PROGRAMS programs run, each
@@ -471,6 +484,16 @@ MIN_SEG_LEN = 1024
 # dB and dC summed over a program's channels by halving rather than tl.sum's butterfly
 # (_sum_channels): fewer instructions in the sm_90 build; not yet timed on a GPU.
 TREE_SUMS = True
+# Optionally, the state before every chunk is computed first by triton_fwd.expand_states
+# (one program per saved interval and 16 channels, in the forward's layout) instead of by
+# each backward program for its own channels before it walks an interval (pass 1: a
+# fifth of the backward's stall samples). sm_90 SASS, per (step, state, channel): 10.3
+# instructions at 146 registers in the expansion against 10.7 at 255 in pass 1, and the
+# backward's loop per chunk falls from ~1420 to ~1110 instructions per lane; it costs a
+# transient fp32 buffer of 4 * N / CHUNK bytes per (batch, channel, step), written and
+# read once (taken while under EXPAND_MAX_BYTES). Off until timed on a GPU.
+EXPAND_STATES = False
+EXPAND_MAX_BYTES = 1 << 30
 
 
 def bwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int = 64) -> BwdConfig:
@@ -492,7 +515,10 @@ def bwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
     seg_len = None
     if SPLIT_L and programs < TARGET_PROGRAMS:
         seg_len = split_length(programs, length, math.lcm(align, chunk), target=SPLIT_PROGRAMS, min_len=MIN_SEG_LEN)
-    return BwdConfig(block_d=block_d, chunk=chunk, num_warps=num_warps, seg_len=seg_len, tree_sums=TREE_SUMS)
+    return BwdConfig(
+        block_d=block_d, chunk=chunk, num_warps=num_warps, seg_len=seg_len, tree_sums=TREE_SUMS,
+        expand_states=EXPAND_STATES,
+    )
 
 
 def scan_bwd(
@@ -529,6 +555,11 @@ def scan_bwd(
     else:
         cfg = bwd_config(batch * groups, dg, block_n, length=length, align=save_every)
     assert save_every % cfg.chunk == 0, "saved states must fall on chunk boundaries"
+    fast = fast_math(u, delta, z)
+    expanded_bytes = batch * dim * triton.cdiv(length, cfg.chunk) * n_state * 4
+    if cfg.expand_states and save_every > cfg.chunk and expanded_bytes <= EXPAND_MAX_BYTES:
+        states = expand_states(u, delta, A, B, C, delta_bias, delta_softplus, states, save_every, cfg.chunk, fast=fast)
+        save_every = cfg.chunk
     n_saved = states.shape[2]
     dev, f32 = u.device, torch.float32
     n_dblk = triton.cdiv(dg, cfg.block_d)
@@ -563,7 +594,7 @@ def scan_bwd(
     flags = dict(
         BLOCK_D=cfg.block_d, BLOCK_N=block_n, CHUNK=cfg.chunk, C_VARYING=c_varying,
         HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-        FAST_MATH=fast_math(u, delta, z), num_warps=cfg.num_warps,
+        FAST_MATH=fast, num_warps=cfg.num_warps,
     )
     if n_seg > 1:
         _bwd_seg_kernel[(n_dblk * (n_seg - 1), groups, batch)](
@@ -579,7 +610,7 @@ def scan_bwd(
         length, n_state, dg, n_saved, group_ratio(B, groups), group_ratio(C, groups), _bc_groups(B), _bc_groups(C),
         seg_len // save_every, n_seg,
         *u.stride(), *delta.stride(), *A.stride(), *sB, *sC, *z_arg.stride(), *dout.stride(),
-        *du.stride(), *ddelta.stride(), *dz.stride(),
+        *du.stride(), *ddelta.stride(), *dz.stride(), *states.stride(),
         SUBCHUNKS=subchunks, B_VARYING=b_varying, HAS_D=D is not None, HAS_DFINAL=dfinal is not None, FOLD=n_seg > 1,
         ATOMIC_BC=atomic, TREE_SUMS=cfg.tree_sums, **flags,
     )

@@ -124,12 +124,13 @@ def _fwd_kernel(
     s_z_b, s_z_d, s_z_l,
     s_init_b, s_init_d, s_init_n,
     s_out_b, s_out_d, s_out_l,
+    s_st_b, s_st_d, s_st_i, s_st_n,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, SAVE_EVERY: tl.constexpr,
     EVEN_D: tl.constexpr, EVEN_N: tl.constexpr,
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_INIT: tl.constexpr, SAVE_STATES: tl.constexpr, WRITE_OUT: tl.constexpr, START_FROM_SEGMENTS: tl.constexpr,
-    PREFETCH: tl.constexpr, FAST_MATH: tl.constexpr,
+    PREFETCH: tl.constexpr, FAST_MATH: tl.constexpr, EXPAND: tl.constexpr,
 ):
     """Grid: (channel blocks x segments, groups, batch).
 
@@ -142,6 +143,11 @@ def _fwd_kernel(
     - WRITE_OUT=True: writes out, the saved states and (last segment) the final state.
       With START_FROM_SEGMENTS the program first folds the earlier segments' end states
       into its true start state: h <- exp(A sum dt_k) h + h_k for k = 0 .. seg - 1.
+    - EXPAND (with WRITE_OUT=False, SAVE_STATES, SAVE_EVERY=1): the backward's state
+      expansion. Segment seg is saved interval seg of seg_ptr (the forward's states,
+      (batch, D, n_seg, N)); the program starts from that state and stores the state
+      before every chunk of its interval into states_ptr (and, in the last segment, the
+      state before a final partial chunk). Nothing else is written.
     """
     n_dblk = tl.cdiv(DG, BLOCK_D)
     pid_d = tl.program_id(0) % n_dblk
@@ -177,7 +183,9 @@ def _fwd_kernel(
     B_base = B_ptr + batch * s_B_b + (group // B_ratio) * s_B_g
     C_base = C_ptr + batch * s_C_b + (group // C_ratio) * s_C_g
 
-    if HAS_INIT:
+    if EXPAND:
+        h = tl.load(seg_ptr + (((batch * dim + d[None, :]) * n_seg) + seg) * N + n[:, None], mask=nd_mask, other=0.0)
+    elif HAS_INIT:
         h = tl.load(
             init_ptr + batch * s_init_b + n[:, None] * s_init_n + d[None, :] * s_init_d, mask=nd_mask, other=0.0
         ).to(tl.float32)
@@ -199,8 +207,9 @@ def _fwd_kernel(
     dt_base = delta_ptr + batch * s_dt_b + d[None, :] * s_dt_d
     z_base = z_ptr + batch * s_z_b + d[None, :] * s_z_d
     out_base = out_ptr + batch * s_out_b + d[None, :] * s_out_d
-    # states: (batch, D, n_saved, N) fp32, the state before every SAVE_EVERY-th chunk.
-    state_base = states_ptr + ((batch * dim + d[None, :]) * n_saved) * N + n[:, None]
+    # states: (batch, D, n_saved, N) fp32 through its strides, the state before every
+    # SAVE_EVERY-th chunk.
+    state_base = states_ptr + batch * s_st_b + d[None, :] * s_st_d + n[:, None] * s_st_n
 
     # A while loop rather than range(): Triton 3.6's interpreter cannot turn a runtime
     # loop bound into a Python int under NumPy >= 2.4.
@@ -231,7 +240,7 @@ def _fwd_kernel(
             while chunk < chunk_end:
                 if SAVE_STATES:
                     if chunk % SAVE_EVERY == 0:
-                        tl.store(state_base + (chunk // SAVE_EVERY) * N, h, mask=nd_mask)
+                        tl.store(state_base + (chunk // SAVE_EVERY) * s_st_i, h, mask=nd_mask)
                 dt_c, u_c, z_c, B_c, C_c = dt_n, u_n, z_n, B_n, C_n
                 t_next = tl.minimum(chunk + 1, chunk_end - 1) * CHUNK + steps
                 dt_n, u_n, z_n, B_n, C_n = _fwd_load(
@@ -250,7 +259,7 @@ def _fwd_kernel(
         while chunk < chunk_end:
             if SAVE_STATES:
                 if chunk % SAVE_EVERY == 0:
-                    tl.store(state_base + (chunk // SAVE_EVERY) * N, h, mask=nd_mask)
+                    tl.store(state_base + (chunk // SAVE_EVERY) * s_st_i, h, mask=nd_mask)
             t = chunk * CHUNK + steps
             dt_c, u_c, z_c, B_c, C_c = _fwd_load(
                 t, m2_full, mtn_full, n, u_base, dt_base, z_base, B_base, C_base,
@@ -269,7 +278,7 @@ def _fwd_kernel(
         if is_last & (n_full * CHUNK < L):
             if SAVE_STATES:
                 if n_full % SAVE_EVERY == 0:
-                    tl.store(state_base + (n_full // SAVE_EVERY) * N, h, mask=nd_mask)
+                    tl.store(state_base + (n_full // SAVE_EVERY) * s_st_i, h, mask=nd_mask)
             t = n_full * CHUNK + steps
             m2 = (t < L)[:, None] & d_mask[None, :]
             mtn = (t < L)[:, None] & n_mask[None, :]
@@ -282,6 +291,9 @@ def _fwd_kernel(
                 CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, True, FAST_MATH,
             )
         tl.store(final_ptr + (batch * dim + d[None, :]) * N + n[:, None], h, mask=nd_mask & is_last)
+    elif EXPAND:
+        if (seg == n_seg - 1) & (n_full * CHUNK < L):
+            tl.store(state_base + n_full * s_st_i, h, mask=nd_mask)
     else:
         tl.store(seg_ptr + (seg_row[None, :] + seg) * N + n[:, None], h, mask=nd_mask)
         tl.store(seg_dt_ptr + seg_row + seg, dt_sum, mask=d_mask)
@@ -367,19 +379,75 @@ def scan_fwd(
             init_arg, out, final, states, seg_states, seg_dt,
             length, n_state, dg, n_saved, group_ratio(B, groups), group_ratio(C, groups), seg_chunks, n_seg,
             *u.stride(), *delta.stride(), *A.stride(), *sB, *sC, *z_arg.stride(), *init_arg.stride(), *out.stride(),
+            *(states.stride() if save else (0, 0, 0, 0)),
             BLOCK_D=cfg.block_d, BLOCK_N=block_n, CHUNK=cfg.chunk, SAVE_EVERY=save_every // cfg.chunk if save else 1,
             EVEN_D=dg % cfg.block_d == 0, EVEN_N=n_state == block_n,
             B_VARYING=b_varying, C_VARYING=c_varying,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
             HAS_INIT=initial_state is not None and not first_pass, SAVE_STATES=save and not first_pass,
             WRITE_OUT=not first_pass, START_FROM_SEGMENTS=n_seg > 1 and not first_pass, PREFETCH=cfg.prefetch,
-            FAST_MATH=fast_math(u, delta, z), num_warps=cfg.num_warps,
+            FAST_MATH=fast_math(u, delta, z), EXPAND=False, num_warps=cfg.num_warps,
         )
 
     if n_seg > 1:
         launch(n_seg - 1, first_pass=True)
     launch(n_seg, first_pass=False)
     return out, final, states
+
+
+def expand_states(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+    states: torch.Tensor,
+    save_every: int,
+    chunk: int,
+    *,
+    fast: bool,
+) -> torch.Tensor:
+    """The state before every ``chunk`` steps, from the forward's states saved every
+    ``save_every`` steps: (batch, D, cdiv(L, chunk), N) fp32, contiguous.
+
+    One program per (saved interval, block of channels) reruns the recurrence over its
+    interval, without outputs, in the forward's layout (one lane per channel, the states
+    inside the thread): the backward then starts every chunk from a stored state instead
+    of recomputing each interval's chunk states itself, one program per channel block.
+    fast: the backward's FAST_MATH, so that both compute Δ alike.
+    """
+    batch, dim, length = u.shape
+    n_state = A.shape[1]
+    assert save_every % chunk == 0, "saved intervals are whole chunks"
+    groups = n_groups(B, C)
+    dg = dim // groups
+    block_n = triton.next_power_of_2(n_state)
+    num_warps = 1 if block_n <= 64 else 4
+    # About 64 (step, state) values per thread: 16 channels at N = 16 and 8-step chunks
+    # (146 registers in the sm_90 build; 32 channels need 255 and spill).
+    block_d = min(32 * num_warps, max(1, (64 * 32 * num_warps) // (chunk * block_n)), triton.next_power_of_2(dg))
+    n_int = states.shape[2]
+    n_chunks = triton.cdiv(length, chunk)
+    # States fastest in memory, as the forward saves them: each lane writes its channel's
+    # states as whole vectors, in the layout it computes them (a channel-fastest buffer
+    # measured 2x the shared-memory traffic in the sm_90 build: a conversion per chunk).
+    out = torch.empty((batch, dim, n_chunks, n_state), dtype=torch.float32, device=u.device)
+    b_varying, sB = bc_strides(B)
+    c_varying, sC = bc_strides(C)
+    n_dblk = triton.cdiv(dg, block_d)
+    _fwd_kernel[(n_dblk * n_int, groups, batch)](
+        u, delta, A, B, C, A, u, delta_bias if delta_bias is not None else A, out, out, out, out, states, out,
+        length, n_state, dg, n_chunks, group_ratio(B, groups), group_ratio(C, groups), save_every // chunk, n_int,
+        *u.stride(), *delta.stride(), *A.stride(), *sB, *sC, *u.stride(), 0, 0, 0, *u.stride(), *out.stride(),
+        BLOCK_D=block_d, BLOCK_N=block_n, CHUNK=chunk, SAVE_EVERY=1,
+        EVEN_D=dg % block_d == 0, EVEN_N=n_state == block_n, B_VARYING=b_varying, C_VARYING=c_varying,
+        HAS_D=False, HAS_Z=False, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+        HAS_INIT=False, SAVE_STATES=True, WRITE_OUT=False, START_FROM_SEGMENTS=False, PREFETCH=PREFETCH,
+        FAST_MATH=fast, EXPAND=True, num_warps=num_warps,
+    )
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
