@@ -504,7 +504,7 @@ def bwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
     length: L; align: the interval between saved states (segments start at saved states).
     Measured at N = 16: on an H100, 8 channels x 4 steps per one-warp program ran 1.6-2x
     faster than 32 x 4 (which spills) and on par with 16 x 2; on an H200, once softplus
-    took the fast path, 8 x 8 ran 15-18% faster than 8 x 4 where programs are many and
+    took the fast path, 8 x 8 ran 13-18% faster than 8 x 4 where programs are many or
     L long (1.0x at (8, 1536, 2048), where the split decides).
     """
     num_warps = 1 if block_n <= 64 else 4
