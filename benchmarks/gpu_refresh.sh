@@ -5,7 +5,8 @@
 #   bash benchmarks/gpu_refresh.sh OUT_DIR STEP [STEP ...]
 #
 # Steps (each writes OUT_DIR/STEP.txt and prints its tail; each runs under its own time
-# limit, so that a session with a per-command limit can chain them over several calls):
+# limit, so that a machine reached through commands of limited length can run them
+# over several calls):
 #
 #   anchor      start building mamba_ssm + causal_conv1d in the background
 #               (benchmarks/build_anchor.sh; needs ANCHOR_SDIST, optional ANCHOR_WHEELS)
