@@ -10,7 +10,6 @@ with :func:`use_backend`, so model code never has to know which backend runs it.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import importlib.util
 import os
 from collections.abc import Iterator, Sequence
@@ -20,7 +19,11 @@ import torch
 # Looked up once: a lookup per call would break torch.compile graphs at every op.
 _TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
 
-_default_backend: contextvars.ContextVar[str | None] = contextvars.ContextVar("seqmamba_backend", default=None)
+# The default that use_backend sets: a module global, not a ContextVar, because
+# torch.compile cannot trace ContextVar.get (every op would break the graph), while it
+# reads a global and guards on its value (a compiled model recompiles when it changes).
+# So it is process-wide: threads share it.
+_default_backend: str | None = None
 
 
 def triton_interpreter_enabled() -> bool:
@@ -32,14 +35,18 @@ def triton_interpreter_enabled() -> bool:
 def use_backend(name: str | None) -> Iterator[None]:
     """Run every op inside the block on ``name`` unless a call names its own backend.
 
+    Process-wide (every thread sees it while the block runs); a model compiled with
+    torch.compile recompiles when the setting differs from the one it was traced with.
+
     >>> with use_backend("reference"):
     ...     logits = model(tokens)
     """
-    token = _default_backend.set(name)
+    global _default_backend
+    previous, _default_backend = _default_backend, name
     try:
         yield
     finally:
-        _default_backend.reset(token)
+        _default_backend = previous
 
 
 def resolve_backend(op: str, requested: str | None, device: torch.device, available: Sequence[str]) -> str:
@@ -55,7 +62,7 @@ def resolve_backend(op: str, requested: str | None, device: torch.device, availa
         ValueError: for an unknown backend name, or for ``"triton"`` where no Triton
             kernel can run (CPU tensors without ``TRITON_INTERPRET=1``, or no Triton).
     """
-    name = requested if requested is not None else _default_backend.get()
+    name = requested if requested is not None else _default_backend
     if name is None:
         if device.type == "cuda" and "triton" in available:
             _check_triton(op, device)
@@ -66,10 +73,6 @@ def resolve_backend(op: str, requested: str | None, device: torch.device, availa
     if name == "triton":
         _check_triton(op, device)
     return name
-
-
-# Looked up once, at import: torch.compile cannot trace importlib (a graph break).
-_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
 
 
 def _check_triton(op: str, device: torch.device) -> None:
