@@ -125,7 +125,6 @@ def _bwd_kernel(
     s_du_b, s_du_d, s_du_l,
     s_ddt_b, s_ddt_d, s_ddt_l,
     s_dz_b, s_dz_d, s_dz_l,
-    s_st_b, s_st_d, s_st_i, s_st_n,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, SUBCHUNKS: tl.constexpr,
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -196,7 +195,7 @@ def _bwd_kernel(
     else:
         dB_base = ((slot * tl.num_programs(2) + batch) * N + n[None, :]) * L
         dC_base = dB_base
-    state_base = states_ptr + batch * s_st_b + d[None, :] * s_st_d + n[:, None] * s_st_n  # (batch, D, n_saved, N)
+    state_base = states_ptr + ((batch * dim + d[None, :]) * n_saved) * N + n[:, None]
     # Scratch: (programs, SUBCHUNKS, BLOCK_N, BLOCK_D), channel-fastest: the layout whose
     # coalesced access puts a channel's states on the lanes the (step, state, channel)
     # tiles use, so the states carried from step to step need no layout conversion.
@@ -230,7 +229,7 @@ def _bwd_kernel(
         n_sub = tl.minimum(SUBCHUNKS, tl.cdiv(L - t_start, CHUNK))
         # Pass 1: each chunk's start state, from the state saved before the interval
         # (nothing to do when states were saved before every chunk: SUBCHUNKS == 1).
-        h = tl.load(state_base + interval * s_st_i, mask=nd_mask, other=0.0)
+        h = tl.load(state_base + interval * N, mask=nd_mask, other=0.0)
         if SUBCHUNKS > 1:
             tl.store(scratch_base, h, mask=nd_mask)
         h = _in_step_layout(h, steps)
@@ -581,7 +580,9 @@ def scan_bwd(
     dbias = torch.empty((n_seg, batch, dim), dtype=f32, device=dev) if delta_bias is not None else dA
     dinit = torch.empty((batch, dim, n_state), dtype=f32, device=dev)
     subchunks = save_every // cfg.chunk
-    scratch = torch.empty(n_seg * batch * slots * subchunks * cfg.block_d * block_n, dtype=f32, device=dev)
+    # Chunk start states of the interval being walked (none needed when intervals are single chunks).
+    scratch_len = n_seg * batch * slots * subchunks * cfg.block_d * block_n if subchunks > 1 else 0
+    scratch = torch.empty(scratch_len, dtype=f32, device=dev)
     seg_q = torch.empty((batch, dim, n_seg - 1, n_state) if n_seg > 1 else (0,), dtype=f32, device=dev)
     seg_dt = torch.empty((batch, dim, n_seg - 1) if n_seg > 1 else (0,), dtype=f32, device=dev)
     dout = dout if dout.stride(-1) == 1 else dout.contiguous()
@@ -610,7 +611,7 @@ def scan_bwd(
         length, n_state, dg, n_saved, group_ratio(B, groups), group_ratio(C, groups), _bc_groups(B), _bc_groups(C),
         seg_len // save_every, n_seg,
         *u.stride(), *delta.stride(), *A.stride(), *sB, *sC, *z_arg.stride(), *dout.stride(),
-        *du.stride(), *ddelta.stride(), *dz.stride(), *states.stride(),
+        *du.stride(), *ddelta.stride(), *dz.stride(),
         SUBCHUNKS=subchunks, B_VARYING=b_varying, HAS_D=D is not None, HAS_DFINAL=dfinal is not None, FOLD=n_seg > 1,
         ATOMIC_BC=atomic, TREE_SUMS=cfg.tree_sums, **flags,
     )

@@ -124,7 +124,6 @@ def _fwd_kernel(
     s_z_b, s_z_d, s_z_l,
     s_init_b, s_init_d, s_init_n,
     s_out_b, s_out_d, s_out_l,
-    s_st_b, s_st_d, s_st_i, s_st_n,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, SAVE_EVERY: tl.constexpr,
     EVEN_D: tl.constexpr, EVEN_N: tl.constexpr,
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
@@ -207,9 +206,8 @@ def _fwd_kernel(
     dt_base = delta_ptr + batch * s_dt_b + d[None, :] * s_dt_d
     z_base = z_ptr + batch * s_z_b + d[None, :] * s_z_d
     out_base = out_ptr + batch * s_out_b + d[None, :] * s_out_d
-    # states: (batch, D, n_saved, N) fp32 through its strides, the state before every
-    # SAVE_EVERY-th chunk.
-    state_base = states_ptr + batch * s_st_b + d[None, :] * s_st_d + n[:, None] * s_st_n
+    # states: (batch, D, n_saved, N) fp32, the state before every SAVE_EVERY-th chunk.
+    state_base = states_ptr + ((batch * dim + d[None, :]) * n_saved) * N + n[:, None]
 
     # A while loop rather than range(): Triton 3.6's interpreter cannot turn a runtime
     # loop bound into a Python int under NumPy >= 2.4.
@@ -240,7 +238,7 @@ def _fwd_kernel(
             while chunk < chunk_end:
                 if SAVE_STATES:
                     if chunk % SAVE_EVERY == 0:
-                        tl.store(state_base + (chunk // SAVE_EVERY) * s_st_i, h, mask=nd_mask)
+                        tl.store(state_base + (chunk // SAVE_EVERY) * N, h, mask=nd_mask)
                 dt_c, u_c, z_c, B_c, C_c = dt_n, u_n, z_n, B_n, C_n
                 t_next = tl.minimum(chunk + 1, chunk_end - 1) * CHUNK + steps
                 dt_n, u_n, z_n, B_n, C_n = _fwd_load(
@@ -259,7 +257,7 @@ def _fwd_kernel(
         while chunk < chunk_end:
             if SAVE_STATES:
                 if chunk % SAVE_EVERY == 0:
-                    tl.store(state_base + (chunk // SAVE_EVERY) * s_st_i, h, mask=nd_mask)
+                    tl.store(state_base + (chunk // SAVE_EVERY) * N, h, mask=nd_mask)
             t = chunk * CHUNK + steps
             dt_c, u_c, z_c, B_c, C_c = _fwd_load(
                 t, m2_full, mtn_full, n, u_base, dt_base, z_base, B_base, C_base,
@@ -278,7 +276,7 @@ def _fwd_kernel(
         if is_last & (n_full * CHUNK < L):
             if SAVE_STATES:
                 if n_full % SAVE_EVERY == 0:
-                    tl.store(state_base + (n_full // SAVE_EVERY) * s_st_i, h, mask=nd_mask)
+                    tl.store(state_base + (n_full // SAVE_EVERY) * N, h, mask=nd_mask)
             t = n_full * CHUNK + steps
             m2 = (t < L)[:, None] & d_mask[None, :]
             mtn = (t < L)[:, None] & n_mask[None, :]
@@ -293,7 +291,7 @@ def _fwd_kernel(
         tl.store(final_ptr + (batch * dim + d[None, :]) * N + n[:, None], h, mask=nd_mask & is_last)
     elif EXPAND:
         if (seg == n_seg - 1) & (n_full * CHUNK < L):
-            tl.store(state_base + n_full * s_st_i, h, mask=nd_mask)
+            tl.store(state_base + n_full * N, h, mask=nd_mask)
     else:
         tl.store(seg_ptr + (seg_row[None, :] + seg) * N + n[:, None], h, mask=nd_mask)
         tl.store(seg_dt_ptr + seg_row + seg, dt_sum, mask=d_mask)
@@ -379,7 +377,6 @@ def scan_fwd(
             init_arg, out, final, states, seg_states, seg_dt,
             length, n_state, dg, n_saved, group_ratio(B, groups), group_ratio(C, groups), seg_chunks, n_seg,
             *u.stride(), *delta.stride(), *A.stride(), *sB, *sC, *z_arg.stride(), *init_arg.stride(), *out.stride(),
-            *(states.stride() if save else (0, 0, 0, 0)),
             BLOCK_D=cfg.block_d, BLOCK_N=block_n, CHUNK=cfg.chunk, SAVE_EVERY=save_every // cfg.chunk if save else 1,
             EVEN_D=dg % cfg.block_d == 0, EVEN_N=n_state == block_n,
             B_VARYING=b_varying, C_VARYING=c_varying,
@@ -430,9 +427,9 @@ def expand_states(
     block_d = min(32 * num_warps, max(1, (64 * 32 * num_warps) // (chunk * block_n)), triton.next_power_of_2(dg))
     n_int = states.shape[2]
     n_chunks = triton.cdiv(length, chunk)
-    # States fastest in memory, as the forward saves them: each lane writes its channel's
-    # states as whole vectors, in the layout it computes them (a channel-fastest buffer
-    # measured 2x the shared-memory traffic in the sm_90 build: a conversion per chunk).
+    # Laid out as the forward's saved states, which the backward reads. (Its store still
+    # converts the state tile's layout through shared memory once per chunk in the sm_90
+    # build; a channel-fastest buffer did the same.)
     out = torch.empty((batch, dim, n_chunks, n_state), dtype=torch.float32, device=u.device)
     b_varying, sB = bc_strides(B)
     c_varying, sC = bc_strides(C)
@@ -440,7 +437,7 @@ def expand_states(
     _fwd_kernel[(n_dblk * n_int, groups, batch)](
         u, delta, A, B, C, A, u, delta_bias if delta_bias is not None else A, out, out, out, out, states, out,
         length, n_state, dg, n_chunks, group_ratio(B, groups), group_ratio(C, groups), save_every // chunk, n_int,
-        *u.stride(), *delta.stride(), *A.stride(), *sB, *sC, *u.stride(), 0, 0, 0, *u.stride(), *out.stride(),
+        *u.stride(), *delta.stride(), *A.stride(), *sB, *sC, *u.stride(), 0, 0, 0, *u.stride(),
         BLOCK_D=block_d, BLOCK_N=block_n, CHUNK=chunk, SAVE_EVERY=1,
         EVEN_D=dg % block_d == 0, EVEN_N=n_state == block_n, B_VARYING=b_varying, C_VARYING=c_varying,
         HAS_D=False, HAS_Z=False, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
