@@ -92,20 +92,8 @@ def _sum_channels(x, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.con
     """
     if not TREE:
         return tl.sum(x, axis=2)
-    if BLOCK_D >= 128:
-        x = _halve_channels(x, CHUNK, BLOCK_N, BLOCK_D)
-    if BLOCK_D >= 64:
-        x = _halve_channels(x, CHUNK, BLOCK_N, 64)
-    if BLOCK_D >= 32:
-        x = _halve_channels(x, CHUNK, BLOCK_N, 32)
-    if BLOCK_D >= 16:
-        x = _halve_channels(x, CHUNK, BLOCK_N, 16)
-    if BLOCK_D >= 8:
-        x = _halve_channels(x, CHUNK, BLOCK_N, 8)
-    if BLOCK_D >= 4:
-        x = _halve_channels(x, CHUNK, BLOCK_N, 4)
-    if BLOCK_D >= 2:
-        x = _halve_channels(x, CHUNK, BLOCK_N, 2)
+    for level in tl.static_range(BLOCK_D.bit_length() - 1):  # log2(BLOCK_D) halvings
+        x = _halve_channels(x, CHUNK, BLOCK_N, BLOCK_D >> level)
     return tl.reshape(x, (CHUNK, BLOCK_N))
 
 
