@@ -19,7 +19,8 @@ from torch import nn
 from seqmamba.kernels import causal_conv1d, selective_scan
 
 from .config import DT_INITS, ModelConfig
-from .recompute import RegionWeights, recompute_region
+from .recompute import recompute_region
+from .region import RegionWeights, scan_inputs
 from .split import split_channels
 
 
@@ -219,22 +220,19 @@ class Mamba(nn.Module):
 
         x, conv_state = causal_conv1d_silu(x, w.conv_weight, w.conv_bias, initial_state=conv_state)
 
-        x_dbl = F.linear(rearrange(x, "b d l -> (b l) d"), w.x_proj_weight)  # x_proj
-        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        # Δ's bias is added inside the scan, before its softplus (delta_bias), as in mamba_ssm.
-        dt = rearrange(w.dt_proj_weight @ dt.t(), "d (b l) -> b d l", l=length)
-        B = rearrange(B, "(b l) n -> b n l", l=length).contiguous()
-        C = rearrange(C, "(b l) n -> b n l", l=length).contiguous()
+        # x_proj gives the selective (input-dependent) Δ's low-rank input, B and C.
+        x_dbl = F.linear(rearrange(x, "b d l -> (b l) d"), w.x_proj_weight)
+        s = scan_inputs(x_dbl, w, length)
 
         y, ssm_state = selective_scan(
             x,
-            dt,
-            -torch.exp(_fp32(w.A_log)),
-            B,
-            C,
-            D=_fp32(w.D),
+            s.delta,
+            s.A,
+            s.B,
+            s.C,
+            D=s.D,
             z=z,
-            delta_bias=_fp32(w.dt_proj_bias),
+            delta_bias=s.delta_bias,
             delta_softplus=True,
             initial_state=ssm_state,
             return_final_state=True,
@@ -256,8 +254,3 @@ class Mamba(nn.Module):
             if got != shape:
                 raise ValueError(f"Mamba: state.{name} must have shape {shape}, got {got}")
 
-
-def _fp32(t: torch.Tensor) -> torch.Tensor:
-    """t in float32, or float64 if it already is: the scan's A, D and bias stay full
-    precision under low-precision training, and float64 checks stay float64."""
-    return t if t.dtype == torch.float64 else t.float()

@@ -24,7 +24,7 @@ the backward, wherever the backward runs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,21 +37,10 @@ from seqmamba.kernels.causal_conv1d.autograd import causal_conv1d_bwd, causal_co
 from seqmamba.kernels.layout import empty_like_layout
 from seqmamba.kernels.selective_scan.custom_op import check_kernel_dtypes, selective_scan_bwd, selective_scan_fwd
 
+from .region import RegionWeights, scan_inputs
+
 # The backends seqmamba.kernels.selective_scan implements: only "triton" has the fused path.
 _SCAN_BACKENDS = ("triton", "reference", "sequential")
-
-
-class RegionWeights(NamedTuple):
-    """The mixer's parameters the region reads (mamba_ssm names), passed to it explicitly
-    so that the non-Triton backward can rerun it on detached copies."""
-
-    conv_weight: Tensor  # (d_inner, 1, d_conv), an nn.Conv1d weight
-    conv_bias: Tensor | None  # (d_inner,)
-    x_proj_weight: Tensor  # (dt_rank + 2 * d_state, d_inner)
-    dt_proj_weight: Tensor  # (d_inner, dt_rank)
-    dt_proj_bias: Tensor  # (d_inner,), added to Δ inside the scan
-    A_log: Tensor  # (d_inner, d_state), A = -exp(A_log)
-    D: Tensor  # (d_inner,)
 
 
 Region = Callable[[Tensor, Tensor | None, Tensor | None, RegionWeights], tuple[Tensor, Tensor, Tensor]]
@@ -107,7 +96,7 @@ class _FusedRegion(torch.autograd.Function):
                 initial_state=_conv_init(conv_state, xz.dtype), return_final_state=True, backend="triton",
             )
             x_dbl = F.linear(rearrange(u, "b d l -> (b l) d"), w.x_proj_weight.to(xz.dtype))
-            scan = _scan_inputs(x_dbl, w, xz)
+            scan = scan_inputs(x_dbl, w, xz.shape[-1])
             check_kernel_dtypes(u, scan.delta, scan.A, scan.B, scan.C, scan.D, z, scan.delta_bias, ssm_state)
             y, ssm_final, states = selective_scan_fwd(
                 u, scan.delta, scan.A, scan.B, scan.C, scan.D, z, scan.delta_bias, ssm_state, True, True
@@ -130,7 +119,7 @@ class _FusedRegion(torch.autograd.Function):
         with torch.autocast(xz.device.type, enabled=False):
             # Recomputed: the convolution output u and the scan's inputs.
             u = causal_conv1d_fwd(x, conv_weight, w.conv_bias, conv_init, True)  # (batch, d_inner, L)
-            scan = _scan_inputs(x_dbl, w, xz)
+            scan = scan_inputs(x_dbl, w, xz.shape[-1])
             if dy is None:
                 dy = torch.zeros_like(u)
             du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dssm_init = selective_scan_bwd(
@@ -179,34 +168,6 @@ class _FusedRegion(torch.autograd.Function):
         )
 
 
-class _ScanInputs(NamedTuple):
-    dt_proj_weight: Tensor  # (d_inner, dt_rank) in xz's dtype
-    delta: Tensor  # (batch, d_inner, L) before its bias and softplus, laid out (d_inner, batch, L)
-    A: Tensor  # (d_inner, d_state)
-    B: Tensor  # (batch, d_state, L)
-    C: Tensor  # (batch, d_state, L)
-    D: Tensor  # (d_inner,)
-    delta_bias: Tensor  # (d_inner,)
-
-
-def _scan_inputs(x_dbl: Tensor, w: RegionWeights, xz: Tensor) -> _ScanInputs:
-    """Δ, A, B, C, D and Δ's bias from x_dbl (batch * L, dt_rank + 2 * d_state), as the
-    plain mixer forms them (A, D and the bias in fp32)."""
-    length = xz.shape[-1]
-    dt_rank, d_state = w.dt_proj_weight.shape[1], w.A_log.shape[1]
-    dt, B, C = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=-1)
-    dt_proj_weight = w.dt_proj_weight.to(xz.dtype)
-    return _ScanInputs(
-        dt_proj_weight=dt_proj_weight,
-        delta=rearrange(dt_proj_weight @ dt.t(), "d (b l) -> b d l", l=length),
-        A=-torch.exp(_fp32(w.A_log)),
-        B=rearrange(B, "(b l) n -> b n l", l=length).contiguous(),
-        C=rearrange(C, "(b l) n -> b n l", l=length).contiguous(),
-        D=_fp32(w.D),
-        delta_bias=_fp32(w.dt_proj_bias),
-    )
-
-
 class _RecomputedRegion(torch.autograd.Function):
     """Any backend: the region runs without autograd, its backward reruns it with."""
 
@@ -246,7 +207,3 @@ class _RecomputedRegion(torch.autograd.Function):
 def _conv_init(conv_state: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return None if conv_state is None else conv_state.to(dtype)
 
-
-def _fp32(t: Tensor) -> Tensor:
-    """As the mixer's: float32, or float64 if already float64."""
-    return t if t.dtype == torch.float64 else t.float()
