@@ -43,18 +43,18 @@ fi
 cd "$WORK"
 start=$SECONDS
 # Each package is built unless WHEEL_DIR already holds its wheel.
-build() {  # build NAME SDIST_PREFIX FORCE_VAR
+build() {  # build NAME FORCE_VAR (NAME: the sdist's and the wheel's name prefix)
     if ls "$OUTDIR"/"$1"-*.whl > /dev/null 2>&1; then
         echo "$1: wheel found, not rebuilt"
         return
     fi
-    tar xzf "$SDIST"/"$2"-*.tar.gz
-    python3 "$REPO"/benchmarks/trim_gencode.py "$ARCH" "$2"-*/setup.py
-    (cd "$2"-* && env "$3"=TRUE python3 -m pip wheel -q --no-build-isolation --no-deps --no-index -w "$OUTDIR" .)
+    tar xzf "$SDIST"/"$1"-*.tar.gz
+    python3 "$REPO"/benchmarks/trim_gencode.py "$ARCH" "$1"-*/setup.py
+    (cd "$1"-* && env "$2"=TRUE python3 -m pip wheel -q --no-build-isolation --no-deps --no-index -w "$OUTDIR" .)
     echo "$1 built in $((SECONDS - start)) s"
 }
-build causal_conv1d causal_conv1d CAUSAL_CONV1D_FORCE_BUILD
-build mamba_ssm mamba_ssm MAMBA_FORCE_BUILD
+build causal_conv1d CAUSAL_CONV1D_FORCE_BUILD
+build mamba_ssm MAMBA_FORCE_BUILD
 python3 -m pip install -q --no-deps --no-index "$OUTDIR"/causal_conv1d-*.whl "$OUTDIR"/mamba_ssm-*.whl
 cd /
 check
