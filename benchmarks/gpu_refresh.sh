@@ -56,7 +56,7 @@ for step in "$@"; do
                 tests/kernels/test_causal_conv1d.py tests/test_compile.py tests/test_recompute.py ;;
         tuning)
             run tuning 420 python3 benchmarks/scan_tuning.py --configs auto,16x8x1p,16x16x1p \
-                --bwd-configs auto,8x8x1x1024,8x8x1x1024b,8x8x1x1024e,8x8x1x2048,8x8x1x2048e,8x4x1x1024 ;;
+                --bwd-configs auto,8x8x1x1024,8x8x1x1024t,8x8x1x1024e,8x8x1x1024te,8x8x1x2048,8x8x1x2048t,8x4x1x1024 ;;
         scan)
             run scan 300 python3 benchmarks/bench_scan.py --impls ours,mamba_ssm ;;
         train)

@@ -39,13 +39,13 @@ def make_inputs(batch: int, dim: int, length: int, n_state: int, *, requires_gra
     return x
 
 
-SUFFIXES = {"p": ("prefetch", True), "b": ("tree_sums", False), "e": ("expand_states", True)}
+SUFFIXES = {"p": ("prefetch", True), "t": ("tree_sums", True), "e": ("expand_states", True)}
 
 
 def parse_config(cls, text: str):
     """'auto' (None) or BLOCKDxCHUNKxWARPS[xSEGLEN] followed by letters: p turns on the
-    forward's prefetching; b sums the backward's dB and dC with tl.sum's butterfly
-    instead of by halving; e expands the chunk states in a launch of their own first."""
+    forward's prefetching; t sums the backward's dB and dC over channels by halving
+    instead of with tl.sum's butterfly; e expands the chunk states in a launch of their own first."""
     if text == "auto":
         return None
     shape = text.rstrip("".join(SUFFIXES))
@@ -105,8 +105,8 @@ def backward_variants(x: dict, configs: list[triton_bwd.BwdConfig | None]) -> li
         name = "bwd auto" if cfg is None else f"bwd bd{cfg.block_d} T{cfg.chunk} w{cfg.num_warps}"
         if cfg is not None and cfg.seg_len is not None:
             name += f" S{cfg.seg_len}"
-        if cfg is not None and not cfg.tree_sums:
-            name += " bfly"
+        if cfg is not None and cfg.tree_sums:
+            name += " tree"
         if cfg is not None and cfg.expand_states:
             name += " exp"
         rows.append((name, bench(run), err))
@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--backward", action="store_true")
     parser.add_argument("--n-contig", action="store_true", help="also time B and C laid out N-contiguous")
     parser.add_argument("--configs", default="auto,32x8x1,16x8x1", help="auto or BLOCKDxCHUNKxWARPS[xSEGLEN][p] (SEGLEN: steps per segment of a split L; p: prefetch), comma-separated")
-    parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto or BLOCKDxCHUNKxWARPS[xSEGLEN][b][e] (b: butterfly sums, e: expanded chunk states)")
+    parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto or BLOCKDxCHUNKxWARPS[xSEGLEN][t][e] (t: channel sums by halving, e: expanded chunk states)")
     args = parser.parse_args()
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn

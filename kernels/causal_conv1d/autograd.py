@@ -12,10 +12,11 @@ from typing import Any
 
 import torch
 
+from ..kernel_op import kernel_op
 from ..layout import empty_like_layout
 
 
-@torch.library.custom_op("seqmamba::causal_conv1d_fwd", mutates_args=())
+@kernel_op("seqmamba::causal_conv1d_fwd")
 def causal_conv1d_fwd(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -34,7 +35,7 @@ def _(x, weight, bias, initial_state, silu):
     return empty_like_layout(x)
 
 
-@torch.library.custom_op("seqmamba::causal_conv1d_bwd", mutates_args=())
+@kernel_op("seqmamba::causal_conv1d_bwd")
 def causal_conv1d_bwd(
     dout: torch.Tensor,
     x: torch.Tensor,

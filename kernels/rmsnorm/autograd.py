@@ -11,10 +11,11 @@ from typing import Any
 
 import torch
 
+from ..kernel_op import kernel_op
 from .reference import residual_dtype
 
 
-@torch.library.custom_op("seqmamba::rms_norm_fwd", mutates_args=())
+@kernel_op("seqmamba::rms_norm_fwd")
 def rms_norm_fwd(
     x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None, eps: float, residual_in_fp32: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,7 +30,7 @@ def _(x, weight, residual, eps, residual_in_fp32):
     return x.new_empty(x.shape), x.new_empty(x.shape, dtype=residual_dtype(x.dtype, residual_in_fp32))
 
 
-@torch.library.custom_op("seqmamba::rms_norm_bwd", mutates_args=())
+@kernel_op("seqmamba::rms_norm_bwd")
 def rms_norm_bwd(
     dnormed: torch.Tensor,
     dnew_residual: torch.Tensor | None,

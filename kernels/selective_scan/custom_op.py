@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..kernel_op import kernel_op
 from ..layout import empty_like_layout
 
 
@@ -24,7 +25,7 @@ SAVE_EVERY = 64
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-@torch.library.custom_op("seqmamba::selective_scan_fwd", mutates_args=())
+@kernel_op("seqmamba::selective_scan_fwd")
 def selective_scan_fwd(
     u: Tensor,
     delta: Tensor,
@@ -58,7 +59,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save_s
     return out, final, states
 
 
-@torch.library.custom_op("seqmamba::selective_scan_bwd", mutates_args=())
+@kernel_op("seqmamba::selective_scan_bwd")
 def selective_scan_bwd(
     u: Tensor,
     delta: Tensor,

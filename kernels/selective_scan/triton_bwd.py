@@ -454,7 +454,7 @@ class BwdConfig:
     chunk: int
     num_warps: int
     seg_len: int | None = None
-    tree_sums: bool = True
+    tree_sums: bool = False
     expand_states: bool = False
 
 
@@ -469,8 +469,9 @@ TARGET_PROGRAMS = 2048
 SPLIT_PROGRAMS = 8192
 MIN_SEG_LEN = 1024
 # dB and dC summed over a program's channels by halving rather than tl.sum's butterfly
-# (_sum_channels): fewer instructions in the sm_90 build; not yet timed on a GPU.
-TREE_SUMS = True
+# (_sum_channels): fewer instructions in the sm_90 build, but not yet timed on a GPU, so
+# the timed butterfly stays the default until it is (scan_tuning suffix t).
+TREE_SUMS = False
 # Optionally, the state before every chunk is computed first by triton_fwd.expand_states
 # (one program per saved interval and 16 channels, in the forward's layout) instead of by
 # each backward program for its own channels before it walks an interval (pass 1: a

@@ -247,7 +247,7 @@ def test_reference_state_continues_a_longer_sequence(width):
 def test_custom_op_registration_passes_opcheck():
     inputs = make_inputs(101, length=5, width=4, dim=6)
     args = (inputs["x"], inputs["weight"], inputs["bias"], inputs["initial_state"], True)
-    torch.library.opcheck(causal_conv1d_fwd, args)
+    torch.library.opcheck(causal_conv1d_fwd.op, args)
 
 
 def test_custom_op_compiles_without_graph_breaks():

@@ -173,8 +173,8 @@ def test_reference_normalises_the_stored_residual():
 
 def test_custom_op_registration_passes_opcheck():
     inputs = make_inputs(16, shape=(3, 48), residual="fp32")
-    torch.library.opcheck(rms_norm_fwd, (inputs["x"], inputs["weight"], inputs["residual"], 1e-5, True))
-    torch.library.opcheck(rms_norm_fwd, (inputs["x"], inputs["weight"], None, 1e-5, False))
+    torch.library.opcheck(rms_norm_fwd.op, (inputs["x"], inputs["weight"], inputs["residual"], 1e-5, True))
+    torch.library.opcheck(rms_norm_fwd.op, (inputs["x"], inputs["weight"], None, 1e-5, False))
 
 
 def test_custom_op_compiles_without_graph_breaks():

@@ -307,11 +307,11 @@ def test_forward_without_prefetch(split_l, monkeypatch, split, length):
 
 
 @pytest.mark.parametrize("bc", ("varying", "mixed"))
-def test_backward_with_butterfly_channel_sums(monkeypatch, bc):
-    """dB, dC summed over a program's channels with tl.sum instead of by halving."""
+def test_backward_with_channel_sums_by_halving(monkeypatch, bc):
+    """dB, dC summed over a program's channels by halving instead of with tl.sum."""
     from seqmamba.kernels.selective_scan import triton_bwd
 
-    monkeypatch.setattr(triton_bwd, "TREE_SUMS", False)
+    monkeypatch.setattr(triton_bwd, "TREE_SUMS", True)
     check(Case(length=129, bc=bc), seed=15)
 
 
