@@ -3,8 +3,11 @@
 Sections (``--sections``, all by default):
 
     lm          the Mamba-130M shape (d_model 768, 24 layers, vocab 50277) at batch 8 x 2048:
-                  seqmamba            seqmamba.models.MambaLM
+                  seqmamba            seqmamba.models.MambaLM, its loss from MambaLM.loss
+                                      (the head's logits a block of tokens at a time)
                   seqmamba recompute  the same with ``mixer_recompute=True``
+                  seqmamba, logits loss  the plain model with the (batch, L, vocab) logits
+                                      and F.cross_entropy, as the others compute their loss
                   mamba_ssm           mamba_ssm's MambaLMHeadModel (Mamba1, fused add+norm,
                                       residual in fp32), when importable, loaded with the
                                       seqmamba model's initial weights
@@ -64,12 +67,13 @@ SECTIONS = ("lm", "long")
 
 @dataclass
 class Case:
-    """One model to train: ``build()`` returns it (fp32, on the CPU); ``logits(model, ids)``."""
+    """One model to train: ``build()`` returns it (fp32, on the CPU); ``loss(model, ids,
+    labels)`` its mean next-token cross-entropy."""
 
     section: str
     name: str
     build: Callable[[], nn.Module]
-    logits: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
     batch: int
     length: int
     vocab: int
@@ -133,12 +137,24 @@ def build_mamba_ssm(config: ModelConfig) -> Callable[[], nn.Module]:
     return build
 
 
-def seqmamba_logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    return model(ids)
+def logits_loss(logits: Callable[[nn.Module, torch.Tensor], torch.Tensor]):
+    """The usual loss: the head's (batch, L, vocab) logits, then F.cross_entropy."""
+
+    def loss(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        out = logits(model, ids)
+        return F.cross_entropy(out.reshape(-1, out.shape[-1]), labels.reshape(-1))
+
+    return loss
 
 
-def mamba_ssm_logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    return model(ids).logits
+plain_logits_loss = logits_loss(lambda model, ids: model(ids))
+mamba_ssm_loss = logits_loss(lambda model, ids: model(ids).logits)
+
+
+def seqmamba_loss(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """MambaLM.loss: the same cross-entropy without the logits in memory."""
+    out = model.loss(ids, labels)
+    return out.total / out.count
 
 
 def build_transformer(config: NeoXConfig) -> Callable[[], nn.Module]:
@@ -157,16 +173,17 @@ def lm_cases(args: argparse.Namespace) -> list[Case]:
         d_model=args.neox_d_model, n_layer=args.neox_n_layer, n_head=args.neox_n_head,
     )
     return [
-        Case(name="seqmamba", build=build_seqmamba(config), logits=seqmamba_logits, **common),
+        Case(name="seqmamba", build=build_seqmamba(config), loss=seqmamba_loss, **common),
         Case(
             name="seqmamba recompute",
             build=build_seqmamba(dataclasses.replace(config, mixer_recompute=True)),
-            logits=seqmamba_logits, **common,
+            loss=seqmamba_loss, **common,
         ),
-        Case(name="mamba_ssm", build=build_mamba_ssm(config), logits=mamba_ssm_logits, **common),
+        Case(name="seqmamba, logits loss", build=build_seqmamba(config), loss=plain_logits_loss, **common),
+        Case(name="mamba_ssm", build=build_mamba_ssm(config), loss=mamba_ssm_loss, **common),
         Case(
             name=f"transformer ({neox.n_layer}L d{neox.d_model} {neox.n_head}h)",
-            build=build_transformer(neox), logits=seqmamba_logits, **common,
+            build=build_transformer(neox), loss=plain_logits_loss, **common,
         ),
     ]
 
@@ -196,8 +213,7 @@ def train(case: Case, settings: Settings) -> Record:
     def step() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=settings.autocast):
-            logits = case.logits(model, inputs)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+            loss = case.loss(model, inputs, labels)
         loss.backward()
         optimizer.step()
         return loss.detach()
@@ -305,7 +321,7 @@ def run_long(args: argparse.Namespace, settings: Settings) -> list[Record]:
         failed_at = None
         for exponent in args.long_exponents:
             length = 2**exponent
-            case = Case("long", name, build_seqmamba(config), seqmamba_logits, 1, length, args.long_vocab)
+            case = Case("long", name, build_seqmamba(config), seqmamba_loss, 1, length, args.long_vocab)
             if failed_at is not None:
                 records.append(Record("long", name, 1, length, f"skipped: OOM at L=2^{failed_at}"))
                 continue

@@ -115,8 +115,7 @@ class Task(abc.ABC):
 
         batch["input_ids"], batch["labels"]: (batch, L) int64.
         """
-        logits = model(batch["input_ids"])
-        return language_model_step(logits, batch["labels"])
+        return language_model_loss(model, batch["input_ids"], batch["labels"])
 
     def loss_unit(self) -> tuple[str, float]:
         """The domain's own unit, for comparing losses across domains (``seqmamba
@@ -168,6 +167,25 @@ class Task(abc.ABC):
         terms (audio: against real time), given the new tokens per second of each
         sequence and how many sequences were decoded together. Default: ``""``, nothing."""
         return ""
+
+
+def language_model_loss(model: nn.Module, input_ids: torch.Tensor, labels: torch.Tensor) -> StepOutput:
+    """As :func:`language_model_step` on ``model(input_ids)``; for a :class:`MambaLM`
+    without the (batch, L, vocab) logits in memory (``MambaLM.loss``: the same values,
+    its head's products run a block of tokens at a time).
+
+    input_ids, labels: (batch, L) int64.
+    """
+    if not isinstance(model, MambaLM):
+        return language_model_step(model(input_ids), labels)
+    out = model.loss(input_ids, labels, ignore_index=IGNORE_INDEX)
+    return StepOutput(
+        loss=out.total / out.count.clamp(min=1),
+        metrics={
+            "loss": Metric(out.total.detach(), out.count),
+            "accuracy": Metric(out.correct.float(), out.count),
+        },
+    )
 
 
 def language_model_step(logits: torch.Tensor, labels: torch.Tensor) -> StepOutput:

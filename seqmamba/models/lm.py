@@ -6,6 +6,7 @@ from torch import nn
 
 from .backbone import MambaBackbone
 from .config import ModelConfig
+from .lm_loss import LMLoss, linear_cross_entropy
 
 
 class MambaLM(nn.Module):
@@ -34,6 +35,16 @@ class MambaLM(nn.Module):
         label ever points at them.
         """
         return self.lm_head(self.backbone(input_ids))
+
+    def loss(self, input_ids: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = -100) -> LMLoss:
+        """Next-token cross-entropy without materialising the logits: the same values and
+        gradients as ``F.cross_entropy(self(input_ids), labels, reduction="sum")``, with the
+        head's products run a block of tokens at a time (:mod:`seqmamba.models.lm_loss`).
+
+        input_ids, labels: (batch, L) int64, labels ``ignore_index`` where nothing is scored.
+        Returns total (sum over scored tokens), count and correct (argmax equals the label).
+        """
+        return linear_cross_entropy(self.backbone(input_ids), self.lm_head.weight, labels, ignore_index=ignore_index)
 
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, **options) -> torch.Tensor:
         """Prompts (batch, L) int64 -> (batch, L + new) with sampled continuations.

@@ -23,7 +23,7 @@ from omegaconf import MISSING
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..base import IGNORE_INDEX, Metric, Report, StepOutput, Task, TaskConfig, language_model_step
+from ..base import IGNORE_INDEX, Metric, Report, StepOutput, Task, TaskConfig, language_model_loss
 from .shards import Corpus
 from .windows import WINDOWS, Windows
 
@@ -95,7 +95,7 @@ class TextPretrain(Task):
 
     def step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         """batch["input_ids"], batch["labels"]: (batch, L) int64."""
-        out = language_model_step(model(batch["input_ids"]), batch["labels"])
+        out = language_model_loss(model, batch["input_ids"], batch["labels"])
         labels = batch["labels"]
         scored = labels != IGNORE_INDEX
         if labels.device not in self._token_bytes_on:  # copied to each device once, not every step
