@@ -8,12 +8,16 @@
 # limit, so that a machine reached through commands of limited length can run them
 # over several calls):
 #
+#   setup       install the project (no dependencies) and any wheels carried in WHEELS
+#               (default .whl: omegaconf, antlr4-python3-runtime and pyfaidx, which the
+#               GPU machine's image lacks) into /tmp/site, for the steps that follow
 #   anchor      start building mamba_ssm + causal_conv1d in the background
 #               (benchmarks/build_anchor.sh; needs ANCHOR_SDIST, optional ANCHOR_WHEELS)
 #   wait        wait for that build (up to 9 minutes)
 #   tests       the GPU kernel tests, torch.compile and the recompute path
-#   tuning      scan launch shapes; the backward's channel sums by halving against the butterfly,
-#               and with the chunk states expanded first (BwdConfig.expand_states)
+#   tuning      scan launch shapes (FWD_CONFIGS, BWD_CONFIGS override scan_tuning.py's lists):
+#               the forward's split of L at 16-channel programs; the backward's channel sums
+#               by halving against the butterfly, and with the chunk states expanded first
 #   scan        bench_scan.py, ours against mamba_ssm
 #   train       bench_train.py, the Mamba-130M shape, with a profile of one step
 #   long        bench_train.py's sequence-length sweep of the DNA-sized model, to 2^23
@@ -39,6 +43,16 @@ run() {  # run NAME LIMIT_S COMMAND...
 
 for step in "$@"; do
     case $step in
+        setup)
+            wheels=("${WHEELS:-.whl}"/*.whl)
+            if [ -e "${wheels[0]}" ]; then
+                python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "${wheels[@]}" || exit 1
+                export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+            fi
+            python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . > "$OUT/setup.txt" 2>&1 \
+                || { cat "$OUT/setup.txt"; exit 1; }
+            nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+            echo "== setup: ok" ;;
         anchor)
             : "${ANCHOR_SDIST:?anchor: set ANCHOR_SDIST to the folder of the two source distributions}"
             MAX_JOBS=${MAX_JOBS:-14} setsid nohup bash benchmarks/build_anchor.sh "$ANCHOR_SDIST" 90 ${ANCHOR_WHEELS:-} \
@@ -53,10 +67,12 @@ for step in "$@"; do
             tail -n 5 "$OUT/anchor.txt" ;;
         tests)
             run tests 560 python3 -m pytest -q -x tests/kernels/test_selective_scan_triton.py tests/kernels/test_triton_math.py \
-                tests/kernels/test_causal_conv1d.py tests/test_compile.py tests/test_recompute.py ;;
+                tests/kernels/test_causal_conv1d.py tests/kernels/test_rmsnorm.py tests/kernels/test_kernel_op.py \
+                tests/test_compile.py tests/test_recompute.py tests/test_lm_loss.py ;;
         tuning)
-            run tuning 420 python3 benchmarks/scan_tuning.py --configs auto,16x8x1p,16x16x1p \
-                --bwd-configs auto,8x8x1x1024,8x8x1x1024t,8x8x1x1024e,8x8x1x1024te,8x8x1x2048,8x8x1x2048t,8x4x1x1024 ;;
+            run tuning 420 python3 benchmarks/scan_tuning.py \
+                --configs "${FWD_CONFIGS:-auto,16x16x1p,16x16x1x1024p,16x16x1x2048p,16x16x1x4096p,16x8x1x2048p}" \
+                --bwd-configs "${BWD_CONFIGS:-auto,8x8x1x1024t,8x8x1x1024e,8x8x1x1024te,8x8x1x2048t,8x8x1x2048te}" ;;
         scan)
             run scan 300 python3 benchmarks/bench_scan.py --impls ours,mamba_ssm ;;
         train)
@@ -67,7 +83,7 @@ for step in "$@"; do
             run generate 560 python3 benchmarks/bench_generate.py \
                 --workloads 1x128x1024,16x128x1024,64x128x1024,64x2048x256,1x32768x256 --repeats 1 ;;
         *)
-            echo "unknown step '$step': choose from anchor wait tests tuning scan train long generate" >&2
+            echo "unknown step '$step': choose from setup anchor wait tests tuning scan train long generate" >&2
             exit 2 ;;
     esac
 done
