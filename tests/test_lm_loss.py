@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from seqmamba.models import MambaLM, ModelConfig, linear_cross_entropy
 from seqmamba.tasks.base import IGNORE_INDEX, language_model_loss, language_model_step
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
 
 def _inputs(seed: int, tokens: tuple[int, ...] = (3, 37), dim: int = 24, vocab: int = 53, dtype=torch.float32):
     gen = torch.Generator().manual_seed(seed)
@@ -121,3 +123,28 @@ def test_mamba_lm_loss_equals_the_logits_path_with_tied_weights():
     # language_model_step takes the softmax in fp32, the fused loss in the model's fp64.
     for got, want in zip(fused_grads, plain_grads):
         assert ((got - want).norm() / want.norm()).item() < 1e-6
+
+
+def test_the_triton_softmax_gives_the_same_loss_and_gradients():
+    """The head's blocks through the Triton cross-entropy kernel (the GPU's path; the
+    interpreter's on a CPU), its gradient written over each block's logits."""
+    from seqmamba.kernels import use_backend
+
+    hidden, weight, labels = _inputs(6, tokens=(2, 45), dim=16, vocab=300)
+    hidden, weight, labels = hidden.detach().to(DEVICE).requires_grad_(), weight.detach().to(DEVICE).requires_grad_(), labels.to(DEVICE)
+    with use_backend("triton"):
+        out = linear_cross_entropy(hidden, weight, labels, ignore_index=IGNORE_INDEX, block_tokens=32)
+    total, count, correct = _unfused(hidden, weight, labels)
+    torch.testing.assert_close(out.total, total, rtol=1e-5, atol=0)
+    assert out.count.item() == count.item() and out.correct.item() == correct.item()
+    fused = torch.autograd.grad(out.total, (hidden, weight))
+    ref = torch.autograd.grad(total, (hidden, weight))
+    for got, want in zip(fused, ref):
+        assert ((got - want).norm() / want.norm()).item() < 1e-5
+
+
+def test_a_label_outside_the_vocabulary_is_named():
+    hidden, weight, labels = _inputs(7)
+    labels[1, 5] = 53
+    with pytest.raises(ValueError, match=r"label 53 at flat position 42"):
+        linear_cross_entropy(hidden, weight, labels, ignore_index=IGNORE_INDEX)

@@ -484,20 +484,22 @@ def fwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
 
     rows: batch * groups; dg: channels per group; block_n: N rounded up to a power of two;
     length: L; align: what a segment's length must be a multiple of (the chunk and the
-    interval between saved states). With fewer than SPLIT_BELOW programs it cuts L into
-    segments; otherwise with fewer than TARGET_PROGRAMS it halves the channels per program.
+    interval between saved states). With fewer than TARGET_PROGRAMS programs it halves
+    the channels per program; if that still leaves fewer than SPLIT_BELOW, it also cuts
+    L into segments.
     """
     num_warps = 1 if block_n <= 64 else 4
     chunk = 8 if block_n <= 16 else 4
     block_d = max(1, (128 * 32 * num_warps) // (chunk * block_n))
     block_d = min(block_d, 32 * num_warps, triton.next_power_of_2(dg))
     programs = rows * triton.cdiv(dg, block_d)
+    if block_d > 1 and programs < TARGET_PROGRAMS:
+        block_d //= 2
+        programs = rows * triton.cdiv(dg, block_d)
+        if block_n <= 16:
+            chunk *= 2  # the same ~128 values per thread: 16 x 16 ran 15-20% faster than 16 x 8 (H200)
     if SPLIT_L and programs < SPLIT_BELOW:
         seg_len = split_length(programs, length, math.lcm(align, chunk), target=SPLIT_PROGRAMS, min_len=MIN_SEG_LEN)
         if seg_len is not None:
             return FwdConfig(block_d=block_d, chunk=chunk, num_warps=num_warps, seg_len=seg_len, prefetch=PREFETCH)
-    if block_d > 1 and programs < TARGET_PROGRAMS:
-        block_d //= 2
-        if block_n <= 16:
-            chunk *= 2  # the same ~128 values per thread: 16 x 16 ran 15-20% faster than 16 x 8 (H200)
     return FwdConfig(block_d=block_d, chunk=chunk, num_warps=num_warps, prefetch=PREFETCH)

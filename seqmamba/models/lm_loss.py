@@ -8,9 +8,11 @@ tensor that is only ever reduced. :func:`linear_cross_entropy` computes the logi
 block of tokens at a time and, when a backward will follow, their gradient with
 respect to the hidden states and the head's weight right away (the gradient of a
 mean or sum of cross-entropies needs nothing but the softmax), so that only one block's
-logits exist at any time. The result is the same function as ``lm_head`` followed by
-``F.cross_entropy`` (same products, same dtypes under autocast), summed over the
-labelled tokens.
+logits exist at any time, and the per-row softmax, loss and gradient run as one op
+(``seqmamba.kernels.softmax_cross_entropy``: a Triton kernel on CUDA that reads the
+block's 16-bit logits twice and overwrites them with their gradient). The result is the
+same function as ``lm_head`` followed by ``F.cross_entropy`` (same products, same dtypes
+under autocast), summed over the labelled tokens.
 """
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from seqmamba.kernels.cross_entropy import softmax_cross_entropy
+from seqmamba.kernels.cross_entropy.op import check_labels_in_range
 
 # Logits computed at once, in fp32 values: 2^26 (256 MB) is ~1,300 tokens of a 50k vocabulary.
 BLOCK_LOGITS = 1 << 26
@@ -63,6 +68,7 @@ def linear_cross_entropy(
         )
     if labels.dtype != torch.int64:
         raise ValueError(f"linear_cross_entropy: labels must be int64, got {labels.dtype}")
+    check_labels_in_range("linear_cross_entropy", labels, weight.shape[0], ignore_index)
     device_type = hidden.device.type
     if torch.is_autocast_enabled(device_type):
         compute_dtype = torch.get_autocast_dtype(device_type)
@@ -103,23 +109,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
             w = weight.to(compute_dtype)
             for start in range(0, tokens, block_tokens):
                 h = hidden[start:start + block_tokens].to(compute_dtype)
-                y = labels[start:start + block_tokens]
-                scored = y != ignore_index
-                target = torch.where(scored, y, 0)
-                logits = (h @ w.T).to(softmax_dtype)  # (block, V)
-                lse = torch.logsumexp(logits, dim=-1)
-                picked = logits.gather(1, target[:, None])[:, 0]
-                total += torch.where(scored, lse - picked, 0.0).sum()
-                correct += ((logits.argmax(dim=-1) == y) & scored).sum()
-                if grad_hidden is None and grad_weight is None:
-                    continue
-                # d(lse - picked)/dlogits = softmax - onehot(label), zero on unscored rows.
-                probs = logits.sub_(lse[:, None]).exp_()
-                probs.scatter_add_(1, target[:, None], torch.full_like(lse, -1.0)[:, None])
-                dlogits = probs.mul_(scored[:, None]).to(compute_dtype)
-                if grad_hidden is not None:
+                logits = h @ w.T  # (block, V); the gradient overwrites it
+                losses, hits, dlogits = softmax_cross_entropy(
+                    logits, labels[start:start + block_tokens], ignore_index,
+                    with_grad=need_hidden or need_weight, out=logits, check_labels=False,
+                )
+                total += losses.sum()
+                correct += hits.sum()
+                if need_hidden:
                     grad_hidden[start:start + block_tokens] = dlogits @ w
-                if grad_weight is not None:
+                if need_weight:
                     grad_weight += dlogits.T @ h
         ctx.save_for_backward(*(g for g in (grad_hidden, grad_weight) if g is not None))
         ctx.has = (grad_hidden is not None, grad_weight is not None)
