@@ -41,9 +41,10 @@ def test_losses_hits_and_gradient_match_cross_entropy(backend, vocab, dtype, rto
     assert losses.dtype == torch.float32 and correct.dtype == torch.bool and dlogits.dtype == dtype
     torch.testing.assert_close(losses.double(), want_losses, rtol=rtol, atol=1e-6)
     assert torch.equal(correct, want_correct)
-    # The gradient is rounded to the logits' dtype once.
-    eps = torch.finfo(dtype).eps
-    torch.testing.assert_close(dlogits.double(), want_grad, rtol=eps, atol=eps)
+    # The gradient is rounded to the logits' dtype once; in fp32 the softmax's own
+    # rounding (of logsumexp, ~1e-6 relative at these widths) is what is left.
+    tol = max(torch.finfo(dtype).eps, 2e-6)
+    torch.testing.assert_close(dlogits.double(), want_grad, rtol=tol, atol=tol)
     assert (dlogits[labels == IGNORE] == 0).all()
 
 
