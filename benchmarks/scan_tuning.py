@@ -39,13 +39,12 @@ def make_inputs(batch: int, dim: int, length: int, n_state: int, *, requires_gra
     return x
 
 
-SUFFIXES = {"p": ("prefetch", True), "t": ("tree_sums", True), "e": ("expand_states", True)}
+SUFFIXES = {"p": ("prefetch", True)}
 
 
 def parse_config(cls, text: str):
     """'auto' (None) or BLOCKDxCHUNKxWARPS[xSEGLEN] followed by letters: p turns on the
-    forward's prefetching; t sums the backward's dB and dC over channels by halving
-    instead of with tl.sum's butterfly; e expands the chunk states in a launch of their own first."""
+    forward's prefetching."""
     if text == "auto":
         return None
     shape = text.rstrip("".join(SUFFIXES))
@@ -105,10 +104,6 @@ def backward_variants(x: dict, configs: list[triton_bwd.BwdConfig | None]) -> li
         name = "bwd auto" if cfg is None else f"bwd bd{cfg.block_d} T{cfg.chunk} w{cfg.num_warps}"
         if cfg is not None and cfg.seg_len is not None:
             name += f" S{cfg.seg_len}"
-        if cfg is not None and cfg.tree_sums:
-            name += " tree"
-        if cfg is not None and cfg.expand_states:
-            name += " exp"
         rows.append((name, bench(run), err))
     return rows
 
@@ -119,7 +114,7 @@ def main() -> None:
     parser.add_argument("--backward", action="store_true")
     parser.add_argument("--n-contig", action="store_true", help="also time B and C laid out N-contiguous")
     parser.add_argument("--configs", default="auto,32x8x1,16x8x1", help="auto or BLOCKDxCHUNKxWARPS[xSEGLEN][p] (SEGLEN: steps per segment of a split L; p: prefetch), comma-separated")
-    parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto or BLOCKDxCHUNKxWARPS[xSEGLEN][t][e] (t: channel sums by halving, e: expanded chunk states)")
+    parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto or BLOCKDxCHUNKxWARPS[xSEGLEN]")
     args = parser.parse_args()
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn

@@ -153,6 +153,5 @@ def test_scan_tuning_parses_launch_shapes():
     assert tuning.parse_config(FwdConfig, "auto") is None
     assert tuning.parse_config(FwdConfig, "16x16x1p") == FwdConfig(16, 16, 1, prefetch=True)
     assert tuning.parse_config(FwdConfig, "32x8x1x2048") == FwdConfig(32, 8, 1, seg_len=2048)
-    assert tuning.parse_config(BwdConfig, "8x8x1x2048") == BwdConfig(8, 8, 1, seg_len=2048, tree_sums=False)
-    assert tuning.parse_config(BwdConfig, "8x8x1t") == BwdConfig(8, 8, 1, tree_sums=True)
-    assert tuning.parse_config(BwdConfig, "8x8x1x1024te") == BwdConfig(8, 8, 1, 1024, tree_sums=True, expand_states=True)
+    assert tuning.parse_config(BwdConfig, "8x8x1x2048") == BwdConfig(8, 8, 1, seg_len=2048)
+    assert tuning.parse_config(BwdConfig, "8x4x1") == BwdConfig(8, 4, 1)

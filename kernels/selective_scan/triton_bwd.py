@@ -6,8 +6,6 @@ time. For each interval it starts from the state the forward saved, advances it 
 by chunk to find each chunk's start state (kept in a small per-program scratch buffer),
 then visits the chunks in reverse: it recomputes the chunk's states step by step, and
 runs the adjoint recurrence backwards from the gradient carried in from later steps.
-With ``BwdConfig.expand_states`` every chunk's start state comes instead from a buffer
-that ``triton_fwd.expand_states`` fills first (the intervals are then single chunks).
 
 Per-channel results (du, ddelta, dz) are written directly. Sums over channels (dB, dC
 for input-dependent B/C) are reduced inside the program over its channels, then added
@@ -29,7 +27,7 @@ import triton.language as tl
 from ..layout import empty_like_layout
 from ..triton_math import LOG2E, fast_math, sigmoid, softplus
 from .triton_common import load_f32, split_length
-from .triton_fwd import bc_strides, expand_states, group_ratio, n_groups
+from .triton_fwd import bc_strides, group_ratio, n_groups
 
 
 @triton.jit
@@ -73,31 +71,6 @@ def _in_step_layout(x, steps):
 
 
 @triton.jit
-def _halve_channels(x, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, WIDTH: tl.constexpr):
-    """(CHUNK, BLOCK_N, WIDTH) -> (CHUNK, BLOCK_N, WIDTH // 2): adds channels 2i and 2i + 1."""
-    a, b = tl.split(tl.reshape(x, (CHUNK, BLOCK_N, WIDTH // 2, 2)))
-    return a + b
-
-
-@triton.jit
-def _sum_channels(x, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, TREE: tl.constexpr):
-    """Sum over the channel axis of a (CHUNK, BLOCK_N, BLOCK_D) tile -> (CHUNK, BLOCK_N).
-
-    TREE: by pairwise halving. Each split needs its size-2 axis inside a thread, so the
-    compiler moves one lane bit of the channel index into registers per halving (half
-    the values change lanes, through shared memory) and the add is thread-local, where
-    tl.sum's butterfly shuffles every value log2(BLOCK_D) times to leave each lane all
-    the sums. sm_90 SASS of the default launch (8 channels x 8 steps, N = 16), per chunk
-    and lane: 1367 -> 1067 instructions in the backward's second pass, 244 -> 52 SHFL.
-    """
-    if not TREE:
-        return tl.sum(x, axis=2)
-    for level in tl.static_range(BLOCK_D.bit_length() - 1):  # log2(BLOCK_D) halvings
-        x = _halve_channels(x, CHUNK, BLOCK_N, BLOCK_D >> level)
-    return tl.reshape(x, (CHUNK, BLOCK_N))
-
-
-@triton.jit
 def _bwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr, dout_ptr, dfinal_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dinit_ptr, scratch_ptr,
@@ -117,7 +90,6 @@ def _bwd_kernel(
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DFINAL: tl.constexpr, FOLD: tl.constexpr, ATOMIC_BC: tl.constexpr, FAST_MATH: tl.constexpr,
-    TREE_SUMS: tl.constexpr,
 ):
     """Grid: (channel blocks x segments, groups, batch), segment-major as in the forward.
 
@@ -314,7 +286,7 @@ def _bwd_kernel(
             gAh = tl.sum(w * A[None, :, :], axis=1)
             dA_acc += tl.sum(w * dt[:, None, :], axis=0)
             if B_VARYING:
-                dB_chunk = _sum_channels(gs * dtu[:, None, :], CHUNK, BLOCK_N, BLOCK_D, TREE_SUMS)  # (CHUNK, BLOCK_N)
+                dB_chunk = tl.sum(gs * dtu[:, None, :], axis=2)  # (CHUNK, BLOCK_N)
                 if ATOMIC_BC:
                     tl.atomic_add(dB_ptr + dB_base + t[:, None], dB_chunk, mask=mtn, sem="relaxed")
                 else:
@@ -322,7 +294,7 @@ def _bwd_kernel(
             else:
                 dB_acc += tl.sum(gs * dtu[:, None, :], axis=0)
             if C_VARYING:
-                dC_chunk = _sum_channels(hs * dy[:, None, :], CHUNK, BLOCK_N, BLOCK_D, TREE_SUMS)
+                dC_chunk = tl.sum(hs * dy[:, None, :], axis=2)
                 if ATOMIC_BC:
                     tl.atomic_add(dC_ptr + dC_base + t[:, None], dC_chunk, mask=mtn, sem="relaxed")
                 else:
@@ -445,17 +417,12 @@ def _bwd_seg_kernel(
 @dataclasses.dataclass(frozen=True)
 class BwdConfig:
     """Launch shape: channels per program, steps per chunk, warps per program, the
-    steps per segment when L is split across programs (None: one segment), whether
-    dB and dC are summed over the program's channels by halving (``_sum_channels``), and
-    whether the state before every chunk is first expanded from the forward's saved
-    states in a launch of its own (``expand_states``)."""
+    steps per segment when L is split across programs (None: one segment)."""
 
     block_d: int
     chunk: int
     num_warps: int
     seg_len: int | None = None
-    tree_sums: bool = False
-    expand_states: bool = False
 
 
 # Splitting L, as in the forward: segments until about SPLIT_PROGRAMS programs run, each
@@ -468,20 +435,6 @@ SPLIT_L = True
 TARGET_PROGRAMS = 2048
 SPLIT_PROGRAMS = 8192
 MIN_SEG_LEN = 1024
-# dB and dC summed over a program's channels by halving rather than tl.sum's butterfly
-# (_sum_channels): fewer instructions in the sm_90 build, but not yet timed on a GPU, so
-# the timed butterfly stays the default until it is (scan_tuning suffix t).
-TREE_SUMS = False
-# Optionally, the state before every chunk is computed first by triton_fwd.expand_states
-# (one program per saved interval and 16 channels, in the forward's layout) instead of by
-# each backward program for its own channels before it walks an interval (pass 1: a
-# fifth of the backward's stall samples). sm_90 SASS, per (step, state, channel): 10.3
-# instructions at 146 registers in the expansion against 10.7 at 255 in pass 1, and the
-# backward's loop per chunk falls from ~1420 to ~1110 instructions per lane; it costs a
-# transient fp32 buffer of 4 * N / CHUNK bytes per (batch, channel, step), written and
-# read once (taken while under EXPAND_MAX_BYTES). Off until timed on a GPU.
-EXPAND_STATES = False
-EXPAND_MAX_BYTES = 1 << 30
 
 
 def bwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int = 64) -> BwdConfig:
@@ -504,8 +457,7 @@ def bwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
     if SPLIT_L and programs < TARGET_PROGRAMS:
         seg_len = split_length(programs, length, math.lcm(align, chunk), target=SPLIT_PROGRAMS, min_len=MIN_SEG_LEN)
     return BwdConfig(
-        block_d=block_d, chunk=chunk, num_warps=num_warps, seg_len=seg_len, tree_sums=TREE_SUMS,
-        expand_states=EXPAND_STATES,
+        block_d=block_d, chunk=chunk, num_warps=num_warps, seg_len=seg_len,
     )
 
 
@@ -544,10 +496,6 @@ def scan_bwd(
         cfg = bwd_config(batch * groups, dg, block_n, length=length, align=save_every)
     assert save_every % cfg.chunk == 0, "saved states must fall on chunk boundaries"
     fast = fast_math(u, delta, z)
-    expanded_bytes = batch * dim * triton.cdiv(length, cfg.chunk) * n_state * 4
-    if cfg.expand_states and save_every > cfg.chunk and expanded_bytes <= EXPAND_MAX_BYTES:
-        states = expand_states(u, delta, A, B, C, delta_bias, delta_softplus, states, save_every, cfg.chunk, fast=fast)
-        save_every = cfg.chunk
     n_saved = states.shape[2]
     dev, f32 = u.device, torch.float32
     n_dblk = triton.cdiv(dg, cfg.block_d)
@@ -602,7 +550,7 @@ def scan_bwd(
         *u.stride(), *delta.stride(), *A.stride(), *sB, *sC, *z_arg.stride(), *dout.stride(),
         *du.stride(), *ddelta.stride(), *dz.stride(),
         SUBCHUNKS=subchunks, B_VARYING=b_varying, HAS_D=D is not None, HAS_DFINAL=dfinal is not None, FOLD=n_seg > 1,
-        ATOMIC_BC=atomic, TREE_SUMS=cfg.tree_sums, **flags,
+        ATOMIC_BC=atomic, **flags,
     )
     return (
         du,

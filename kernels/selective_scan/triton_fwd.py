@@ -129,7 +129,7 @@ def _fwd_kernel(
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_INIT: tl.constexpr, SAVE_STATES: tl.constexpr, WRITE_OUT: tl.constexpr, START_FROM_SEGMENTS: tl.constexpr,
-    PREFETCH: tl.constexpr, FAST_MATH: tl.constexpr, EXPAND: tl.constexpr,
+    PREFETCH: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     """Grid: (channel blocks x segments, groups, batch).
 
@@ -142,11 +142,6 @@ def _fwd_kernel(
     - WRITE_OUT=True: writes out, the saved states and (last segment) the final state.
       With START_FROM_SEGMENTS the program first folds the earlier segments' end states
       into its true start state: h <- exp(A sum dt_k) h + h_k for k = 0 .. seg - 1.
-    - EXPAND (with WRITE_OUT=False, SAVE_STATES, SAVE_EVERY=1): the backward's state
-      expansion. Segment seg is saved interval seg of seg_ptr (the forward's states,
-      (batch, D, n_seg, N)); the program starts from that state and stores the state
-      before every chunk of its interval into states_ptr (and, in the last segment, the
-      state before a final partial chunk). Nothing else is written.
     """
     n_dblk = tl.cdiv(DG, BLOCK_D)
     pid_d = tl.program_id(0) % n_dblk
@@ -182,9 +177,7 @@ def _fwd_kernel(
     B_base = B_ptr + batch * s_B_b + (group // B_ratio) * s_B_g
     C_base = C_ptr + batch * s_C_b + (group // C_ratio) * s_C_g
 
-    if EXPAND:
-        h = tl.load(seg_ptr + (((batch * dim + d[None, :]) * n_seg) + seg) * N + n[:, None], mask=nd_mask, other=0.0)
-    elif HAS_INIT:
+    if HAS_INIT:
         h = tl.load(
             init_ptr + batch * s_init_b + n[:, None] * s_init_n + d[None, :] * s_init_d, mask=nd_mask, other=0.0
         ).to(tl.float32)
@@ -289,9 +282,6 @@ def _fwd_kernel(
                 CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, True, FAST_MATH,
             )
         tl.store(final_ptr + (batch * dim + d[None, :]) * N + n[:, None], h, mask=nd_mask & is_last)
-    elif EXPAND:
-        if (seg == n_seg - 1) & (n_full * CHUNK < L):
-            tl.store(state_base + n_full * N, h, mask=nd_mask)
     else:
         tl.store(seg_ptr + (seg_row[None, :] + seg) * N + n[:, None], h, mask=nd_mask)
         tl.store(seg_dt_ptr + seg_row + seg, dt_sum, mask=d_mask)
@@ -383,68 +373,13 @@ def scan_fwd(
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
             HAS_INIT=initial_state is not None and not first_pass, SAVE_STATES=save and not first_pass,
             WRITE_OUT=not first_pass, START_FROM_SEGMENTS=n_seg > 1 and not first_pass, PREFETCH=cfg.prefetch,
-            FAST_MATH=fast_math(u, delta, z), EXPAND=False, num_warps=cfg.num_warps,
+            FAST_MATH=fast_math(u, delta, z), num_warps=cfg.num_warps,
         )
 
     if n_seg > 1:
         launch(n_seg - 1, first_pass=True)
     launch(n_seg, first_pass=False)
     return out, final, states
-
-
-def expand_states(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    delta_bias: torch.Tensor | None,
-    delta_softplus: bool,
-    states: torch.Tensor,
-    save_every: int,
-    chunk: int,
-    *,
-    fast: bool,
-) -> torch.Tensor:
-    """The state before every ``chunk`` steps, from the forward's states saved every
-    ``save_every`` steps: (batch, D, cdiv(L, chunk), N) fp32, contiguous.
-
-    One program per (saved interval, block of channels) reruns the recurrence over its
-    interval, without outputs, in the forward's layout (one lane per channel, the states
-    inside the thread): the backward then starts every chunk from a stored state instead
-    of recomputing each interval's chunk states itself, one program per channel block.
-    fast: the backward's FAST_MATH, so that both compute Δ alike.
-    """
-    batch, dim, length = u.shape
-    n_state = A.shape[1]
-    assert save_every % chunk == 0, "saved intervals are whole chunks"
-    groups = n_groups(B, C)
-    dg = dim // groups
-    block_n = triton.next_power_of_2(n_state)
-    num_warps = 1 if block_n <= 64 else 4
-    # About 64 (step, state) values per thread: 16 channels at N = 16 and 8-step chunks
-    # (146 registers in the sm_90 build; 32 channels need 255 and spill).
-    block_d = min(32 * num_warps, max(1, (64 * 32 * num_warps) // (chunk * block_n)), triton.next_power_of_2(dg))
-    n_int = states.shape[2]
-    n_chunks = triton.cdiv(length, chunk)
-    # Laid out as the forward's saved states, which the backward reads. (Its store still
-    # converts the state tile's layout through shared memory once per chunk in the sm_90
-    # build; a channel-fastest buffer did the same.)
-    out = torch.empty((batch, dim, n_chunks, n_state), dtype=torch.float32, device=u.device)
-    b_varying, sB = bc_strides(B)
-    c_varying, sC = bc_strides(C)
-    n_dblk = triton.cdiv(dg, block_d)
-    _fwd_kernel[(n_dblk * n_int, groups, batch)](
-        u, delta, A, B, C, A, u, delta_bias if delta_bias is not None else A, out, out, out, out, states, out,
-        length, n_state, dg, n_chunks, group_ratio(B, groups), group_ratio(C, groups), save_every // chunk, n_int,
-        *u.stride(), *delta.stride(), *A.stride(), *sB, *sC, *u.stride(), 0, 0, 0, *u.stride(),
-        BLOCK_D=block_d, BLOCK_N=block_n, CHUNK=chunk, SAVE_EVERY=1,
-        EVEN_D=dg % block_d == 0, EVEN_N=n_state == block_n, B_VARYING=b_varying, C_VARYING=c_varying,
-        HAS_D=False, HAS_Z=False, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-        HAS_INIT=False, SAVE_STATES=True, WRITE_OUT=False, START_FROM_SEGMENTS=False, PREFETCH=PREFETCH,
-        FAST_MATH=fast, EXPAND=True, num_warps=num_warps,
-    )
-    return out
 
 
 @dataclasses.dataclass(frozen=True)

@@ -306,48 +306,6 @@ def test_forward_without_prefetch(split_l, monkeypatch, split, length):
     check(Case(length=length, small_dt=True, bc="mixed" if split else "varying"), seed=14)
 
 
-@pytest.mark.parametrize("bc", ("varying", "mixed"))
-def test_backward_with_channel_sums_by_halving(monkeypatch, bc):
-    """dB, dC summed over a program's channels by halving instead of with tl.sum."""
-    from seqmamba.kernels.selective_scan import triton_bwd
-
-    monkeypatch.setattr(triton_bwd, "TREE_SUMS", True)
-    check(Case(length=129, bc=bc), seed=15)
-
-
-@pytest.mark.parametrize("case", (
-    dict(length=129, bc="mixed"),
-    dict(length=64, bc="varying"),
-    dict(length=7, bc="invariant"),
-    dict(length=200, bc="grouped", dim=4 if not ON_GPU else DIM),
-), ids=("mixed-129", "varying-64", "invariant-7", "grouped-200"))
-def test_backward_from_expanded_chunk_states(monkeypatch, case):
-    """The chunk states expanded in a launch of their own before the backward."""
-    from seqmamba.kernels.selective_scan import triton_bwd
-
-    monkeypatch.setattr(triton_bwd, "EXPAND_STATES", True)
-    check(Case(**case), seed=16)
-
-
-def test_expanded_chunk_states_are_the_states_before_every_chunk():
-    """expand_states from states saved every 64 steps = the forward saving before every chunk."""
-    from seqmamba.kernels.selective_scan import triton_fwd
-
-    torch.manual_seed(17)
-    batch, dim, length, n_state, chunk = 2, 5, 150, 4, 8
-    u, delta = torch.randn(batch, dim, length), torch.randn(batch, dim, length) * 0.5 - 1.0
-    A = -torch.rand(dim, n_state) - 0.5
-    B, C = torch.randn(batch, n_state, length), torch.randn(batch, n_state, length)
-    bias = torch.randn(dim) * 0.1
-    u, delta, A, B, C, bias = (x.to(DEVICE) for x in (u, delta, A, B, C, bias))
-    cfg = triton_fwd.FwdConfig(block_d=4, chunk=chunk, num_warps=1)
-    _, _, every64 = triton_fwd.scan_fwd(u, delta, A, B, C, None, None, bias, True, None, save_every=64, config=cfg)
-    _, _, every_chunk = triton_fwd.scan_fwd(u, delta, A, B, C, None, None, bias, True, None, save_every=chunk, config=cfg)
-    expanded = triton_fwd.expand_states(u, delta, A, B, C, bias, True, every64, 64, chunk, fast=False)
-    assert expanded.shape == every_chunk.shape == (batch, dim, -(-length // chunk), n_state)
-    torch.testing.assert_close(expanded, every_chunk, rtol=1e-6, atol=1e-6)
-
-
 @pytest.mark.parametrize("length", (200,) if not ON_GPU else (200, 4099))
 def test_split_backward_only(split_backward_only, length):
     """Backward segments starting from the forward's saved states (the forward in one piece)."""
