@@ -1,8 +1,10 @@
-"""Triton kernel for one decoding step of the causal conv1d (see update.py).
+"""Triton kernels for one decoding step of the causal conv1d (see update.py).
 
-One program owns BLOCK_D channels of one batch row: it loads their (BLOCK_D, width)
-window and taps, writes the shifted window back with x appended, and the activated dot
-product as the output. Everything is read through strides.
+The step: one program owns BLOCK_D channels of one batch row; it loads their
+(BLOCK_D, width) window and taps, writes the shifted window back with x appended, and
+the activated dot product as the output. The step with a projection: one program owns a
+whole batch row, runs the step for all its channels, then projects the outputs.
+Everything is read through strides.
 """
 from __future__ import annotations
 
@@ -16,16 +18,13 @@ BLOCK_D = 128
 
 
 @triton.jit
-def _update_kernel(
-    x_ptr, state_ptr, w_ptr, bias_ptr, out_ptr,
-    D, WIDTH,
-    s_xb, s_xd, s_sb, s_sd, s_sk, s_wd, s_wk, s_ob, s_od,
-    BLOCK_D: tl.constexpr, BLOCK_W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
-    ACC: tl.constexpr,
+def _conv_step(
+    x_ptr, state_ptr, w_ptr, bias_ptr, b, offs_d, mask_d, WIDTH,
+    s_xb, s_xd, s_sb, s_sd, s_sk, s_wd, s_wk,
+    BLOCK_W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, ACC: tl.constexpr,
 ):
-    b = tl.program_id(1).to(tl.int64)
-    offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_d = offs_d < D
+    """The step for channels offs_d of batch row b: stores the shifted window, returns
+    act(bias + taps . window) in ACC."""
     k = tl.arange(0, BLOCK_W)
     mask = mask_d[:, None] & (k < WIDTH)[None, :]
     state_base = state_ptr + b * s_sb + offs_d[:, None] * s_sd
@@ -42,6 +41,22 @@ def _update_kernel(
         out += tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(ACC)
     if SILU:
         out = out / (1.0 + tl.exp(-out))
+    return out
+
+
+@triton.jit
+def _update_kernel(
+    x_ptr, state_ptr, w_ptr, bias_ptr, out_ptr,
+    D, WIDTH,
+    s_xb, s_xd, s_sb, s_sd, s_sk, s_wd, s_wk, s_ob, s_od,
+    BLOCK_D: tl.constexpr, BLOCK_W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
+    ACC: tl.constexpr,
+):
+    b = tl.program_id(1).to(tl.int64)
+    offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
+    out = _conv_step(x_ptr, state_ptr, w_ptr, bias_ptr, b, offs_d, mask_d, WIDTH,
+                     s_xb, s_xd, s_sb, s_sd, s_sk, s_wd, s_wk, BLOCK_W, HAS_BIAS, SILU, ACC)
     tl.store(out_ptr + b * s_ob + offs_d * s_od, out.to(out_ptr.dtype.element_ty), mask=mask_d)
 
 
@@ -84,20 +99,8 @@ def _update_proj_kernel(
     b = tl.program_id(0).to(tl.int64)
     offs_d = tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
-    k = tl.arange(0, BLOCK_W)
-    mask = mask_d[:, None] & (k < WIDTH)[None, :]
-    state_base = state_ptr + b * s_sb + offs_d[:, None] * s_sd
-    shifted = tl.load(state_base + (k[None, :] + 1) * s_sk, mask=mask & (k < WIDTH - 1)[None, :], other=0.0)
-    x = tl.load(x_ptr + b * s_xb + offs_d * s_xd, mask=mask_d, other=0.0)
-    window = tl.where((k == WIDTH - 1)[None, :], x[:, None].to(shifted.dtype), shifted)
-    tl.debug_barrier()  # all reads of the old window before any store
-    tl.store(state_base + k[None, :] * s_sk, window, mask=mask)
-    taps = tl.load(w_ptr + offs_d[:, None] * s_wd + k[None, :] * s_wk, mask=mask, other=0.0).to(ACC)
-    out = tl.sum(window.to(ACC) * taps, axis=1)
-    if HAS_BIAS:
-        out += tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(ACC)
-    if SILU:
-        out = out / (1.0 + tl.exp(-out))
+    out = _conv_step(x_ptr, state_ptr, w_ptr, bias_ptr, b, offs_d, mask_d, WIDTH,
+                     s_xb, s_xd, s_sb, s_sd, s_sk, s_wd, s_wk, BLOCK_W, HAS_BIAS, SILU, ACC)
     out_row = out_ptr + b * s_ob
     tl.store(out_row + offs_d * s_od, out.to(out_ptr.dtype.element_ty), mask=mask_d)
     # The outputs come back per chunk of channels, which a register tile cannot be cut
