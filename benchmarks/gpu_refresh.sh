@@ -18,7 +18,9 @@
 #   tests_scan  the selective-scan kernel tests at GPU shapes (the two lists together ran
 #               over 500 s on an H200, the anchor build beside them slows both)
 #   tuning      scan launch shapes (FWD_CONFIGS, BWD_CONFIGS override scan_tuning.py's lists):
-#               by default the forward's split of L and the backward's chunk and segment lengths
+#               by default the forward's split of L, the backward's chunk and segment lengths,
+#               and the interval between the states the forward saves (SAVE_EVERY: 16 steps
+#               would spare the backward most of its recomputation of chunk states)
 #   scan        bench_scan.py, ours against mamba_ssm
 #   train       bench_train.py, the Mamba-130M shape, with a profile of one step
 #   long        bench_train.py's sequence-length sweep of the DNA-sized model, to 2^23
@@ -79,7 +81,7 @@ for step in "$@"; do
         tuning)
             run tuning 420 python3 benchmarks/scan_tuning.py \
                 --configs "${FWD_CONFIGS:-auto,16x16x1p,16x16x1x1024p,16x16x1x4096p,32x8x1x2048p}" \
-                --bwd-configs "${BWD_CONFIGS:-auto,8x8x1x1024,8x8x1x4096,8x4x1x2048,16x4x1x2048}" ;;
+                --bwd-configs "${BWD_CONFIGS:-auto,8x8x1x1024,8x4x1x2048}" --save-every "${SAVE_EVERY:-16,32,64}" ;;
         scan)
             run scan 300 python3 benchmarks/bench_scan.py --impls ours,mamba_ssm ;;
         train)

@@ -82,16 +82,23 @@ def forward_variants(x: dict, configs: list[triton_fwd.FwdConfig]) -> list[tuple
     return rows
 
 
-def backward_variants(x: dict, configs: list[triton_bwd.BwdConfig | None]) -> list[tuple[str, float, float]]:
-    """Times the backward kernel alone (from one forward's saved states) per launch shape;
-    error of each gradient set against the first config's."""
-    save_every = 64
-    _, _, states = triton_fwd.scan_fwd(
-        x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True, None, save_every=save_every
-    )
+def backward_variants(
+    x: dict, configs: list[triton_bwd.BwdConfig | None], save_every: int
+) -> list[tuple[str, float, float]]:
+    """Times the forward that saves states every ``save_every`` steps, then the backward
+    kernel alone from those states per launch shape; error of each gradient set against
+    the first config's."""
+    def forward():
+        return triton_fwd.scan_fwd(
+            x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True, None,
+            save_every=save_every,
+        )
+
+    _, _, states = forward()
+    rows = [(f"fwd auto, saving/{save_every}", bench(forward), 0.0)]
     dout = torch.randn_like(x["u"])
     dfinal = torch.randn(x["u"].shape[0], x["u"].shape[1], x["A"].shape[1], device=x["u"].device)
-    rows, first = [], None
+    first = None
     for cfg in configs:
         def run(cfg=cfg):
             return triton_bwd.scan_bwd(
@@ -102,6 +109,7 @@ def backward_variants(x: dict, configs: list[triton_bwd.BwdConfig | None]) -> li
         first = first if first is not None else grads
         err = max(rel(g, f) for g, f in zip(grads, first) if g is not None)
         name = "bwd auto" if cfg is None else f"bwd bd{cfg.block_d} T{cfg.chunk} w{cfg.num_warps}"
+        name += f" /{save_every}"
         if cfg is not None and cfg.seg_len is not None:
             name += f" S{cfg.seg_len}"
         rows.append((name, bench(run), err))
@@ -115,6 +123,8 @@ def main() -> None:
     parser.add_argument("--n-contig", action="store_true", help="also time B and C laid out N-contiguous")
     parser.add_argument("--configs", default="auto,32x8x1,16x8x1", help="auto or BLOCKDxCHUNKxWARPS[xSEGLEN][p] (SEGLEN: steps per segment of a split L; p: prefetch), comma-separated")
     parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto or BLOCKDxCHUNKxWARPS[xSEGLEN]")
+    parser.add_argument("--save-every", default="64", help="steps between the states the forward saves for the backward "
+                        "(multiples of both kernels' chunks), comma-separated: each is timed with every --bwd-configs entry")
     args = parser.parse_args()
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
@@ -146,8 +156,9 @@ def main() -> None:
             table.append((shape, name + " BC n-contig", ms, rel(out, ref_out), rel(final, ref_final)))
         if args.bwd_configs:
             bwd_cfgs = [parse_config(triton_bwd.BwdConfig, c) for c in args.bwd_configs.split(",")]
-            for name, ms, err in backward_variants(x, bwd_cfgs):
-                table.append((shape, name, ms, err, 0.0))
+            for save_every in map(int, args.save_every.split(",")):
+                for name, ms, err in backward_variants(x, bwd_cfgs, save_every):
+                    table.append((shape, name, ms, err, 0.0))
         if args.backward:
             xg = make_inputs(batch, dim, length, n_state, requires_grad=True)
             dout = torch.randn_like(xg["u"])
