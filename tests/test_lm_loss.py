@@ -148,3 +148,12 @@ def test_a_label_outside_the_vocabulary_is_named():
     labels[1, 5] = 53
     with pytest.raises(ValueError, match=r"label 53 at flat position 42"):
         linear_cross_entropy(hidden, weight, labels, ignore_index=IGNORE_INDEX)
+
+
+def test_mamba_lm_checks_labels_before_running_the_model(monkeypatch):
+    model = MambaLM(ModelConfig(d_model=16, n_layer=1, vocab_size=20))
+    ids = torch.randint(0, 20, (1, 5))
+    labels = torch.tensor([[1, 2, 99, 3, IGNORE_INDEX]])
+    monkeypatch.setattr(model.backbone, "forward", lambda *a: pytest.fail("the model ran before the labels were checked"))
+    with pytest.raises(ValueError, match=r"MambaLM.loss: labels must lie in \[0, 24\).*label 99 at flat position 2"):
+        model.loss(ids, labels, ignore_index=IGNORE_INDEX)

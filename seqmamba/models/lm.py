@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seqmamba.kernels.cross_entropy.op import check_labels_in_range
+
 from .backbone import MambaBackbone
 from .config import ModelConfig
 from .lm_loss import LMLoss, linear_cross_entropy
@@ -44,7 +46,13 @@ class MambaLM(nn.Module):
         input_ids, labels: (batch, L) int64, labels ``ignore_index`` where nothing is scored.
         Returns total (sum over scored tokens), count and correct (argmax equals the label).
         """
-        return linear_cross_entropy(self.backbone(input_ids), self.lm_head.weight, labels, ignore_index=ignore_index)
+        # Labels are checked before the forward is queued: the check reads them back to the
+        # host, which between the forward and the backward would leave the GPU idle while
+        # the host catches up with the backward's launches.
+        check_labels_in_range("MambaLM.loss", labels, self.lm_head.weight.shape[0], ignore_index)
+        return linear_cross_entropy(
+            self.backbone(input_ids), self.lm_head.weight, labels, ignore_index=ignore_index, check_labels=False
+        )
 
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, **options) -> torch.Tensor:
         """Prompts (batch, L) int64 -> (batch, L + new) with sampled continuations.

@@ -48,6 +48,7 @@ def linear_cross_entropy(
     *,
     ignore_index: int = -100,
     block_tokens: int | None = None,
+    check_labels: bool = True,
 ) -> LMLoss:
     """Cross-entropy of ``hidden @ weight.T`` against ``labels``, a block of tokens at a time.
 
@@ -68,7 +69,8 @@ def linear_cross_entropy(
         )
     if labels.dtype != torch.int64:
         raise ValueError(f"linear_cross_entropy: labels must be int64, got {labels.dtype}")
-    check_labels_in_range("linear_cross_entropy", labels, weight.shape[0], ignore_index)
+    if check_labels:
+        check_labels_in_range("linear_cross_entropy", labels, weight.shape[0], ignore_index)
     device_type = hidden.device.type
     if torch.is_autocast_enabled(device_type):
         compute_dtype = torch.get_autocast_dtype(device_type)
