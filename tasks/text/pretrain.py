@@ -101,7 +101,9 @@ class TextPretrain(Task):
         if labels.device not in self._token_bytes_on:  # copied to each device once, not every step
             self._token_bytes_on[labels.device] = self.token_bytes.to(labels.device)
         token_bytes = self._token_bytes_on[labels.device]
-        num_bytes = token_bytes[labels.clamp(min=0)][scored].sum()
+        # A product with the mask, not boolean indexing: indexing sizes its result on the
+        # host, a device sync in every training step.
+        num_bytes = (token_bytes[labels.clamp(min=0)] * scored).sum()
         out.metrics["bits_per_byte"] = Metric(out.metrics["loss"].total / math.log(2), num_bytes)
         return out
 
