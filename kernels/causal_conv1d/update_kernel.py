@@ -83,6 +83,10 @@ PROJ_CHUNK = 64
 # Rows up to this many channels run as one program (its window and taps tiles are
 # (BLOCK_D, width) each; wider rows would spill registers).
 MAX_PROJ_DIM = 4096
+# Below this batch the fused kernel's few programs would each read the whole projection
+# weight through one multiprocessor, where the step kernel and a matrix product spread it
+# over many: a guess until timed on a GPU (bench_generate.py --conv-proj-min-batch).
+FUSED_MIN_BATCH = 8
 
 
 @triton.jit
@@ -125,15 +129,15 @@ def causal_conv1d_update_proj_triton(
     proj_weight: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launches the fused step: updates conv_state in place, returns (out (batch, D),
-    proj (batch, E)), both in x's dtype. Rows wider than MAX_PROJ_DIM channels run the
-    conv step kernel and a matrix product instead."""
+    proj (batch, E)), both in x's dtype. Rows wider than MAX_PROJ_DIM channels, and
+    batches under FUSED_MIN_BATCH rows, run the conv step kernel and a matrix product
+    instead (which accumulates in float32 and rounds once, as the fused kernel does)."""
     batch, dim = x.shape
     width = weight.shape[1]
     n_proj = proj_weight.shape[0]
-    if dim > MAX_PROJ_DIM:
+    if dim > MAX_PROJ_DIM or batch < FUSED_MIN_BATCH:
         out = causal_conv1d_update_triton(x, conv_state, weight, bias, silu)
-        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-        return out, (out.to(acc) @ proj_weight.to(acc).T).to(x.dtype)
+        return out, torch.nn.functional.linear(out, proj_weight)
     out = torch.empty((batch, dim), dtype=x.dtype, device=x.device)
     proj = torch.empty((batch, n_proj), dtype=x.dtype, device=x.device)
     _update_proj_kernel[(batch,)](

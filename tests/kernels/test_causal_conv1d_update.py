@@ -108,9 +108,12 @@ def proj_weight_for(inputs, n_proj, seed):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize(("dim", "n_proj"), [(DIM, 37), (64, 80), (5, 3)])
-def test_fused_step_and_projection_match_the_step_then_linear(dtype, dim, n_proj):
+def test_fused_step_and_projection_match_the_step_then_linear(monkeypatch, dtype, dim, n_proj):
     """Triton against the reference op and against causal_conv1d_update + F.linear, over
     three steps (each step reads the window the previous one wrote)."""
+    from seqmamba.kernels.causal_conv1d import update_kernel
+
+    monkeypatch.setattr(update_kernel, "FUSED_MIN_BATCH", 1)  # the fused kernel at any batch
     inputs = make(11 + dim, dim=dim, dtype=dtype, strided_x=True)
     weight_p = proj_weight_for(inputs, n_proj, seed=dim)
     states = {name: inputs["conv_state"].clone() for name in ("triton", "reference", "plain")}
@@ -133,10 +136,11 @@ def test_fused_step_and_projection_match_the_step_then_linear(dtype, dim, n_proj
         torch.testing.assert_close(states["triton"], states["reference"], rtol=0, atol=0)
 
 
-def test_wide_rows_take_the_step_kernel_and_a_matrix_product(monkeypatch):
+@pytest.mark.parametrize("limit", ["MAX_PROJ_DIM", "FUSED_MIN_BATCH"])
+def test_wide_rows_and_small_batches_take_the_step_kernel_and_a_matrix_product(monkeypatch, limit):
     from seqmamba.kernels.causal_conv1d import update_kernel
 
-    monkeypatch.setattr(update_kernel, "MAX_PROJ_DIM", 32)
+    monkeypatch.setattr(update_kernel, limit, 32 if limit == "MAX_PROJ_DIM" else 4)
     inputs = make(12, dim=70)
     weight_p = proj_weight_for(inputs, 9, seed=1)
     state_t, state_r = inputs["conv_state"].clone(), inputs["conv_state"].clone()
