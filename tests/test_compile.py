@@ -85,11 +85,14 @@ def test_custom_ops_pass_opcheck(with_optional):
     torch.library.opcheck(torch.ops.seqmamba.selective_scan_bwd.default, bwd_args)
 
 
-def test_whole_model_compiles_without_graph_breaks_and_follows_use_backend():
+def test_whole_model_compiles_without_graph_breaks_and_follows_use_backend(monkeypatch):
     """MambaLM under torch.compile(fullgraph=True) on the Triton ops: the backend lookup
     traces (no graph break). And a compiled model follows a later use_backend setting
-    (a guard recompiles it) rather than keeping the backend it was traced with."""
+    (a guard recompiles it) rather than keeping the backend it was traced with: told by
+    whether the Triton scan runs (a compiled graph calls the custom op's body), since
+    Inductor's fusions move the last bits of the other ops as much as the backends differ."""
     from seqmamba.kernels import use_backend
+    from seqmamba.kernels.selective_scan import triton_fwd
     from seqmamba.models import MambaLM, ModelConfig
 
     torch.manual_seed(0)
@@ -99,19 +102,25 @@ def test_whole_model_compiles_without_graph_breaks_and_follows_use_backend():
         eager_triton = model(tokens)
     with use_backend("reference"):
         eager_reference = model(tokens)
-    gap = (eager_triton - eager_reference).abs().max()
-    assert gap > 0  # the two backends round differently: the check below can tell them apart
 
+    calls = []
+    scan_fwd = triton_fwd.scan_fwd
+    monkeypatch.setattr(triton_fwd, "scan_fwd", lambda *args, **kwargs: calls.append(1) or scan_fwd(*args, **kwargs))
     torch._dynamo.reset()
     with use_backend("triton"):
         full = torch.compile(model, fullgraph=True, backend=COMPILE_BACKEND)
-        torch.testing.assert_close(full(tokens), eager_triton, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(full(tokens), eager_triton, rtol=1e-4, atol=1e-5)
+    assert calls
     # The reference scan is not written for tracing (graph breaks): no fullgraph there.
     compiled = torch.compile(model, backend=COMPILE_BACKEND)
+    calls.clear()
     with use_backend("triton"):
-        torch.testing.assert_close(compiled(tokens), eager_triton, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(compiled(tokens), eager_triton, rtol=1e-4, atol=1e-5)
+    assert calls
+    calls.clear()
     with use_backend("reference"):
-        assert (compiled(tokens) - eager_reference).abs().max() < 0.1 * gap
+        torch.testing.assert_close(compiled(tokens), eager_reference, rtol=1e-4, atol=1e-5)
+    assert not calls
 
 
 def test_recomputing_mixer_compiles_without_graph_breaks():

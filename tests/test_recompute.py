@@ -61,9 +61,17 @@ def loss_and_grads(model: MambaLM, ids: torch.Tensor, labels: torch.Tensor) -> t
 
 
 def held_bytes(model: MambaLM, ids: torch.Tensor) -> int:
-    """Bytes still allocated after the forward (and loss) that were allocated during it."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    """Bytes still allocated after the forward (and loss) that were allocated during it,
+    on the device the model runs on (the CPU profiler sees no CUDA allocations)."""
+    if ids.is_cuda:
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated(ids.device)
         loss = model(ids).square().mean()  # kept alive, and with it the autograd graph
+        held = torch.cuda.memory_allocated(ids.device) - before
+        del loss
+        return held
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        loss = model(ids).square().mean()
     held = sum(event.self_cpu_memory_usage for event in prof.events())
     del loss
     return held
