@@ -76,8 +76,9 @@ for step in "$@"; do
             # still says which tests failed. The scan's own file is the step tests_scan.
             run tests 560 python3 -m pytest -v -p no:cacheprovider tests/kernels/test_cross_entropy.py \
                 tests/test_lm_loss.py tests/kernels/test_kernel_op.py tests/kernels/test_rmsnorm.py \
-                tests/kernels/test_triton_math.py tests/kernels/test_causal_conv1d.py tests/test_compile.py \
-                tests/test_recompute.py ;;
+                tests/kernels/test_triton_math.py tests/kernels/test_causal_conv1d.py \
+                tests/kernels/test_causal_conv1d_update.py tests/kernels/test_selective_state_update.py \
+                tests/test_generation.py tests/test_compile.py tests/test_recompute.py ;;
         tests_scan)
             run tests_scan 560 python3 -m pytest -v -p no:cacheprovider tests/kernels/test_selective_scan_triton.py ;;
         tuning)

@@ -132,7 +132,8 @@ def test_fused_step_and_projection_match_the_step_then_linear(monkeypatch, dtype
         proj_of_t = torch.nn.functional.linear(out_t.float(), weight_p.float()).to(dtype)
         torch.testing.assert_close(proj_t.float(), proj_of_t.float(), rtol=TOL[dtype], atol=TOL[dtype])
         torch.testing.assert_close(out_r, out_p, rtol=0, atol=0)
-        torch.testing.assert_close(proj_r, proj_p, rtol=0, atol=0)
+        # Two float32 products of the same operands (on a GPU, possibly two algorithms).
+        torch.testing.assert_close(proj_r.float(), proj_p.float(), rtol=TOL[dtype], atol=TOL[dtype])
         torch.testing.assert_close(states["triton"], states["reference"], rtol=0, atol=0)
 
 
