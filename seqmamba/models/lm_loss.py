@@ -25,16 +25,16 @@ from torch import Tensor
 from seqmamba.kernels.cross_entropy import softmax_cross_entropy
 from seqmamba.kernels.cross_entropy.op import check_labels_in_range
 
-# Logits computed at once, in fp32 values: 2^26 (256 MB) is ~1,300 tokens of a 50k vocabulary.
+# Logits computed at once: 2^26 is ~1,300 tokens of a 50k vocabulary, 128 MB in bf16 (the
+# Triton softmax works in place; the reference's fp32 copies take 256 MB each).
 BLOCK_LOGITS = 1 << 26
 
 
 @dataclass
 class LMLoss:
-    """total: sum of the labelled tokens' cross-entropies (fp32 scalar, fp64 for fp64
-    inputs; differentiable);
-    count: labelled tokens; correct: labelled tokens whose largest logit is the label
-    (int64 scalars)."""
+    """total: sum of the labelled tokens' cross-entropies (differentiable fp32 scalar;
+    fp64 for fp64 inputs); count: labelled tokens; correct: labelled tokens whose largest
+    logit is the label (int64 scalars)."""
 
     total: Tensor
     count: Tensor
