@@ -29,6 +29,7 @@ with an error other than out-of-memory (the other cases still run).
 
     python benchmarks/bench_train.py                       # CUDA, all sections
     python benchmarks/bench_train.py --sections long       # only the sequence-length sweep
+    python benchmarks/bench_train.py --sections long --long-variants checkpoint+recompute --long-exponents 23
     python benchmarks/bench_train.py --device cpu --tiny   # tiny shapes on the CPU, seconds
     python benchmarks/bench_train.py --sections lm --profile 25   # + where one step's time goes
 
@@ -196,6 +197,11 @@ LONG_VARIANTS = {
     # recomputation too: 2^23 tokens took 82.8 GiB with checkpointing alone (H200).
     "seqmamba checkpoint + recompute": dict(checkpoint_every=1, mixer_recompute=True),
 }
+# --long-variants names them by what they add to the plain model.
+LONG_VARIANT_KEYS = {
+    "plain": "seqmamba", "recompute": "seqmamba recompute", "checkpoint": "seqmamba checkpoint",
+    "checkpoint+recompute": "seqmamba checkpoint + recompute",
+}
 
 
 # --- training steps ------------------------------------------------------------------
@@ -319,7 +325,8 @@ def run_lm(args: argparse.Namespace, settings: Settings) -> list[Record]:
 
 def run_long(args: argparse.Namespace, settings: Settings) -> list[Record]:
     records = []
-    for name, options in LONG_VARIANTS.items():
+    for name in args.long_variants:
+        options = LONG_VARIANTS[name]
         config = mamba_config(args.long_d_model, args.long_n_layer, args.long_vocab, **options)
         failed_at = None
         for exponent in args.long_exponents:
@@ -396,6 +403,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     p.add_argument("--autocast", choices=["bf16", "off"], default="bf16")
     p.add_argument("--out", type=pathlib.Path, help="also write the records as JSON")
+    p.add_argument("--long-variants", default=",".join(LONG_VARIANT_KEYS),
+                   help=f"comma-separated subset of {','.join(LONG_VARIANT_KEYS)} for the long section")
     p.add_argument("--profile", type=int, default=0, metavar="K",
                    help="profile one more step of each lm model; print its K costliest operators and kernels")
     for key, value in FULL.items():
@@ -408,6 +417,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             setattr(args, key, value)
     args.long_exponents = [int(e) for e in str(args.long_exponents).split(",")]
     args.sections = [s for s in args.sections.split(",") if s]
+    variants = [v for v in args.long_variants.split(",") if v]
+    unknown_variants = sorted(set(variants) - set(LONG_VARIANT_KEYS))
+    if unknown_variants or not variants:
+        p.error(f"--long-variants: unknown {unknown_variants or 'empty list'}; choose from {list(LONG_VARIANT_KEYS)}")
+    args.long_variants = [LONG_VARIANT_KEYS[v] for v in variants]
     unknown = sorted(set(args.sections) - set(SECTIONS))
     if unknown:
         p.error(f"--sections: unknown {unknown}; choose from {SECTIONS}")

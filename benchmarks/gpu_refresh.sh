@@ -16,14 +16,17 @@
 #   wait        wait for that build (up to 9 minutes)
 #   tests       the GPU kernel tests but the scan's, torch.compile, the recompute path, the loss
 #   tests_scan  the selective-scan kernel tests at GPU shapes (the two lists together ran
-#               over 500 s on an H200, the anchor build beside them slows both)
+#               over 500 s on an H200 in one process, mostly compiling kernel variants;
+#               both steps run TEST_WORKERS pytest-xdist workers, default 8)
 #   tuning      scan launch shapes (FWD_CONFIGS, BWD_CONFIGS override scan_tuning.py's lists):
 #               by default the forward's split of L, the backward's chunk and segment lengths,
-#               and the interval between the states the forward saves (SAVE_EVERY: 16 steps
-#               would spare the backward most of its recomputation of chunk states)
+#               and the interval between the states the forward saves (SAVE_EVERY, default
+#               8,16,32,64: at 8, one state per backward chunk, the backward recomputes no
+#               chunk start states)
 #   scan        bench_scan.py, ours against mamba_ssm
 #   train       bench_train.py, the Mamba-130M shape, with a profile of one step
 #   long        bench_train.py's sequence-length sweep of the DNA-sized model, to 2^23
+#               (LONG_EXPONENTS, LONG_VARIANTS narrow it)
 #   generate    bench_generate.py at the workloads, 2k and 32k prompts included
 #   decode_ab   decoding with the conv step and x_proj in one kernel at every batch, then never
 #               (to set FUSED_MIN_BATCH in kernels/causal_conv1d/update_kernel.py)
@@ -74,23 +77,25 @@ for step in "$@"; do
         tests)
             # -v: each test's name and outcome as it ends, so a run cut off by the limit
             # still says which tests failed. The scan's own file is the step tests_scan.
-            run tests 560 python3 -m pytest -v -p no:cacheprovider tests/kernels/test_cross_entropy.py \
+            run tests 560 python3 -m pytest -v -p no:cacheprovider -n "${TEST_WORKERS:-8}" tests/kernels/test_cross_entropy.py \
                 tests/test_lm_loss.py tests/kernels/test_kernel_op.py tests/kernels/test_rmsnorm.py \
                 tests/kernels/test_triton_math.py tests/kernels/test_causal_conv1d.py \
                 tests/kernels/test_causal_conv1d_update.py tests/kernels/test_selective_state_update.py \
                 tests/test_generation.py tests/test_compile.py tests/test_recompute.py ;;
         tests_scan)
-            run tests_scan 560 python3 -m pytest -v -p no:cacheprovider tests/kernels/test_selective_scan_triton.py ;;
+            run tests_scan 560 python3 -m pytest -v -p no:cacheprovider -n "${TEST_WORKERS:-8}" \
+                tests/kernels/test_selective_scan_triton.py ;;
         tuning)
             run tuning 420 python3 benchmarks/scan_tuning.py \
                 --configs "${FWD_CONFIGS:-auto,16x16x1p,16x16x1x1024p,16x16x1x4096p,32x8x1x2048p}" \
-                --bwd-configs "${BWD_CONFIGS:-auto,8x8x1x1024,8x4x1x2048}" --save-every "${SAVE_EVERY:-16,32,64}" ;;
+                --bwd-configs "${BWD_CONFIGS:-auto,8x8x1x1024,8x4x1x2048}" --save-every "${SAVE_EVERY:-8,16,32,64}" ;;
         scan)
             run scan 300 python3 benchmarks/bench_scan.py --impls ours,mamba_ssm ;;
         train)
             run train 560 python3 benchmarks/bench_train.py --sections lm --profile 12 --warmup 2 --steps 6 ;;
         long)
-            run long 560 python3 benchmarks/bench_train.py --sections long --long-exponents 20,21,22,23 ;;
+            run long 560 python3 benchmarks/bench_train.py --sections long \
+                --long-exponents "${LONG_EXPONENTS:-20,21,22,23}" --long-variants "${LONG_VARIANTS:-plain,recompute,checkpoint,checkpoint+recompute}" ;;
         generate)
             run generate 560 python3 benchmarks/bench_generate.py \
                 --workloads 1x128x1024,16x128x1024,64x128x1024,64x2048x256,1x32768x256 --repeats 1 ;;

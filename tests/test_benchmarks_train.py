@@ -145,3 +145,15 @@ def test_profile_prints_the_costliest_operators(bench, capsys, one_thread):
     assert len(rows) == 5 and all(float(row.split()[0]) > 0 and int(row.split()[1]) > 0 for row in rows)
     times = [float(row.split()[0]) for row in rows]
     assert times == sorted(times, reverse=True)
+
+
+def test_long_variants_are_chosen_by_key(bench, monkeypatch):
+    def train(case, settings):
+        return bench.Record(case.section, case.name, case.batch, case.length, "ok", 1.0, case.length / 1e-3, None, 1, 1)
+
+    monkeypatch.setattr(bench, "train", train)
+    args = bench.parse_args(["--device", "cpu", "--tiny", "--long-exponents", "5", "--long-variants", "checkpoint+recompute,plain"])
+    records = bench.run_long(args, bench.Settings(device="cpu", autocast=False, warmup=1, steps=1))
+    assert [r.name for r in records] == ["seqmamba checkpoint + recompute", "seqmamba"]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--device", "cpu", "--long-variants", "checkpoint,fast"])

@@ -433,6 +433,8 @@ def fwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
         programs = rows * triton.cdiv(dg, block_d)
         if block_n <= 16:
             chunk *= 2  # the same ~128 values per thread: 16 x 16 ran 15-20% faster than 16 x 8 (H200)
+    if align > 1 and align % chunk:
+        chunk = math.gcd(chunk, align)  # states are saved between chunks (align: their interval)
     if SPLIT_L and programs < SPLIT_BELOW:
         seg_len = split_length(programs, length, math.lcm(align, chunk), target=SPLIT_PROGRAMS, min_len=MIN_SEG_LEN)
         if seg_len is not None:

@@ -346,3 +346,16 @@ def test_fake_implementations_give_the_kernels_shapes_strides_and_dtypes(layout)
     bwd_args = [inputs[k] for k in names[:-1]] + [states, torch.randn_like(out), torch.randn_like(final), True]
     assert_fake_matches_real(torch.ops.seqmamba.selective_scan_fwd.default, fwd_args)
     assert_fake_matches_real(torch.ops.seqmamba.selective_scan_bwd.default, bwd_args)
+
+
+@pytest.mark.parametrize("save_every", (8, 16))
+@pytest.mark.parametrize("split", (False, True))
+def test_states_saved_more_often(split_l, monkeypatch, save_every, split):
+    """States saved every 8 steps (one per backward chunk: the backward recomputes no chunk
+    start states) or 16; the forward's 16-step chunks shrink to fit the interval."""
+    from seqmamba.kernels.selective_scan import custom_op
+
+    monkeypatch.setattr(custom_op, "SAVE_EVERY", save_every)
+    monkeypatch.setattr(split_l, "SPLIT_L", split)
+    assert split_l.fwd_config(1, 64, 16, align=save_every).chunk <= save_every
+    check(Case(length=129 if not ON_GPU else 4099, small_dt=True, bc="mixed" if split else "varying"), seed=15)
