@@ -15,8 +15,10 @@ Sections (``--sections``, all by default):
                                       SDPA causal attention), same batch and length
     long        the longest sequence a DNA-sized Mamba (d_model 128, 6 layers, vocab 16)
                 trains on at batch 1, L = 2^16 ... 2^22, plain, with ``mixer_recompute``, with
-                every block checkpointed (``checkpoint_every=1``), and with both; out-of-memory is
-                reported, and a variant stops at its first failing length.
+                every block checkpointed (``checkpoint_every=1``), and trained ``--long-chunk``
+                steps at a time with the states passed between chunks
+                (seqmamba.models.chunked.backward_in_chunks); out-of-memory is reported, and
+                a variant stops at its first failing length.
 
 Every model trains with fp32 weights under bf16 autocast (``--autocast off`` for fp32),
 AdamW (lr 6e-4, weight decay 0.1), on random tokens (the same ones for every model of a
@@ -29,7 +31,7 @@ with an error other than out-of-memory (the other cases still run).
 
     python benchmarks/bench_train.py                       # CUDA, all sections
     python benchmarks/bench_train.py --sections long       # only the sequence-length sweep
-    python benchmarks/bench_train.py --sections long --long-variants checkpoint+recompute --long-exponents 23
+    python benchmarks/bench_train.py --sections long --long-variants chunked --long-exponents 23
     python benchmarks/bench_train.py --device cpu --tiny   # tiny shapes on the CPU, seconds
     python benchmarks/bench_train.py --sections lm --profile 25   # + where one step's time goes
 
@@ -61,6 +63,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from gpt_neox import NeoXConfig, NeoXLM  # noqa: E402
 
 from seqmamba.models import MambaLM, ModelConfig  # noqa: E402
+from seqmamba.models.chunked import backward_in_chunks  # noqa: E402
 
 LOSS_AGREEMENT = 0.02  # relative; bf16 autocast rounding moves the first loss by ~1e-3
 SECTIONS = ("lm", "long")
@@ -69,7 +72,8 @@ SECTIONS = ("lm", "long")
 @dataclass
 class Case:
     """One model to train: ``build()`` returns it (fp32, on the CPU); ``loss(model, ids,
-    labels)`` its mean next-token cross-entropy."""
+    labels)`` its mean next-token cross-entropy, which the step then backpropagates,
+    unless ``loss_runs_backward`` (the loss has filled the gradients itself)."""
 
     section: str
     name: str
@@ -78,6 +82,7 @@ class Case:
     batch: int
     length: int
     vocab: int
+    loss_runs_backward: bool = False
 
 
 @dataclass
@@ -158,6 +163,15 @@ def seqmamba_loss(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor) -> 
     return out.total / out.count
 
 
+def chunked_loss(chunk_len: int) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The same loss with its backward run ``chunk_len`` steps at a time (backward_in_chunks)."""
+    def loss(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        out = backward_in_chunks(model, ids, labels, chunk_len)
+        return out.total / out.count
+
+    return loss
+
+
 def build_transformer(config: NeoXConfig) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
         torch.manual_seed(0)
@@ -193,14 +207,14 @@ LONG_VARIANTS = {
     "seqmamba": {},
     "seqmamba recompute": dict(mixer_recompute=True),
     "seqmamba checkpoint": dict(checkpoint_every=1),
-    # Every block checkpointed and, inside the one block rerun at a time, the mixer's
-    # recomputation too: 2^23 tokens took 82.8 GiB with checkpointing alone (H200).
-    "seqmamba checkpoint + recompute": dict(checkpoint_every=1, mixer_recompute=True),
+    # The sequence trained a chunk at a time with the layers' states passed between
+    # chunks (seqmamba.models.chunked): memory grows with the chunk, not the sequence.
+    "seqmamba chunked": {},
 }
 # --long-variants names them by what they add to the plain model.
 LONG_VARIANT_KEYS = {
     "plain": "seqmamba", "recompute": "seqmamba recompute", "checkpoint": "seqmamba checkpoint",
-    "checkpoint+recompute": "seqmamba checkpoint + recompute",
+    "chunked": "seqmamba chunked",
 }
 
 
@@ -223,7 +237,8 @@ def train(case: Case, settings: Settings) -> Record:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=settings.autocast):
             loss = case.loss(model, inputs, labels)
-        loss.backward()
+        if not case.loss_runs_backward:
+            loss.backward()
         optimizer.step()
         return loss.detach()
 
@@ -331,7 +346,11 @@ def run_long(args: argparse.Namespace, settings: Settings) -> list[Record]:
         failed_at = None
         for exponent in args.long_exponents:
             length = 2**exponent
-            case = Case("long", name, build_seqmamba(config), seqmamba_loss, 1, length, args.long_vocab)
+            chunked = name == LONG_VARIANT_KEYS["chunked"]
+            case = Case(
+                "long", name, build_seqmamba(config), chunked_loss(args.long_chunk) if chunked else seqmamba_loss,
+                1, length, args.long_vocab, loss_runs_backward=chunked,
+            )
             if failed_at is not None:
                 records.append(Record("long", name, 1, length, f"skipped: OOM at L=2^{failed_at}"))
                 continue
@@ -389,10 +408,12 @@ def first_losses_agree(records: list[Record]) -> bool:
 FULL = dict(
     batch=8, length=2048, d_model=768, n_layer=24, vocab=50277, neox_d_model=768, neox_n_layer=12, neox_n_head=12,
     long_d_model=128, long_n_layer=6, long_vocab=16, long_exponents="16,18,20,21,22", warmup=3, steps=10, long_steps=3,
+    long_chunk=2**20,
 )
 TINY = dict(
     batch=2, length=64, d_model=32, n_layer=2, vocab=64, neox_d_model=32, neox_n_layer=2, neox_n_head=2,
     long_d_model=16, long_n_layer=2, long_vocab=16, long_exponents="8,10", warmup=1, steps=2, long_steps=2,
+    long_chunk=96,
 )
 
 

@@ -95,7 +95,7 @@ for step in "$@"; do
             run train 560 python3 benchmarks/bench_train.py --sections lm --profile 12 --warmup 2 --steps 6 ;;
         long)
             run long 560 python3 benchmarks/bench_train.py --sections long \
-                --long-exponents "${LONG_EXPONENTS:-20,21,22,23}" --long-variants "${LONG_VARIANTS:-plain,recompute,checkpoint,checkpoint+recompute}" ;;
+                --long-exponents "${LONG_EXPONENTS:-20,21,22,23}" --long-variants "${LONG_VARIANTS:-plain,recompute,checkpoint,chunked}" ;;
         generate)
             run generate 560 python3 benchmarks/bench_generate.py \
                 --workloads 1x128x1024,16x128x1024,64x128x1024,64x2048x256,1x32768x256 --repeats 1 ;;

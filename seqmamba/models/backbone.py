@@ -9,7 +9,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .block import Block
 from .config import ModelConfig
-from .mixer import Mamba
+from .mixer import Mamba, MixerState
 from .norm import add_norm, make_norm
 
 
@@ -44,6 +44,34 @@ class MambaBackbone(nn.Module):
                 hidden_states, residual = checkpoint(layer, hidden_states, residual, use_reentrant=False)
             else:
                 hidden_states, residual = layer(hidden_states, residual)
+        return self._final_norm(hidden_states, residual)
+
+    def forward_with_states(
+        self, input_ids: torch.Tensor, states: list[MixerState] | None = None
+    ) -> tuple[torch.Tensor, list[MixerState]]:
+        """One chunk of longer sequences: input_ids (batch, l) continue the sequences whose
+        earlier chunks left each layer's mixer in ``states`` (one per layer; None at the
+        start). Returns the normed hidden states (batch, l, d_model) and each layer's
+        state after the chunk's last step, to pass with the next chunk. Differentiable in
+        ``states`` too, so a backward through chunk after chunk is exact.
+        """
+        _check_input_ids(input_ids)
+        if states is not None and len(states) != len(self.layers):
+            raise ValueError(f"forward_with_states: got {len(states)} states for {len(self.layers)} layers")
+        hidden_states, residual = self.embedding(input_ids), None
+        new_states = []
+        for i, layer in enumerate(self.layers):
+            state = None if states is None else states[i]
+            if self.config.checkpoints_layer(i):
+                hidden_states, residual, state = checkpoint(
+                    layer.forward_with_state, hidden_states, residual, state, use_reentrant=False
+                )
+            else:
+                hidden_states, residual, state = layer.forward_with_state(hidden_states, residual, state)
+            new_states.append(state)
+        return self._final_norm(hidden_states, residual), new_states
+
+    def _final_norm(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         # The last residual add is fused into the final norm, as in every block.
         normed, _ = add_norm(self.norm_f, hidden_states, residual, residual_in_fp32=self.config.residual_in_fp32)
         return normed

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .mixer import Mamba
+from .mixer import Mamba, MixerState
 from .norm import add_norm, make_norm
 
 
@@ -38,3 +38,13 @@ class Block(nn.Module):
         """
         normed, residual = add_norm(self.norm, hidden_states, residual, residual_in_fp32=self.residual_in_fp32)
         return self.mixer(normed), residual
+
+    def forward_with_state(
+        self, hidden_states: torch.Tensor, residual: torch.Tensor | None, state: MixerState | None
+    ) -> tuple[torch.Tensor, torch.Tensor, MixerState]:
+        """:meth:`forward` continuing a sequence: ``state`` is the mixer's state after the
+        previous chunk (None at the start). Returns (hidden_states, residual, the mixer's
+        state after the last step)."""
+        normed, residual = add_norm(self.norm, hidden_states, residual, residual_in_fp32=self.residual_in_fp32)
+        hidden_states, state = self.mixer(normed, state=state, return_state=True)
+        return hidden_states, residual, state

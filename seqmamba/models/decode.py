@@ -107,8 +107,7 @@ def prefill(
     backbone = model.backbone
     hidden_states, residual = backbone.embedding(input_ids), None
     for block, layer_cache in zip(backbone.layers, cache.layers, strict=True):
-        normed, residual = add_norm(block.norm, hidden_states, residual, residual_in_fp32=block.residual_in_fp32)
-        hidden_states, state = block.mixer(normed, return_state=True)
+        hidden_states, residual, state = block.forward_with_state(hidden_states, residual, None)
         layer_cache.load_(state, rows)
     # Only the last position is needed: the head runs on one token per prompt.
     return model.lm_head(_final_norm(backbone, hidden_states[:, -1], residual[:, -1]))
