@@ -263,9 +263,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (the best counts)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the records and environment as JSON to this file")
-    p.add_argument("--conv-proj-min-batch", type=int, default=None,
-                   help="batches from this size decode with the conv step and x_proj in one kernel "
-                        "(default: the kernel module's FUSED_MIN_BATCH); 1: always, a large number: never")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available; use --device cpu")
@@ -290,10 +287,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.conv_proj_min_batch is not None:
-        from seqmamba.kernels.causal_conv1d import update_kernel
-
-        update_kernel.FUSED_MIN_BATCH = args.conv_proj_min_batch
     dtype = DTYPES[args.dtype]
     torch.manual_seed(args.seed)
     mamba = MambaLM(MAMBA[args.size]).to(device=args.device, dtype=dtype).eval()

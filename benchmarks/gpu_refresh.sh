@@ -28,8 +28,6 @@
 #   long        bench_train.py's sequence-length sweep of the DNA-sized model, to 2^23
 #               (LONG_EXPONENTS, LONG_VARIANTS narrow it)
 #   generate    bench_generate.py at the workloads, 2k and 32k prompts included
-#   decode_ab   decoding with the conv step and x_proj in one kernel at every batch, then never
-#               (to set FUSED_MIN_BATCH in kernels/causal_conv1d/update_kernel.py)
 #
 # Steps other than anchor/wait run without mamba_ssm if it is not installed (its rows
 # are then skipped). Example: `ANCHOR_SDIST=sdists bash benchmarks/gpu_refresh.sh out anchor tests wait scan`.
@@ -99,13 +97,8 @@ for step in "$@"; do
         generate)
             run generate 560 python3 benchmarks/bench_generate.py \
                 --workloads 1x128x1024,16x128x1024,64x128x1024,64x2048x256,1x32768x256 --repeats 1 ;;
-        decode_ab)
-            for min_batch in 1 100000; do
-                run "decode_ab_$min_batch" 280 python3 benchmarks/bench_generate.py --impls ours,ours_lowp \
-                    --workloads 1x128x512,16x128x512,64x128x512 --repeats 2 --conv-proj-min-batch "$min_batch"
-            done ;;
         *)
-            echo "unknown step '$step': choose from setup anchor wait tests tests_scan tuning scan train long generate decode_ab" >&2
+            echo "unknown step '$step': choose from setup anchor wait tests tests_scan tuning scan train long generate" >&2
             exit 2 ;;
     esac
 done

@@ -5,19 +5,11 @@ chosen by :mod:`seqmamba.kernels.backend` (Triton on CUDA, the plain-PyTorch ref
 elsewhere, or the one a caller names).
 """
 from .backend import use_backend
-from .causal_conv1d import causal_conv1d, causal_conv1d_update, causal_conv1d_update_proj
+from .causal_conv1d import causal_conv1d, causal_conv1d_update
 from .cross_entropy import softmax_cross_entropy
 from .rmsnorm import rms_norm
 from .selective_scan import selective_scan
 from .selective_state_update import selective_state_update
 
-__all__ = [
-    "causal_conv1d",
-    "causal_conv1d_update",
-    "causal_conv1d_update_proj",
-    "rms_norm",
-    "selective_scan",
-    "selective_state_update",
-    "softmax_cross_entropy",
-    "use_backend",
-]
+__all__ = ["causal_conv1d", "causal_conv1d_update", "rms_norm", "selective_scan", "selective_state_update", "softmax_cross_entropy",
+           "use_backend"]

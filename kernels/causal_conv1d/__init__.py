@@ -1,5 +1,5 @@
 """Depthwise causal conv1d: public op, reference and (on CUDA) Triton kernels."""
 from .op import causal_conv1d
-from .update import causal_conv1d_update, causal_conv1d_update_proj
+from .update import causal_conv1d_update
 
-__all__ = ["causal_conv1d", "causal_conv1d_update", "causal_conv1d_update_proj"]
+__all__ = ["causal_conv1d", "causal_conv1d_update"]

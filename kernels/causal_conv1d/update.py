@@ -17,7 +17,7 @@ import torch
 from ..backend import resolve_backend
 from ..checks import check_tensor, elements_overlap
 from .op import ACTIVATIONS, WIDTHS
-from .reference import causal_conv1d_update_reference, compute_dtype
+from .reference import causal_conv1d_update_reference
 
 OP = "causal_conv1d_update"
 BACKENDS = ("triton", "reference")
@@ -64,62 +64,6 @@ def causal_conv1d_update(
         if name == "triton":
             return causal_conv1d_update_op(x, conv_state, weight, bias, silu)
         return causal_conv1d_update_reference(x, conv_state, weight, bias, silu)
-
-
-def causal_conv1d_update_proj(
-    x: torch.Tensor,
-    conv_state: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    activation: str | None,
-    proj_weight: torch.Tensor,
-    backend: str | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`causal_conv1d_update` followed by a projection of its output, in one kernel.
-
-    Returns ``(out, proj)`` with ``out`` as :func:`causal_conv1d_update` returns it and
-    ``proj = out @ proj_weight.T`` (batch, E), accumulated in float32 (float64 for
-    float64 inputs) from ``out`` as rounded to x's dtype and rounded once to x's dtype:
-    what ``F.linear(out, proj_weight)`` gives. In Mamba's decode step the projection is
-    ``x_proj`` (Δ's low-rank input, B and C): on CUDA one program per batch row computes
-    both, one kernel where a step otherwise launches the conv step and a matrix product.
-
-    Args:
-        x, conv_state, weight, bias, activation, backend: as :func:`causal_conv1d_update`.
-        proj_weight: (E, D) in x's dtype.
-
-    Raises:
-        ValueError: naming the argument whose shape, dtype, device or layout is wrong.
-    """
-    _check_inputs(x, conv_state, weight, bias, activation)
-    check_tensor(OP, "proj_weight", proj_weight, (None, x.shape[1]), dims="(E, D)", dtypes=(x.dtype,),
-                 device=x.device)
-    if proj_weight.shape[0] < 1:
-        raise ValueError(f"{OP}: proj_weight must have at least one row, got shape {tuple(proj_weight.shape)}")
-    silu = activation == "silu"
-    name = resolve_backend(OP, backend, x.device, BACKENDS)
-    with torch.no_grad():
-        if name == "triton":
-            return causal_conv1d_update_proj_op(x, conv_state, weight, bias, silu, proj_weight)
-        out = causal_conv1d_update_reference(x, conv_state, weight, bias, silu)
-        acc = compute_dtype(x.dtype)
-        return out, (out.to(acc) @ proj_weight.to(acc).T).to(x.dtype)
-
-
-@torch.library.custom_op("seqmamba::causal_conv1d_update_proj", mutates_args=("conv_state",))
-def causal_conv1d_update_proj_op(
-    x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, silu: bool,
-    proj_weight: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fused Triton step as one op: updates ``conv_state`` in place, returns (out, proj)."""
-    from .update_kernel import causal_conv1d_update_proj_triton
-
-    return causal_conv1d_update_proj_triton(x, conv_state, weight, bias, silu, proj_weight)
-
-
-@causal_conv1d_update_proj_op.register_fake
-def _(x, conv_state, weight, bias, silu, proj_weight):
-    return x.new_empty(x.shape[0], x.shape[1]), x.new_empty(x.shape[0], proj_weight.shape[0])
 
 
 @torch.library.custom_op("seqmamba::causal_conv1d_update", mutates_args=("conv_state",))

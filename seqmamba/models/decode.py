@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from seqmamba.kernels import causal_conv1d_update_proj, selective_state_update
+from seqmamba.kernels import causal_conv1d_update, selective_state_update
 
 from .backbone import MambaBackbone
 from .block import Block
@@ -35,14 +35,11 @@ def mixer_step(mixer: Mamba, hidden_states: torch.Tensor, cache: LayerCache) -> 
 
     # The causal conv at the newest position only needs the last d_conv inputs: the op
     # shifts the window left by one, puts x last (same memory, so a CUDA graph can replay
-    # it) and returns silu(bias + taps . window), accumulated in float32, and x_proj of
-    # that (one kernel on CUDA).
+    # it) and returns silu(bias + taps . window), accumulated in float32.
     taps = mixer.conv1d.weight[:, 0, :]  # (d_inner, d_conv); tap d_conv - 1 is the newest input
-    x, x_dbl = causal_conv1d_update_proj(
-        x.to(cache.conv.dtype), cache.conv, taps, mixer.conv1d.bias, "silu", mixer.x_proj.weight.to(cache.conv.dtype)
-    )
-    x, x_dbl = x.to(xz.dtype), x_dbl.to(xz.dtype)
-    dt, B, C = torch.split(x_dbl, [mixer.dt_rank, mixer.d_state, mixer.d_state], dim=-1)
+    x = causal_conv1d_update(x.to(cache.conv.dtype), cache.conv, taps, mixer.conv1d.bias, "silu").to(xz.dtype)
+
+    dt, B, C = torch.split(F.linear(x, mixer.x_proj.weight), [mixer.dt_rank, mixer.d_state, mixer.d_state], dim=-1)
     # As in the forward: Δ's bias and softplus are applied inside the SSM op, which reads
     # the strided slices of the projections and the parameters in their own dtypes (it
     # computes in float32), A as A_log, and projects Δ from its low-rank input itself:

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from seqmamba.kernels import causal_conv1d, causal_conv1d_update, causal_conv1d_update_proj
-from seqmamba.kernels.causal_conv1d.update import causal_conv1d_update_op, causal_conv1d_update_proj_op
+from seqmamba.kernels import causal_conv1d, causal_conv1d_update
+from seqmamba.kernels.causal_conv1d.update import causal_conv1d_update_op
 
 ON_GPU = torch.cuda.is_available()
 DEVICE = "cuda" if ON_GPU else "cpu"
@@ -95,78 +95,3 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
             causal_conv1d_update(**{**good, **change})
     with pytest.raises(ValueError, match=r"activation must be None or 'silu', got 'relu'"):
         causal_conv1d_update(**good, activation="relu")
-
-
-# --- causal_conv1d_update_proj: the step and x_proj in one kernel ----------------------
-
-
-def proj_weight_for(inputs, n_proj, seed):
-    gen = torch.Generator().manual_seed(seed)
-    dim = inputs["x"].shape[1]
-    return (torch.randn(n_proj, dim, generator=gen) / math.sqrt(dim)).to(DEVICE, inputs["x"].dtype)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize(("dim", "n_proj"), [(DIM, 37), (64, 80), (5, 3)])
-def test_fused_step_and_projection_match_the_step_then_linear(monkeypatch, dtype, dim, n_proj):
-    """Triton against the reference op and against causal_conv1d_update + F.linear, over
-    three steps (each step reads the window the previous one wrote)."""
-    from seqmamba.kernels.causal_conv1d import update_kernel
-
-    monkeypatch.setattr(update_kernel, "FUSED_MIN_BATCH", 1)  # the fused kernel at any batch
-    inputs = make(11 + dim, dim=dim, dtype=dtype, strided_x=True)
-    weight_p = proj_weight_for(inputs, n_proj, seed=dim)
-    states = {name: inputs["conv_state"].clone() for name in ("triton", "reference", "plain")}
-    for step in range(3):
-        x = inputs["x"] * (step + 1)
-        out_t, proj_t = causal_conv1d_update_proj(
-            x, states["triton"], inputs["weight"], inputs["bias"], "silu", weight_p, backend="triton")
-        out_r, proj_r = causal_conv1d_update_proj(
-            x, states["reference"], inputs["weight"], inputs["bias"], "silu", weight_p, backend="reference")
-        out_p = causal_conv1d_update(x, states["plain"], inputs["weight"], inputs["bias"], "silu", backend="reference")
-        proj_p = torch.nn.functional.linear(out_p.float(), weight_p.float()).to(dtype)
-        assert out_t.dtype == proj_t.dtype == dtype and proj_t.shape == (x.shape[0], n_proj)
-        torch.testing.assert_close(out_t.float(), out_r.float(), rtol=TOL[dtype], atol=TOL[dtype])
-        # The kernel projects its own rounded outputs: compared with F.linear of those
-        # (its outputs may differ from the reference's by an ulp, and the projection with them).
-        proj_of_t = torch.nn.functional.linear(out_t.float(), weight_p.float()).to(dtype)
-        torch.testing.assert_close(proj_t.float(), proj_of_t.float(), rtol=TOL[dtype], atol=TOL[dtype])
-        torch.testing.assert_close(out_r, out_p, rtol=0, atol=0)
-        # Two float32 products of the same operands (on a GPU, possibly two algorithms).
-        torch.testing.assert_close(proj_r.float(), proj_p.float(), rtol=TOL[dtype], atol=TOL[dtype])
-        torch.testing.assert_close(states["triton"], states["reference"], rtol=0, atol=0)
-
-
-@pytest.mark.parametrize("limit", ["MAX_PROJ_DIM", "FUSED_MIN_BATCH"])
-def test_wide_rows_and_small_batches_take_the_step_kernel_and_a_matrix_product(monkeypatch, limit):
-    from seqmamba.kernels.causal_conv1d import update_kernel
-
-    monkeypatch.setattr(update_kernel, limit, 32 if limit == "MAX_PROJ_DIM" else 4)
-    inputs = make(12, dim=70)
-    weight_p = proj_weight_for(inputs, 9, seed=1)
-    state_t, state_r = inputs["conv_state"].clone(), inputs["conv_state"].clone()
-    got = causal_conv1d_update_proj(inputs["x"], state_t, inputs["weight"], inputs["bias"], "silu", weight_p,
-                                    backend="triton")
-    want = causal_conv1d_update_proj(inputs["x"], state_r, inputs["weight"], inputs["bias"], "silu", weight_p,
-                                     backend="reference")
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(state_t, state_r, rtol=0, atol=0)
-
-
-def test_fused_custom_op_passes_opcheck():
-    inputs = make(13, dim=20)
-    args = (inputs["x"], inputs["conv_state"].clone(), inputs["weight"], inputs["bias"], True,
-            proj_weight_for(inputs, 6, seed=2))
-    torch.library.opcheck(causal_conv1d_update_proj_op, args)
-
-
-def test_fused_step_names_a_bad_projection():
-    good = make(14, dim=8)
-    args = (good["x"], good["conv_state"], good["weight"], good["bias"], "silu")
-    with pytest.raises(ValueError, match=r"proj_weight must have shape \(E, D\) = \(\*, 8\), got \(5, 7\)"):
-        causal_conv1d_update_proj(*args, torch.randn(5, 7, device=DEVICE))
-    with pytest.raises(ValueError, match=r"proj_weight has dtype torch.float64"):
-        causal_conv1d_update_proj(*args, torch.randn(5, 8, device=DEVICE, dtype=torch.float64))
-    with pytest.raises(ValueError, match="proj_weight must have at least one row"):
-        causal_conv1d_update_proj(*args, torch.randn(0, 8, device=DEVICE))
