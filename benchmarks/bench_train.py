@@ -297,6 +297,22 @@ def print_profile(name: str, step: Callable[[], torch.Tensor], settings: Setting
         shapes = str(e.input_shapes)[:90]
         print(f"    {getattr(e, key) / 1e3:8.2f} {e.count:6d}  {e.key} {shapes}")
     if cuda:
+        # The host's share: operators by their own CPU time (under the profiler, which
+        # slows the host), then one step timed without it, from an idle GPU: the time to
+        # queue every launch against the time to finish. A step whose queueing takes
+        # longer than its kernels leaves the GPU waiting on the host.
+        host_ops = sorted(events, key=lambda e: -e.self_cpu_time_total)
+        print(f"    {'host ms':>8} {'calls':>6}  operator (CPU time of its own, under the profiler)")
+        for e in host_ops[: settings.profile]:
+            print(f"    {e.self_cpu_time_total / 1e3:8.2f} {e.count:6d}  {e.key}")
+        torch.cuda.synchronize()
+        begin = time.perf_counter()
+        step()
+        queued = time.perf_counter()
+        torch.cuda.synchronize()
+        done = time.perf_counter()
+        print(f"  one {name} step from an idle GPU: launches queued in {1e3 * (queued - begin):.1f} ms, "
+              f"done in {1e3 * (done - begin):.1f} ms")
         kernels: dict[str, list[float]] = {}
         for e in prof.events():
             if e.device_type == torch.autograd.DeviceType.CUDA:
