@@ -8,6 +8,10 @@ Sections (``--sections``, all by default):
                   seqmamba recompute  the same with ``mixer_recompute=True``
                   seqmamba, logits loss  the plain model with the (batch, L, vocab) logits
                                       and F.cross_entropy, as the others compute their loss
+                  ..., CUDA graph     seqmamba (its loss without the label check) and mamba_ssm with
+                                      the whole step captured in one CUDA graph and replayed
+                                      (seqmamba.train.graphed_step.CudaGraphStep): the kernels'
+                                      time without the host's, which eager steps can exceed
                   mamba_ssm           mamba_ssm's MambaLMHeadModel (Mamba1, fused add+norm,
                                       residual in fp32), when importable, loaded with the
                                       seqmamba model's initial weights
@@ -64,6 +68,7 @@ from gpt_neox import NeoXConfig, NeoXLM  # noqa: E402
 
 from seqmamba.models import MambaLM, ModelConfig  # noqa: E402
 from seqmamba.models.chunked import backward_in_chunks  # noqa: E402
+from seqmamba.train.graphed_step import CudaGraphStep  # noqa: E402
 
 LOSS_AGREEMENT = 0.02  # relative; bf16 autocast rounding moves the first loss by ~1e-3
 SECTIONS = ("lm", "long")
@@ -83,6 +88,8 @@ class Case:
     length: int
     vocab: int
     loss_runs_backward: bool = False
+    # The whole step captured once in a CUDA graph and replayed (seqmamba.train.CudaGraphStep).
+    cuda_graph: bool = False
 
 
 @dataclass
@@ -163,6 +170,13 @@ def seqmamba_loss(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor) -> 
     return out.total / out.count
 
 
+def seqmamba_loss_unchecked(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """MambaLM.loss without its label check, which reads labels back to the host (a CUDA
+    graph capture forbids that; the benchmark's labels are random vocabulary ids)."""
+    out = model.loss(ids, labels, check_labels=False)
+    return out.total / out.count
+
+
 def chunked_loss(chunk_len: int) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
     """The same loss with its backward run ``chunk_len`` steps at a time (backward_in_chunks)."""
     def loss(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -196,6 +210,11 @@ def lm_cases(args: argparse.Namespace) -> list[Case]:
         ),
         Case(name="seqmamba, logits loss", build=build_seqmamba(config), loss=plain_logits_loss, **common),
         Case(name="mamba_ssm", build=build_mamba_ssm(config), loss=mamba_ssm_loss, **common),
+        # The same two steps captured in CUDA graphs: what the kernels take without the host.
+        Case(name="seqmamba, CUDA graph", build=build_seqmamba(config), loss=seqmamba_loss_unchecked,
+             cuda_graph=True, **common),
+        Case(name="mamba_ssm, CUDA graph", build=build_mamba_ssm(config), loss=mamba_ssm_loss, cuda_graph=True,
+             **common),
         Case(
             name=f"transformer ({neox.n_layer}L d{neox.d_model} {neox.n_head}h)",
             build=build_transformer(neox), loss=plain_logits_loss, **common,
@@ -228,12 +247,12 @@ def train(case: Case, settings: Settings) -> Record:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     model = case.build().to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=6e-4, weight_decay=0.1, fused=cuda)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=6e-4, weight_decay=0.1, fused=cuda, capturable=case.cuda_graph)
     g = torch.Generator().manual_seed(1)
     tokens = torch.randint(0, case.vocab, (case.batch, case.length + 1), generator=g).to(device)
     inputs, labels = tokens[:, :-1], tokens[:, 1:]
 
-    def step() -> torch.Tensor:
+    def eager_step() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=settings.autocast):
             loss = case.loss(model, inputs, labels)
@@ -241,6 +260,15 @@ def train(case: Case, settings: Settings) -> Record:
             loss.backward()
         optimizer.step()
         return loss.detach()
+
+    def graph_loss(ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=settings.autocast, cache_enabled=False):
+            return case.loss(model, ids, targets)
+
+    step = eager_step
+    if case.cuda_graph:
+        graphed = CudaGraphStep(graph_loss, optimizer, (inputs, labels))
+        step = lambda: graphed(inputs, labels).clone()  # noqa: E731
 
     losses, times_ms = [], []
     for i in range(settings.warmup + settings.steps):
@@ -346,8 +374,9 @@ def measure(case: Case, settings: Settings) -> Record:
 def run_lm(args: argparse.Namespace, settings: Settings) -> list[Record]:
     records = []
     for case in lm_cases(args):
-        if case.name == "mamba_ssm" and settings.device != "cuda":
-            records.append(Record("lm", case.name, case.batch, case.length, "skipped: mamba_ssm runs on CUDA only"))
+        if (case.name.startswith("mamba_ssm") or case.cuda_graph) and settings.device != "cuda":
+            what = "mamba_ssm runs" if case.name.startswith("mamba_ssm") else "CUDA graphs run"
+            records.append(Record("lm", case.name, case.batch, case.length, f"skipped: {what} on CUDA only"))
             continue
         records.append(measure(case, settings))
         print(format_progress(records[-1]), flush=True)

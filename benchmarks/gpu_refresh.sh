@@ -79,7 +79,8 @@ for step in "$@"; do
                 tests/test_lm_loss.py tests/kernels/test_kernel_op.py tests/kernels/test_rmsnorm.py \
                 tests/kernels/test_triton_math.py tests/kernels/test_causal_conv1d.py \
                 tests/kernels/test_causal_conv1d_update.py tests/kernels/test_selective_state_update.py \
-                tests/test_generation.py tests/test_compile.py tests/test_recompute.py tests/test_chunked_training.py ;;
+                tests/test_generation.py tests/test_compile.py tests/test_recompute.py tests/test_chunked_training.py \
+                tests/test_graphed_step.py ;;
         tests_scan)
             run tests_scan 560 python3 -m pytest -v -p no:cacheprovider -n "${TEST_WORKERS:-8}" \
                 tests/kernels/test_selective_scan_triton.py ;;

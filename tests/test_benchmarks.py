@@ -155,3 +155,18 @@ def test_scan_tuning_parses_launch_shapes():
     assert tuning.parse_config(FwdConfig, "32x8x1x2048") == FwdConfig(32, 8, 1, seg_len=2048)
     assert tuning.parse_config(BwdConfig, "8x8x1x2048") == BwdConfig(8, 8, 1, seg_len=2048)
     assert tuning.parse_config(BwdConfig, "8x4x1") == BwdConfig(8, 4, 1)
+
+
+def test_host_benchmark_cpu_smoke_run(capsys):
+    spec = importlib.util.spec_from_file_location("bench_host", ROOT / "benchmarks" / "bench_host.py")
+    bench_host = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_host)
+    assert bench_host.main(["--device", "cpu", "--tiny", "--calls", "2"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "selective_scan fwd", "selective_scan fwd+bwd", "causal_conv1d fwd", "causal_conv1d fwd+bwd",
+        "rms_norm fwd", "rms_norm fwd+bwd",
+    ]
+    for row in rows:
+        host, done = (float(v) for v in row.split("|")[2:4])
+        assert 0 < host <= done

@@ -20,6 +20,14 @@ VOCAB = 23
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@pytest.fixture(autouse=True)
+def reference_kernels():
+    """float64 models run on the reference ops (the Triton kernels take 16- and 32-bit
+    inputs); the test of the kernels chooses them inside."""
+    with use_backend("reference"):
+        yield
+
+
 def make_model(dtype: torch.dtype = torch.float64, **options) -> MambaLM:
     torch.manual_seed(0)
     config = ModelConfig(d_model=16, n_layer=3, vocab_size=VOCAB, d_state=5, dt_rank=3, **options)

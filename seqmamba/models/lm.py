@@ -38,18 +38,24 @@ class MambaLM(nn.Module):
         """
         return self.lm_head(self.backbone(input_ids))
 
-    def loss(self, input_ids: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = -100) -> LMLoss:
+    def loss(
+        self, input_ids: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = -100, check_labels: bool = True
+    ) -> LMLoss:
         """Next-token cross-entropy without materialising the logits: the same values and
         gradients as ``F.cross_entropy(self(input_ids), labels, reduction="sum")``, with the
         head's products run a block of tokens at a time (:mod:`seqmamba.models.lm_loss`).
 
         input_ids, labels: (batch, L) int64, labels ``ignore_index`` where nothing is scored.
+        check_labels: False skips the check that every label is a vocabulary row or
+        ``ignore_index`` (it reads the labels back to the host, which a CUDA graph capture
+        forbids); out-of-range labels are then the caller's to rule out.
         Returns total (sum over scored tokens), count and correct (argmax equals the label).
         """
         # Labels are checked before the forward is queued: the check reads them back to the
         # host, which between the forward and the backward would leave the GPU idle while
         # the host catches up with the backward's launches.
-        check_labels_in_range("MambaLM.loss", labels, self.lm_head.weight.shape[0], ignore_index)
+        if check_labels:
+            check_labels_in_range("MambaLM.loss", labels, self.lm_head.weight.shape[0], ignore_index)
         return linear_cross_entropy(
             self.backbone(input_ids), self.lm_head.weight, labels, ignore_index=ignore_index, check_labels=False
         )
