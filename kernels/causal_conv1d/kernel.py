@@ -27,6 +27,7 @@ import triton.language as tl
 
 from ..layout import empty_like_layout
 from ..triton_math import fast_math, sigmoid
+from ..sizes import cdiv, next_power_of_2
 
 # (BLOCK_D, BLOCK_L) by memory layout, the contiguous axis long so loads coalesce. The
 # backward holds about four times the forward's tiles per element (2*width - 1 shifted
@@ -175,7 +176,7 @@ def _tile(x: torch.Tensor, length: int, *, backward: bool) -> tuple[int, int]:
     l_contiguous = x.stride(2) == 1 or x.shape[1] == 1
     tiles = INTERPRETER_TILES if x.device.type == "cpu" else GPU_TILES
     block_d, block_l = tiles[(backward, l_contiguous)]
-    return min(block_d, triton.next_power_of_2(x.shape[1])), min(block_l, triton.next_power_of_2(length))
+    return min(block_d, next_power_of_2(x.shape[1])), min(block_l, next_power_of_2(length))
 
 
 def _init_strides(initial_state: torch.Tensor | None) -> tuple[int, int, int]:
@@ -194,7 +195,7 @@ def causal_conv1d_forward(
     width = weight.shape[1]
     out = empty_like_layout(x)
     block_d, block_l = _tile(x, length, backward=False)
-    grid = (triton.cdiv(length, block_l), triton.cdiv(dim, block_d), batch)
+    grid = (cdiv(length, block_l), cdiv(dim, block_d), batch)
     _causal_conv1d_fwd_kernel[grid](
         x, weight, bias if bias is not None else weight, initial_state if initial_state is not None else x, out,
         dim, length, *x.stride(), *weight.stride(), *_init_strides(initial_state), *out.stride(),
@@ -224,11 +225,11 @@ def causal_conv1d_backward(
     dx = empty_like_layout(x)
     dinit = torch.empty((batch, dim, width - 1), dtype=x.dtype, device=x.device)
     block_d, block_l = _tile(x, length + width - 1, backward=True)
-    n_lblocks = triton.cdiv(length + width - 1, block_l)
+    n_lblocks = cdiv(length + width - 1, block_l)
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     dw_part = torch.empty((batch, n_lblocks, dim, width), dtype=acc, device=x.device)
     db_part = torch.empty((batch, n_lblocks, dim), dtype=acc, device=x.device)
-    grid = (n_lblocks, triton.cdiv(dim, block_d), batch)
+    grid = (n_lblocks, cdiv(dim, block_d), batch)
     _causal_conv1d_bwd_kernel[grid](
         x, weight, bias if bias is not None else weight, initial_state if initial_state is not None else x,
         dout, dx, dinit, dw_part, db_part, dim, length,

@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 
 from .kernel import _acc_dtype
+from ..sizes import cdiv, next_power_of_2
 
 BLOCK_D = 128
 
@@ -65,12 +66,12 @@ def causal_conv1d_update_triton(
     batch, dim = x.shape
     width = weight.shape[1]
     out = torch.empty((batch, dim), dtype=x.dtype, device=x.device)
-    grid = (triton.cdiv(dim, BLOCK_D), batch)
+    grid = (cdiv(dim, BLOCK_D), batch)
     _update_kernel[grid](
         x, conv_state, weight, bias if bias is not None else weight, out,
         dim, width,
         *x.stride(), *conv_state.stride(), *weight.stride(), *out.stride(),
-        BLOCK_D=BLOCK_D, BLOCK_W=triton.next_power_of_2(width), HAS_BIAS=bias is not None, SILU=silu,
+        BLOCK_D=BLOCK_D, BLOCK_W=next_power_of_2(width), HAS_BIAS=bias is not None, SILU=silu,
         ACC=_acc_dtype(x.dtype),
     )
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from ..sizes import next_power_of_2
 
 BLOCK_V = 4096
 
@@ -77,7 +78,7 @@ def softmax_cross_entropy_triton(
     dlogits = None
     if with_grad:
         dlogits = out if out is not None else torch.empty_like(logits)
-    block = min(BLOCK_V, triton.next_power_of_2(vocab))
+    block = min(BLOCK_V, next_power_of_2(vocab))
     if rows:
         _xent_kernel[(rows,)](
             logits, labels, losses, correct, dlogits if dlogits is not None else logits,

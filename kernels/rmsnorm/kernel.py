@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from ..sizes import cdiv, next_power_of_2
 
 MAX_BLOCK_N = 4096  # widest row kept in registers as one tile (fp32: 16 KiB per program)
 _BACKWARD_PROGRAMS_PER_SM = 8  # enough resident warps to hide memory latency
@@ -150,8 +151,8 @@ def _rows(t: torch.Tensor, hidden: int) -> torch.Tensor:
 
 def _block(hidden: int) -> tuple[int, int, int]:
     """(BLOCK_N, N_CHUNKS, num_warps) for rows of ``hidden``."""
-    block_n = min(triton.next_power_of_2(hidden), MAX_BLOCK_N)
-    return block_n, triton.cdiv(hidden, block_n), min(max(block_n // 256, 1), 8)
+    block_n = min(next_power_of_2(hidden), MAX_BLOCK_N)
+    return block_n, cdiv(hidden, block_n), min(max(block_n // 256, 1), 8)
 
 
 def rms_norm_forward(
@@ -198,7 +199,7 @@ def rms_norm_backward(
         n_programs = min(rows, sms * _BACKWARD_PROGRAMS_PER_SM)
     else:
         n_programs = min(rows, 4)  # interpreter: a few programs, each looping over rows
-    rows_per_program = triton.cdiv(rows, n_programs)
+    rows_per_program = cdiv(rows, n_programs)
     acc_torch, acc_tl = _acc_dtype(x_dtype)
     dw_part = torch.zeros((n_programs, hidden), dtype=acc_torch, device=dx.device)
     _rms_norm_bwd_kernel[(n_programs,)](

@@ -28,6 +28,7 @@ from ..layout import empty_like_layout
 from ..triton_math import LOG2E, fast_math, sigmoid, softplus
 from .triton_common import load_f32, split_length
 from .triton_fwd import bc_strides, group_ratio, n_groups
+from ..sizes import cdiv, next_power_of_2
 
 
 @triton.jit
@@ -451,8 +452,8 @@ def bwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
     num_warps = 1 if block_n <= 64 else 4
     chunk = 8
     block_d = max(1, (32 * 32 * num_warps) // (chunk * block_n))
-    block_d = min(block_d, 32 * num_warps, triton.next_power_of_2(dg))
-    programs = rows * triton.cdiv(dg, block_d)
+    block_d = min(block_d, 32 * num_warps, next_power_of_2(dg))
+    programs = rows * cdiv(dg, block_d)
     seg_len = None
     if SPLIT_L and programs < TARGET_PROGRAMS:
         seg_len = split_length(programs, length, math.lcm(align, chunk), target=SPLIT_PROGRAMS, min_len=MIN_SEG_LEN)
@@ -489,7 +490,7 @@ def scan_bwd(
     n_state = A.shape[1]
     groups = n_groups(B, C)
     dg = dim // groups
-    block_n = triton.next_power_of_2(n_state)
+    block_n = next_power_of_2(n_state)
     if config is not None:
         cfg = config
     else:
@@ -498,12 +499,12 @@ def scan_bwd(
     fast = fast_math(u, delta, z)
     n_saved = states.shape[2]
     dev, f32 = u.device, torch.float32
-    n_dblk = triton.cdiv(dg, cfg.block_d)
+    n_dblk = cdiv(dg, cfg.block_d)
     slots = groups * n_dblk
     n_seg, seg_len = 1, n_saved * save_every
     if cfg.seg_len is not None and cfg.seg_len < length:
         assert cfg.seg_len % save_every == 0, "segments start at saved states"
-        n_seg, seg_len = triton.cdiv(length, cfg.seg_len), cfg.seg_len
+        n_seg, seg_len = cdiv(length, cfg.seg_len), cfg.seg_len
 
     du = empty_like_layout(u)
     ddelta = empty_like_layout(delta)

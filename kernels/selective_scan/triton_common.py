@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+from ..sizes import cdiv
 
 
 @triton.jit
@@ -33,6 +34,6 @@ def split_length(programs: int, length: int, align: int, *, target: int, min_len
     programs: programs launched without a split; the segments bring them to about
     ``target``, each segment at least ``min_len`` steps and a multiple of ``align``.
     """
-    seg_len = max(min_len, triton.cdiv(length, triton.cdiv(target, programs)))
-    seg_len = triton.cdiv(seg_len, align) * align
+    seg_len = max(min_len, cdiv(length, cdiv(target, programs)))
+    seg_len = cdiv(seg_len, align) * align
     return seg_len if seg_len < length else None

@@ -22,6 +22,7 @@ import triton.language as tl
 from ..layout import empty_like_layout
 from ..triton_math import LOG2E, fast_math, sigmoid, softplus
 from .triton_common import load, split_length
+from ..sizes import cdiv, next_power_of_2
 
 
 @triton.jit
@@ -335,7 +336,7 @@ def scan_fwd(
     n_state = A.shape[1]
     groups = n_groups(B, C)
     dg = dim // groups
-    block_n = triton.next_power_of_2(n_state)
+    block_n = next_power_of_2(n_state)
     save = save_every is not None
     if config is not None:
         cfg = config
@@ -343,23 +344,23 @@ def scan_fwd(
         cfg = fwd_config(batch * groups, dg, block_n, length=length, align=save_every or 1)
     if save:
         assert save_every % cfg.chunk == 0, "states are saved at chunk boundaries"
-    n_saved = triton.cdiv(length, save_every) if save else 0
+    n_saved = cdiv(length, save_every) if save else 0
     dev, f32 = u.device, torch.float32
     out = empty_like_layout(u)
     final = torch.empty((batch, dim, n_state), dtype=f32, device=dev)
     states = torch.empty((batch, dim, n_saved, n_state) if save else (0,), dtype=f32, device=dev)
-    n_seg, seg_chunks = 1, triton.cdiv(length, cfg.chunk)
+    n_seg, seg_chunks = 1, cdiv(length, cfg.chunk)
     if cfg.seg_len is not None and cfg.seg_len < length:
         assert cfg.seg_len % cfg.chunk == 0, "segments are whole chunks"
         assert not save or cfg.seg_len % save_every == 0, "segments start at saved states"
-        n_seg, seg_chunks = triton.cdiv(length, cfg.seg_len), cfg.seg_len // cfg.chunk
+        n_seg, seg_chunks = cdiv(length, cfg.seg_len), cfg.seg_len // cfg.chunk
     seg_states = torch.empty((batch, dim, n_seg - 1, n_state) if n_seg > 1 else (0,), dtype=f32, device=dev)
     seg_dt = torch.empty((batch, dim, n_seg - 1) if n_seg > 1 else (0,), dtype=f32, device=dev)
     b_varying, sB = bc_strides(B)
     c_varying, sC = bc_strides(C)
     z_arg = z if z is not None else u
     init_arg = initial_state if initial_state is not None else final
-    n_dblk = triton.cdiv(dg, cfg.block_d)
+    n_dblk = cdiv(dg, cfg.block_d)
 
     def launch(segments: int, first_pass: bool) -> None:
         _fwd_kernel[(n_dblk * segments, groups, batch)](
@@ -426,11 +427,11 @@ def fwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
     num_warps = 1 if block_n <= 64 else 4
     chunk = 8 if block_n <= 16 else 4
     block_d = max(1, (128 * 32 * num_warps) // (chunk * block_n))
-    block_d = min(block_d, 32 * num_warps, triton.next_power_of_2(dg))
-    programs = rows * triton.cdiv(dg, block_d)
+    block_d = min(block_d, 32 * num_warps, next_power_of_2(dg))
+    programs = rows * cdiv(dg, block_d)
     if block_d > 1 and programs < TARGET_PROGRAMS:
         block_d //= 2
-        programs = rows * triton.cdiv(dg, block_d)
+        programs = rows * cdiv(dg, block_d)
         if block_n <= 16:
             chunk *= 2  # the same ~128 values per thread: 16 x 16 ran 15-20% faster than 16 x 8 (H200)
     if align > 1 and align % chunk:

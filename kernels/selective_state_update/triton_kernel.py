@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from ..sizes import cdiv, next_power_of_2
 
 _TILE = 1024  # state elements per program
 _LARGE_TILE = 2048  # ... for steps of more than _LARGE_STEP state elements
@@ -125,10 +126,10 @@ def launch_config(batch: int, dim: int, n_state: int) -> tuple[int, int, int]:
     1024 did best; larger steps want 4 warps, and 2048-element tiles past about 4M
     elements. Warps never outnumber the tile's 128-element slices, so no warp idles.
     """
-    block_n = triton.next_power_of_2(n_state)
+    block_n = next_power_of_2(n_state)
     work = batch * dim * block_n
     tile = _LARGE_TILE if work > _LARGE_STEP else _TILE
-    block_d = max(1, min(triton.next_power_of_2(dim), tile // block_n))
+    block_d = max(1, min(next_power_of_2(dim), tile // block_n))
     num_warps = 8 if work <= _SMALL_STEP else 4
     num_warps = min(num_warps, max(1, block_d * block_n // 128))
     return block_d, block_n, num_warps
@@ -174,7 +175,7 @@ def selective_state_update_triton(
     chosen_d, block_n, chosen_warps = launch_config(batch, dim, n_state)
     block_d = block_d or chosen_d
     num_warps = num_warps or chosen_warps
-    grid = (triton.cdiv(dim, block_d), batch)
+    grid = (cdiv(dim, block_d), batch)
     _selective_state_update_kernel[grid](
         state, x, dt, A, B, C,
         D if D is not None else x, z if z is not None else x, dt_bias if dt_bias is not None else x, y,
@@ -190,6 +191,6 @@ def selective_state_update_triton(
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus,
         B_GROUPED=B.dim() == 3, C_GROUPED=C.dim() == 3,
         BLOCK_D=block_d, BLOCK_N=block_n, A_IS_LOG=A_is_log, DT_PROJ=dt_weight is not None,
-        BLOCK_R=triton.next_power_of_2(dt.shape[1]) if dt_weight is not None else 1, num_warps=num_warps,
+        BLOCK_R=next_power_of_2(dt.shape[1]) if dt_weight is not None else 1, num_warps=num_warps,
     )
     return y

@@ -42,3 +42,16 @@ def test_fast_softplus_and_sigmoid_are_close_to_torch_on_the_gpu():
     assert ((sp.double() - ref_sp).abs() / ref_sp)[big].max() < 1e-5
     assert (sp.double() - ref_sp).abs()[~big].max() < 2e-7
     assert (sig.double() - ref_sig).abs().max() < 1e-6
+
+
+def test_host_size_helpers_agree_with_tritons():
+    """kernels.sizes replaces triton.cdiv / next_power_of_2 in host code (they are
+    constexpr functions there, several microseconds a call); same values."""
+    import triton
+
+    from seqmamba.kernels.sizes import cdiv, next_power_of_2
+
+    for n in range(0, 4100):
+        assert next_power_of_2(n) == triton.next_power_of_2(n), n
+        for b in (1, 3, 8, 64):
+            assert cdiv(n, b) == triton.cdiv(n, b), (n, b)
