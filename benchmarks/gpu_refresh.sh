@@ -14,7 +14,8 @@
 #   anchor      start building mamba_ssm + causal_conv1d in the background
 #               (benchmarks/build_anchor.sh; needs ANCHOR_SDIST, optional ANCHOR_WHEELS)
 #   wait        wait for that build (up to 9 minutes)
-#   tests       the GPU kernel tests but the scan's, torch.compile, the recompute path, the loss
+#   tests       the GPU kernel tests but the scan's, torch.compile, the recompute path, the loss,
+#               a training step that never waits on the GPU
 #   tests_scan  the selective-scan kernel tests at GPU shapes (the two lists together ran
 #               over 500 s on an H200 in one process, mostly compiling kernel variants;
 #               both steps run TEST_WORKERS pytest-xdist workers, default 8)
@@ -80,7 +81,7 @@ for step in "$@"; do
                 tests/kernels/test_triton_math.py tests/kernels/test_causal_conv1d.py \
                 tests/kernels/test_causal_conv1d_update.py tests/kernels/test_selective_state_update.py \
                 tests/test_generation.py tests/test_compile.py tests/test_recompute.py tests/test_chunked_training.py \
-                tests/test_graphed_step.py ;;
+                tests/test_graphed_step.py tests/test_host_checks.py ;;
         tests_scan)
             run tests_scan 560 python3 -m pytest -v -p no:cacheprovider -n "${TEST_WORKERS:-8}" \
                 tests/kernels/test_selective_scan_triton.py ;;

@@ -117,6 +117,21 @@ class Task(abc.ABC):
         """
         return language_model_loss(model, batch["input_ids"], batch["labels"])
 
+    def check_batch(self, batch: dict[str, torch.Tensor]) -> None:
+        """Raise ValueError if a batch holds token ids the model cannot take.
+
+        The training module calls this on each batch on the host, before its copy to the
+        device: an id outside the vocabulary would otherwise fail deep inside a GPU kernel
+        (a device-side assert) or, checked there, make the host wait for the GPU once a
+        step. Default: ``batch["input_ids"]`` in [0, vocab_size) and ``batch["labels"]``
+        in [0, vocab_size) or IGNORE_INDEX, for whichever of the two the batch has.
+        Tasks whose batches carry other ids (class labels, say) extend it.
+        """
+        if "input_ids" in batch:
+            check_ids(f"task {self.name!r}: batch['input_ids']", batch["input_ids"], self.vocab_size)
+        if "labels" in batch:
+            check_ids(f"task {self.name!r}: batch['labels']", batch["labels"], self.vocab_size, allowed=IGNORE_INDEX)
+
     def loss_unit(self) -> tuple[str, float]:
         """The domain's own unit, for comparing losses across domains (``seqmamba
         compare``): its name and how many of it one scored token stands for.
@@ -167,6 +182,26 @@ class Task(abc.ABC):
         terms (audio: against real time), given the new tokens per second of each
         sequence and how many sequences were decoded together. Default: ``""``, nothing."""
         return ""
+
+
+def check_ids(name: str, ids: torch.Tensor, limit: int, *, allowed: int | None = None) -> None:
+    """Raise ValueError naming the first entry of ``ids`` (any shape, an integer dtype)
+    outside [0, limit) that is not ``allowed``: its value and its index.
+
+    Meant for host tensors: on a GPU tensor it waits for the queued kernels.
+    """
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
+    bad = (ids < 0) | (ids >= limit)
+    if allowed is not None:
+        bad &= ids != allowed
+    if bool(bad.any()):
+        index = tuple(int(i) for i in bad.nonzero()[0])
+        also = f" or equal {allowed}" if allowed is not None else ""
+        raise ValueError(
+            f"{name}: entry {index} is {int(ids[index])}; ids must lie in [0, {limit}){also}. "
+            "Check the dataset's tokenizer against the task's vocabulary"
+        )
 
 
 def language_model_loss(model: nn.Module, input_ids: torch.Tensor, labels: torch.Tensor) -> StepOutput:

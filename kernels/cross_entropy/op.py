@@ -1,6 +1,9 @@
 """``softmax_cross_entropy``: per-row cross-entropy of logits and its gradient, in one op."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from ..backend import resolve_backend
@@ -65,8 +68,34 @@ def softmax_cross_entropy(
     return softmax_cross_entropy_reference(logits, labels, ignore_index, with_grad, out)
 
 
+# Set by labels_checked_on_host(): a module global, as backend.use_backend's default is.
+_labels_checked_on_host = False
+
+
+@contextlib.contextmanager
+def labels_checked_on_host() -> Iterator[None]:
+    """Inside the block, :func:`check_labels_in_range` checks nothing: the caller has
+    checked the labels where they were made, on the host before their copy to the GPU.
+
+    Why: checking labels that live on the GPU reads a result back to the host, and that
+    read waits for every kernel queued before it; once a training step, the host then
+    stops queueing ahead of the GPU and the GPU idles while it catches up. The training
+    module checks each batch on the host (``Task.check_batch``) and runs the step
+    inside this block. Process-wide (threads share it), like ``use_backend``.
+    """
+    global _labels_checked_on_host
+    previous, _labels_checked_on_host = _labels_checked_on_host, True
+    try:
+        yield
+    finally:
+        _labels_checked_on_host = previous
+
+
 def check_labels_in_range(op: str, labels: torch.Tensor, vocab: int, ignore_index: int) -> None:
-    """Raises ValueError naming the first label outside [0, vocab) that is not ignore_index."""
+    """Raises ValueError naming the first label outside [0, vocab) that is not ignore_index
+    (nothing inside :func:`labels_checked_on_host`)."""
+    if _labels_checked_on_host:
+        return
     bad = (labels != ignore_index) & ((labels < 0) | (labels >= vocab))
     if bool(bad.any()):
         index = int(bad.reshape(-1).nonzero()[0, 0])

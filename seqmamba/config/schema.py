@@ -105,7 +105,9 @@ class TrainerConfig:
         limit_val_batches: validate on at most this many batches (``null``: all): the
             first ``limit_val_batches * task.eval_batch_size`` items, shared out among
             the processes, so any number of devices validates on the same items.
-        log_every_n_steps: write training metrics every this many optimizer steps.
+        log_every_n_steps: write training metrics (and refresh the progress bar) every
+            this many optimizer steps; each time, the host waits for the GPU to finish
+            the step, so a small value slows training on a fast GPU.
         progress_bar: show a progress bar.
         resume_from: checkpoint to continue from (same global step, same data
             position); ``last`` means ``<output_dir>/<name>/checkpoints/last.ckpt``.

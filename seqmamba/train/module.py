@@ -1,10 +1,13 @@
 """The one LightningModule: any task's model, loss, metrics and optimizer."""
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import lightning as L
 import torch
+
+from seqmamba.kernels.cross_entropy.op import labels_checked_on_host
 
 from seqmamba.config import build_config, to_experiment
 from seqmamba.tasks import Metric, get_task
@@ -41,12 +44,30 @@ class SequenceModule(L.LightningModule):
         # Decided on the unwrapped model: under FSDP every parameter becomes a flat view.
         self._param_groups = param_groups(self.model, self.experiment.optimizer.weight_decay)
         self._val_sums: dict[str, list[torch.Tensor]] = {}
+        self._batch_checked_on_host = False
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)
 
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Token ids are checked here, on the host, where reading them costs nothing; the
+        # step then skips the loss's own check, which on the GPU would read the labels
+        # back and keep the host from queueing ahead of the kernels (see
+        # labels_checked_on_host). Batches already on a device keep the loss's check.
+        self._batch_checked_on_host = isinstance(batch, dict) and all(
+            v.device.type == "cpu" for v in batch.values() if isinstance(v, torch.Tensor)
+        )
+        if self._batch_checked_on_host:
+            self.task.check_batch(batch)
+        return batch
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> Any:
+        checked = labels_checked_on_host() if self._batch_checked_on_host else contextlib.nullcontext()
+        with checked:
+            return self.task.step(self.model, batch)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        out = self.task.step(self.model, batch)
+        out = self._step(batch)
         # Averaged over processes (as is each metric), so that a run on N devices logs
         # the loss of the same global batch as one device would (a no-op on one process).
         self.log("train/loss", out.loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=1,
@@ -63,7 +84,7 @@ class SequenceModule(L.LightningModule):
         self._val_sums = {}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        out = self.task.step(self.model, batch)
+        out = self._step(batch)
         metrics = dict(out.metrics)
         if "loss" not in metrics:  # a task without a per-item loss: average the batch losses
             metrics["loss"] = Metric(out.loss.detach(), torch.ones((), device=out.loss.device))

@@ -17,6 +17,9 @@ _IGNORED_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     # A resumed run writes into its own checkpoint directory on purpose, and a fresh
     # run only after emptying it (seqmamba.train.run refuses otherwise).
     (UserWarning, r"Checkpoint directory .* exists and is not empty"),
+    # SequenceModule checks each batch in this hook; the data module has none of its
+    # own, so nothing is overridden.
+    (UserWarning, r"You have overridden `on_before_batch_transfer` in `LightningModule`"),
     # Lightning's own use of a deprecated torch API: nothing a user can change.
     (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
 )

@@ -156,7 +156,9 @@ def _build_trainer(experiment: ExperimentConfig, directory: Path, *, callbacks: 
     tc = experiment.trainer
     callbacks = [*callbacks, ValidateAtEnd(tc.val_every_n_steps)]
     if tc.progress_bar:
-        callbacks.append(StepProgressBar())
+        # Each refresh reads the step's loss back from the GPU, a wait for every queued
+        # kernel: at every step that would keep the host from queueing ahead.
+        callbacks.append(StepProgressBar(refresh_rate=tc.log_every_n_steps))
     loggers = [
         CSVLogger(save_dir=directory / "logs", name="csv"),
         TensorBoardLogger(save_dir=directory / "logs", name="tensorboard", default_hp_metric=False),

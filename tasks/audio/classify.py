@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from seqmamba.models import ModelConfig, make_norm
 
-from ..base import Report, StepOutput, Task, language_model_step
+from ..base import Report, StepOutput, Task, check_ids, language_model_step
 from .codec import dequantize, quantize
 from .data import AudioData, AudioDataConfig, AudioWindows, spread
 from .files import find_audio_files, read_audio
@@ -119,6 +119,11 @@ class AudioClassify(Task):
     def build_model(self, model_cfg: ModelConfig) -> nn.Module:
         return AudioClassifier(model_cfg, sample_rate=self.cfg.sample_rate, n_mels=self.cfg.n_mels,
                                num_classes=len(self.data.classes))
+
+    def check_batch(self, batch: dict[str, torch.Tensor]) -> None:
+        """As ``Task.check_batch``, and batch["label"] (batch,) in [0, number of classes)."""
+        super().check_batch(batch)
+        check_ids(f"task {self.name!r}: batch['label']", batch["label"], len(self.data.classes))
 
     def step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         """Cross-entropy of the logits (batch, classes) against batch["label"] (batch,)."""

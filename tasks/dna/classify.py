@@ -17,7 +17,7 @@ from omegaconf import MISSING
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..base import Report, StepOutput, Task, language_model_step
+from ..base import Report, StepOutput, Task, check_ids, language_model_step
 from .common import DNAConfig, eval_batches
 from .embed import embed_sequences, read_inputs
 from .genome import FastaFile, coin
@@ -147,6 +147,11 @@ class DNAClassify(Task):
         if self.cfg.init_from:
             load_backbone(model, self.cfg.init_from)
         return model
+
+    def check_batch(self, batch: dict[str, torch.Tensor]) -> None:
+        """As ``Task.check_batch``, and batch["label"] (batch,) in [0, number of classes)."""
+        super().check_batch(batch)
+        check_ids(f"task {self.name!r}: batch['label']", batch["label"], len(self.classes))
 
     def step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         """Cross-entropy of the class logits (batch, classes) against batch["label"] (batch,)."""
