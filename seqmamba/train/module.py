@@ -76,7 +76,9 @@ class SequenceModule(L.LightningModule):
             if name != "loss":
                 value = metric.total.detach().float() / metric.count.clamp(min=1)
                 self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=1, sync_dist=True)
-        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        # A host tensor: Lightning would turn a Python number into a GPU tensor, a copy
+        # from host memory that waits for the kernels queued before it.
+        lr = torch.tensor(float(self.trainer.optimizers[0].param_groups[0]["lr"]))
         self.log("train/lr", lr, on_step=True, on_epoch=False, batch_size=1)
         return out.loss
 
