@@ -49,7 +49,10 @@ def test_tiny_cpu_run_prints_a_table_and_writes_json(bench, tmp_path, capsys, on
     assert [c.strip() for c in header.strip("|").split("|")][2:6] == ["batch x L", "tokens/s", "step ms", "peak GiB"]
     records = {(r["section"], r["name"], r["length"]): r for r in json.loads(out.read_text())["records"]}
     assert records["lm", "mamba_ssm", 17]["status"] == "skipped: mamba_ssm runs on CUDA only"
-    lm_names = ("seqmamba", "seqmamba recompute", "seqmamba, logits loss", "transformer (2L d32 2h)")
+    lm_names = (
+        "seqmamba", "seqmamba, labels checked on the host", "seqmamba recompute", "seqmamba, logits loss",
+        "transformer (2L d32 2h)",
+    )
     long_keys = [("long", name, 2**e) for name in bench.LONG_VARIANTS for e in (5, 7)]
     for key in [("lm", name, 17) for name in lm_names] + long_keys:
         r = records[key]
@@ -60,6 +63,9 @@ def test_tiny_cpu_run_prints_a_table_and_writes_json(bench, tmp_path, capsys, on
     plain, recompute = records["lm", "seqmamba", 17], records["lm", "seqmamba recompute", 17]
     assert recompute["first_loss"] == pytest.approx(plain["first_loss"], rel=1e-3)
     assert recompute["last_loss"] == pytest.approx(plain["last_loss"], rel=1e-3)
+    # Skipping the GPU-side label check changes nothing but the wait.
+    host_checked = records["lm", "seqmamba, labels checked on the host", 17]
+    assert host_checked["first_loss"] == plain["first_loss"] and host_checked["last_loss"] == plain["last_loss"]
     # The fused loss is the logits' cross-entropy.
     logits = records["lm", "seqmamba, logits loss", 17]
     assert logits["first_loss"] == pytest.approx(plain["first_loss"], rel=1e-5)
