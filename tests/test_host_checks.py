@@ -18,21 +18,7 @@ from seqmamba.kernels.cross_entropy.op import check_labels_in_range, labels_chec
 from seqmamba.tasks import IGNORE_INDEX, Report, StepOutput, Task, TaskConfig, register_task
 from seqmamba.tasks.base import check_ids
 from seqmamba.train import train
-
-
-class RandomTokens(Dataset):
-    """Random sequences of ids in [0, id_limit); labels the next id."""
-
-    def __init__(self, size: int, *, seq_len: int, id_limit: int, seed: int) -> None:
-        self.size, self.seq_len, self.id_limit, self.seed = size, seq_len, id_limit, seed
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        generator = torch.Generator().manual_seed(self.seed * 7919 + i)
-        tokens = torch.randint(0, self.id_limit, (self.seq_len + 1,), generator=generator)
-        return {"input_ids": tokens[:-1], "labels": tokens[1:]}
+from token_data import IndexedSequences
 
 
 @dataclass
@@ -60,7 +46,7 @@ class HostCheckTask(Task):
     def datasets(self) -> dict[str, Dataset]:
         cfg = self.cfg
         return {
-            split: RandomTokens(24, seq_len=cfg.seq_len, id_limit=cfg.data_id_limit, seed=seed)
+            split: IndexedSequences(24, seq_len=cfg.seq_len, vocab=cfg.data_id_limit, seed=seed)
             for split, seed in (("train", 1), ("val", 2))
         }
 

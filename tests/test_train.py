@@ -18,23 +18,9 @@ from seqmamba.tasks import Report, StepOutput, Task, TaskConfig, register_task
 from seqmamba.train import IndexPermutation, LRSchedule, TrainStream, build_optimizer, build_scheduler, param_groups
 from seqmamba.train import check_resumable, train
 from seqmamba.train.data import EvalStream, ShardSampler
+from token_data import IndexedSequences
 
 # ---------------------------------------------------------------- a recording task
-
-
-class IndexedSequences(Dataset):
-    """Random token sequences; item i is a function of (seed, i) and carries i."""
-
-    def __init__(self, size: int, *, seq_len: int, vocab: int, seed: int) -> None:
-        self.size, self.seq_len, self.vocab, self.seed = size, seq_len, vocab, seed
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + i)
-        tokens = torch.randint(0, self.vocab, (self.seq_len + 1,), generator=generator)
-        return {"index": torch.tensor(i), "input_ids": tokens[:-1], "labels": tokens[1:]}
 
 
 @dataclass
