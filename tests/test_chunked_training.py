@@ -114,6 +114,15 @@ def test_bad_arguments_are_refused_clearly(chunk_len, labels_shape, message):
         backward_in_chunks(model, ids, torch.zeros(labels_shape, dtype=torch.int64, device=DEVICE), chunk_len)
 
 
+def test_a_batch_with_nothing_scored_gives_zero_gradients():
+    model = make_model()
+    ids, labels = batch(9)
+    out = backward_in_chunks(model, ids, torch.full_like(labels, -100), 4)
+    assert out.count.item() == 0 and out.total.item() == 0
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.equal(g, torch.zeros_like(g)) for g in grads)
+
+
 def test_labels_out_of_range_are_refused_before_any_work():
     model = make_model()
     ids, labels = batch(10)

@@ -32,8 +32,8 @@ def backward_in_chunks(
     model: MambaLM, input_ids: torch.Tensor, labels: torch.Tensor, chunk_len: int, *, ignore_index: int = -100
 ) -> LMLoss:
     """Accumulates into the parameters' ``.grad`` the gradient of the mean cross-entropy
-    ``model.loss(input_ids, labels)`` gives (total / count), computed ``chunk_len`` steps
-    at a time as the module docstring says.
+    ``model.loss(input_ids, labels)`` gives (total / count; zero when no label is
+    scored), computed ``chunk_len`` steps at a time as the module docstring says.
 
     input_ids, labels: (batch, L) int64; labels ``ignore_index`` where nothing is scored.
     Returns the whole sequence's :class:`LMLoss` (total, count, correct), detached.
@@ -50,6 +50,8 @@ def backward_in_chunks(
     backbone = model.backbone
     starts = list(range(0, input_ids.shape[1], chunk_len))
     count = (labels != ignore_index).sum()
+    # A batch with nothing scored has loss 0 and zero gradients, not 0 / 0.
+    denominator = count.clamp(min=1)
 
     # 1. Each chunk's start states (the first chunk starts from none).
     start_states: list[list[MixerState] | None] = [None]
@@ -68,7 +70,7 @@ def backward_in_chunks(
             hidden, model.lm_head.weight, labels[:, start : start + chunk_len], ignore_index=ignore_index,
             check_labels=False,
         )
-        outputs, grads = [part.total / count], [None]
+        outputs, grads = [part.total / denominator], [None]
         for state, grad in zip(end_states, end_grads or []):
             for tensor, tensor_grad in ((state.conv, grad.conv), (state.ssm, grad.ssm)):
                 if tensor_grad is not None:
