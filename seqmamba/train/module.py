@@ -7,9 +7,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from seqmamba.kernels.cross_entropy.op import labels_checked_on_host
-
 from seqmamba.config import build_config, to_experiment
+from seqmamba.kernels.cross_entropy.op import labels_checked_on_host
 from seqmamba.tasks import Metric, get_task
 
 from .optim import build_optimizer, build_scheduler, param_groups
