@@ -69,7 +69,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from gpt_neox import NeoXConfig, NeoXLM  # noqa: E402
 
-from seqmamba.kernels.cross_entropy.op import labels_checked_on_host  # noqa: E402
 from seqmamba.models import MambaLM, ModelConfig  # noqa: E402
 from seqmamba.models.chunked import backward_in_chunks  # noqa: E402
 from seqmamba.train.graphed_step import CudaGraphStep  # noqa: E402
@@ -175,18 +174,10 @@ def seqmamba_loss(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor) -> 
 
 
 def seqmamba_loss_unchecked(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """MambaLM.loss without its label check, which reads labels back to the host (a CUDA
-    graph capture forbids that; the benchmark's labels are random vocabulary ids)."""
+    """MambaLM.loss without its label check, which reads labels back to the host: as
+    ``seqmamba train`` runs it (batches checked on the host when made; the benchmark's
+    labels are random vocabulary ids), and as a CUDA graph capture needs it."""
     out = model.loss(ids, labels, check_labels=False)
-    return out.total / out.count
-
-
-def seqmamba_loss_checked_on_host(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """MambaLM.loss as ``seqmamba train`` runs it: the labels were checked on the host
-    when the batch was made (the benchmark's are random vocabulary ids), so the loss
-    skips its own check, which would wait for the GPU."""
-    with labels_checked_on_host():
-        out = model.loss(ids, labels)
     return out.total / out.count
 
 
@@ -217,7 +208,7 @@ def lm_cases(args: argparse.Namespace) -> list[Case]:
     return [
         Case(name="seqmamba", build=build_seqmamba(config), loss=seqmamba_loss, **common),
         Case(name="seqmamba, labels checked on the host", build=build_seqmamba(config),
-             loss=seqmamba_loss_checked_on_host, **common),
+             loss=seqmamba_loss_unchecked, **common),
         Case(
             name="seqmamba recompute",
             build=build_seqmamba(dataclasses.replace(config, mixer_recompute=True)),
