@@ -35,6 +35,19 @@ def check_tensor(
     return x
 
 
+def first_id_outside(ids: torch.Tensor, limit: int, *, allowed: int | None = None) -> tuple[int, int] | None:
+    """``(flat position, value)`` of the first entry of ``ids`` outside [0, limit) that is
+    not ``allowed``, or None if there is none. Reads a result back to the host: on a GPU
+    tensor it waits for the kernels queued before it."""
+    bad = (ids < 0) | (ids >= limit)
+    if allowed is not None:
+        bad &= ids != allowed
+    if not bool(bad.any()):
+        return None
+    index = int(bad.reshape(-1).nonzero()[0, 0])
+    return index, int(ids.reshape(-1)[index])
+
+
 def elements_overlap(t: torch.Tensor) -> bool:
     """True if two indices of ``t`` may share memory (e.g. an ``expand``ed view).
 

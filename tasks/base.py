@@ -16,6 +16,7 @@ from omegaconf import MISSING
 from torch import nn
 from torch.utils.data import Dataset
 
+from seqmamba.kernels.checks import first_id_outside
 from seqmamba.models import MambaLM, ModelConfig
 
 IGNORE_INDEX = -100
@@ -192,14 +193,13 @@ def check_ids(name: str, ids: torch.Tensor, limit: int, *, allowed: int | None =
     """
     if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
         raise ValueError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
-    bad = (ids < 0) | (ids >= limit)
-    if allowed is not None:
-        bad &= ids != allowed
-    if bool(bad.any()):
-        index = tuple(int(i) for i in bad.nonzero()[0])
+    found = first_id_outside(ids, limit, allowed=allowed)
+    if found is not None:
+        flat, value = found
+        index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), ids.shape))
         also = f" or equal {allowed}" if allowed is not None else ""
         raise ValueError(
-            f"{name}: entry {index} is {int(ids[index])}; ids must lie in [0, {limit}){also}. "
+            f"{name}: entry {index} is {value}; ids must lie in [0, {limit}){also}. "
             "Check the dataset's tokenizer against the task's vocabulary"
         )
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import torch
 
 from ..backend import resolve_backend
-from ..checks import check_tensor
+from ..checks import check_tensor, first_id_outside
 from .reference import softmax_cross_entropy_reference
 
 OP = "softmax_cross_entropy"
@@ -96,10 +96,9 @@ def check_labels_in_range(op: str, labels: torch.Tensor, vocab: int, ignore_inde
     (nothing inside :func:`labels_checked_on_host`)."""
     if _labels_checked_on_host:
         return
-    bad = (labels != ignore_index) & ((labels < 0) | (labels >= vocab))
-    if bool(bad.any()):
-        index = int(bad.reshape(-1).nonzero()[0, 0])
-        value = int(labels.reshape(-1)[index])
+    found = first_id_outside(labels, vocab, allowed=ignore_index)
+    if found is not None:
+        index, value = found
         raise ValueError(
             f"{op}: labels must lie in [0, {vocab}) or equal ignore_index ({ignore_index}); "
             f"label {value} at flat position {index} does not"
