@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 
 from bench_scan import environment, rel_err
+from kernel_profile import format_kernels, profile_step, rank_kernels
 from seqmamba.models import MambaLM, ModelConfig, allocate_inference_cache
 from seqmamba.models.decode import decode_step, prefill
 from seqmamba.models.graphs import CUDAGraphRecorder
@@ -63,12 +64,15 @@ class Impl:
 
     generate(ids, new) -> (batch, L + new) greedy tokens; prefill(ids) -> a function
     that runs the prompt pass alone (its cache allocated beforehand, as in a generation);
-    state_bytes(context) -> decode state per sequence at that context length.
+    state_bytes(context) -> decode state per sequence at that context length;
+    step(ids) -> a function that runs one eager decode step after the prompt ``ids``
+    (prefilled beforehand), for ``--profile``.
     """
 
     generate: Generate
     prefill: Callable[[torch.Tensor], Callable[[], object]]
     state_bytes: Callable[[int], int]
+    step: Callable[[torch.Tensor], Callable[[], object]]
 
 
 def mamba_impl(model: MambaLM, state_dtype: torch.dtype | None = torch.float32) -> Impl:
@@ -82,7 +86,12 @@ def mamba_impl(model: MambaLM, state_dtype: torch.dtype | None = torch.float32) 
     def generate(ids: torch.Tensor, new: int) -> torch.Tensor:
         return model.generate(ids, new, temperature=0, state_dtype=state_dtype)
 
-    return Impl(generate, make_prefill, lambda context: state)
+    def make_step(ids: torch.Tensor) -> Callable[[], object]:
+        cache = allocate_inference_cache(model, ids.shape[0], state_dtype=state_dtype)
+        prefill(model, ids, cache)
+        return lambda: decode_step(model, ids[:, -1], cache)
+
+    return Impl(generate, make_prefill, lambda context: state, make_step)
 
 
 def mamba_ssm_impl(model: MambaLM) -> tuple[Impl, torch.nn.Module]:
@@ -106,7 +115,15 @@ def mamba_ssm_impl(model: MambaLM) -> tuple[Impl, torch.nn.Module]:
     def make_prefill(ids: torch.Tensor) -> Callable[[], object]:
         return lambda: theirs(ids, num_last_tokens=1)
 
-    return Impl(generate, make_prefill, lambda context: state), theirs
+    def make_step(ids: torch.Tensor) -> Callable[[], object]:
+        from mamba_ssm.utils.generation import InferenceParams
+
+        params = InferenceParams(max_seqlen=ids.shape[1] + 1, max_batch_size=ids.shape[0])
+        theirs(ids, inference_params=params, num_last_tokens=1)
+        params.seqlen_offset = ids.shape[1]  # past the prompt: each layer takes its one-token path
+        return lambda: theirs(ids[:, -1:], inference_params=params, num_last_tokens=1)
+
+    return Impl(generate, make_prefill, lambda context: state, make_step), theirs
 
 
 class TransformerGreedy:
@@ -160,7 +177,13 @@ def transformer_impl(model: Transformer, kv_per_token: int) -> Impl:
         cache = model.allocate_cache(ids.shape[0], ids.shape[1])
         return lambda: model.prefill(ids, cache)
 
-    return Impl(TransformerGreedy(model), make_prefill, lambda context: kv_per_token * context)
+    def make_step(ids: torch.Tensor) -> Callable[[], object]:
+        cache = model.allocate_cache(ids.shape[0], ids.shape[1] + 1)
+        model.prefill(ids, cache)
+        position = torch.tensor([ids.shape[1]], device=ids.device)
+        return lambda: model.step(ids[:, -1], position, cache)
+
+    return Impl(TransformerGreedy(model), make_prefill, lambda context: kv_per_token * context, make_step)
 
 
 @torch.no_grad()
@@ -216,6 +239,14 @@ def bench_workload(name: str, impl: Impl, batch: int, prompt: int, new: int, arg
         rec["tokens_per_s"] = batch * new / decode_s
     if args.device == "cuda":
         rec["peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    if args.profile:
+        with torch.inference_mode():
+            step = impl.step(ids)
+            step()  # warm-up
+            ranked = rank_kernels(profile_step(step))
+        print(f"  one eager decode step of {name} at batch {batch}: {len(ranked)} kernel names, "
+              f"{sum(n for _, _, n in ranked)} launches, {sum(us for _, us, _ in ranked) / 1e3:.3f} ms of kernel time")
+        print(format_kernels(ranked, args.profile), flush=True)
     return rec
 
 
@@ -263,9 +294,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (the best counts)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the records and environment as JSON to this file")
+    p.add_argument("--profile", type=int, default=0, metavar="K",
+                   help="also profile one eager decode step per workload and implementation (CUDA): "
+                        "print its K costliest kernels")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available; use --device cpu")
+    if args.profile and args.device != "cuda":
+        p.error("--profile ranks CUDA kernels: it needs --device cuda")
     args.size = "tiny" if args.tiny else "full"
     args.dtype = args.dtype or ("bf16" if args.device == "cuda" else "fp32")
     args.impls = args.impls.split(",")

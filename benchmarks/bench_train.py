@@ -68,6 +68,7 @@ from torch import nn
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from gpt_neox import NeoXConfig, NeoXLM  # noqa: E402
+from kernel_profile import format_kernels, rank_kernels  # noqa: E402
 
 from seqmamba.models import MambaLM, ModelConfig  # noqa: E402
 from seqmamba.models.chunked import backward_in_chunks  # noqa: E402
@@ -347,14 +348,7 @@ def print_profile(name: str, step: Callable[[], torch.Tensor], settings: Setting
         done = time.perf_counter()
         print(f"  one {name} step from an idle GPU: launches queued in {1e3 * (queued - begin):.1f} ms, "
               f"done in {1e3 * (done - begin):.1f} ms")
-        kernels: dict[str, list[float]] = {}
-        for e in prof.events():
-            if e.device_type == torch.autograd.DeviceType.CUDA:
-                kernels.setdefault(e.name[:100], []).append(e.device_time_total)
-        ranked = sorted(kernels.items(), key=lambda kv: -sum(kv[1]))
-        print(f"    {'ms':>8} {'calls':>6}  kernel")
-        for kname, times in ranked[: settings.profile]:
-            print(f"    {sum(times) / 1e3:8.2f} {len(times):6d}  {kname}")
+        print(format_kernels(rank_kernels(prof), settings.profile))
 
 
 def measure(case: Case, settings: Settings) -> Record:

@@ -15,7 +15,7 @@
 #               (benchmarks/build_anchor.sh; needs ANCHOR_SDIST, optional ANCHOR_WHEELS)
 #   wait        wait for that build (up to 9 minutes)
 #   tests       the GPU kernel tests but the scan's, torch.compile, the recompute path, the loss,
-#               a training step that never waits on the GPU
+#               a training step that never waits on the GPU, bench_generate's profile
 #   tests_scan  the selective-scan kernel tests at GPU shapes (the two lists together ran
 #               over 500 s on an H200 in one process, mostly compiling kernel variants;
 #               both steps run TEST_WORKERS pytest-xdist workers, default 8)
@@ -29,6 +29,9 @@
 #   long        bench_train.py's sequence-length sweep of the DNA-sized model, to 2^23
 #               (LONG_EXPONENTS, LONG_VARIANTS narrow it)
 #   generate    bench_generate.py at the workloads, 2k and 32k prompts included
+#   decode      where a decode step's time goes: the SSM step kernel's launch shapes
+#               (state_update_tuning.py) and one eager step's kernels at batch 1 and 64
+#               (bench_generate.py --profile), beside mamba_ssm's when installed
 #
 # Steps other than anchor/wait run without mamba_ssm if it is not installed (its rows
 # are then skipped). Example: `ANCHOR_SDIST=sdists bash benchmarks/gpu_refresh.sh out anchor tests wait scan`.
@@ -81,7 +84,7 @@ for step in "$@"; do
                 tests/kernels/test_triton_math.py tests/kernels/test_causal_conv1d.py \
                 tests/kernels/test_causal_conv1d_update.py tests/kernels/test_selective_state_update.py \
                 tests/test_generation.py tests/test_compile.py tests/test_recompute.py tests/test_chunked_training.py \
-                tests/test_graphed_step.py tests/test_host_checks.py ;;
+                tests/test_graphed_step.py tests/test_host_checks.py tests/test_bench_generate.py ;;
         tests_scan)
             run tests_scan 560 python3 -m pytest -v -p no:cacheprovider -n "${TEST_WORKERS:-8}" \
                 tests/kernels/test_selective_scan_triton.py ;;
@@ -99,8 +102,12 @@ for step in "$@"; do
         generate)
             run generate 560 python3 benchmarks/bench_generate.py \
                 --workloads 1x128x1024,16x128x1024,64x128x1024,64x2048x256,1x32768x256 --repeats 1 ;;
+        decode)
+            run state_tuning 300 python3 benchmarks/state_update_tuning.py
+            run decode_profile 300 python3 benchmarks/bench_generate.py --impls ours,ours_lowp,mamba_ssm \
+                --workloads 1x128x64,64x128x64 --repeats 1 --profile 14 ;;
         *)
-            echo "unknown step '$step': choose from setup anchor wait tests tests_scan tuning scan train long generate" >&2
+            echo "unknown step '$step': choose from setup anchor wait tests tests_scan tuning scan train long generate decode" >&2
             exit 2 ;;
     esac
 done

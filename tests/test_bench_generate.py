@@ -75,3 +75,38 @@ def test_bad_arguments_exit_with_a_usage_error(bench):
             bench.main(["--device", "cpu", "--tiny", *argv])
         assert info.value.code == 2
     assert bench.parse_args(["--device", "cpu", "--tiny"]).dtype == "fp32"
+
+
+def test_profile_is_refused_without_cuda(bench):
+    with pytest.raises(SystemExit) as info:
+        bench.main(["--device", "cpu", "--tiny", "--profile", "5"])
+    assert info.value.code == 2
+
+
+def test_profiled_steps_continue_the_prompt(bench):
+    """Each implementation's --profile step is one decode step after the prefilled prompt:
+    its logits are the full forward's at the next position."""
+    import torch
+
+    from seqmamba.models import MambaLM
+
+    torch.manual_seed(0)
+    mamba = MambaLM(bench.MAMBA["tiny"]).eval()
+    transformer = bench.Transformer(bench.TRANSFORMER["tiny"], max_len=16).eval()
+    ids = torch.randint(0, 60, (3, 9))
+    longer = torch.cat([ids, ids[:, -1:]], dim=1)
+    impls = {"ours": (bench.mamba_impl(mamba), mamba), "ours_lowp": (bench.mamba_impl(mamba, None), mamba),
+             "transformer": (bench.transformer_impl(transformer, 1), transformer)}
+    with torch.inference_mode():
+        for name, (impl, model) in impls.items():
+            logits = impl.step(ids)()
+            expected = model(longer)[:, -1]
+            assert bench.rel_err(logits[:, : expected.shape[-1]], expected) < 1e-5, name
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="profiles CUDA kernels")
+def test_profile_prints_the_decode_step_kernels(bench, capsys):
+    assert bench.main(["--tiny", "--impls", "ours", "--workloads", "2x5x3", "--repeats", "1", "--profile", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "one eager decode step of ours at batch 2:" in printed
+    assert "_selective_state_update_kernel" in printed
