@@ -14,9 +14,11 @@ step does not (the other layers' weights pass through the cache in between): tak
 ranking here as a shortlist and judge it in the model, with
 ``bench_generate.py --profile`` (the step's kernels) and its ms/token. (Timing each call
 after a cache flush instead, as triton.testing.do_bench does, measures the host's
-launch for steps this short.)
+launch for steps this short.) ``--in-model`` does that judging for every launch shape:
+it profiles the decode step of the Mamba-130M shape with each shape in turn and reports
+the SSM step kernel's mean time there.
 
-    python benchmarks/state_update_tuning.py [--batches 1,16,64] [--top 6]
+    python benchmarks/state_update_tuning.py [--batches 1,16,64] [--top 6] [--in-model]
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ import torch.nn.functional as F
 import triton.testing
 
 from bench_scan import rel_err
+from kernel_profile import profile_step, rank_kernels
+from seqmamba.kernels.selective_state_update import triton_kernel
 from seqmamba.kernels.selective_state_update.reference import selective_state_update_reference
 from seqmamba.kernels.selective_state_update.triton_kernel import launch_config, selective_state_update_triton
 
@@ -78,14 +82,57 @@ def graph_us(fn) -> float:
     return 1e3 * triton.testing.do_bench_cudagraph(fn, return_mode="median")
 
 
+def launch_shapes() -> list[tuple[int, int]]:
+    """(BLOCK_D, num_warps) of the sweep: tiles of 256-4096 state elements, no idle warp."""
+    return [(tile // N_STATE, warps) for tile, warps in itertools.product((256, 512, 1024, 2048, 4096), (1, 2, 4, 8))
+            if tile // N_STATE <= D_INNER and tile >= 128 * warps]
+
+
+def in_model_sweep(batch: int, state_dtype: torch.dtype, top: int, steps: int = 3) -> None:
+    """The SSM step kernel's mean time inside ``steps`` eager decode steps of the
+    Mamba-130M shape (bf16, random weights), for every launch shape of the sweep."""
+    from seqmamba.models import MambaLM, ModelConfig, allocate_inference_cache
+    from seqmamba.models.decode import decode_step, prefill
+
+    torch.manual_seed(0)
+    config = ModelConfig(d_model=D_MODEL, n_layer=24, vocab_size=50277)
+    model = MambaLM(config).to(device="cuda", dtype=torch.bfloat16).eval()
+    ids = torch.randint(0, config.vocab_size, (batch, 16), device="cuda")
+    cache = allocate_inference_cache(model, batch, state_dtype=state_dtype)
+    rule, timings = launch_config(batch, D_INNER, N_STATE), []
+    with torch.inference_mode():
+        prefill(model, ids, cache)
+        try:
+            for block_d, warps in launch_shapes():
+                triton_kernel.launch_config = lambda b, d, n, shape=(block_d, warps): (shape[0], N_STATE, shape[1])
+
+                def run_steps() -> None:
+                    for _ in range(steps):
+                        decode_step(model, ids[:, -1], cache)
+
+                run_steps()  # compiles this launch shape
+                kernels = rank_kernels(profile_step(run_steps))
+                us = [t / n for name, t, n in kernels if name.startswith("_selective_state_update_kernel")]
+                timings.append((us[0], (block_d, warps), None))
+        finally:
+            triton_kernel.launch_config = launch_config
+    report(batch, state_dtype, (rule[0], rule[2]), sorted(timings), top, "in the model's decode step")
+
+
+def report(batch: int, state_dtype: torch.dtype, rule: tuple[int, int], timings: list, top: int, where: str) -> None:
+    name = {torch.float32: "fp32", torch.bfloat16: "bf16"}[state_dtype]
+    print(f"batch {batch}, state {name}, {where}: rule {rule} -> "
+          f"{next((us for us, cfg, _ in timings if cfg == rule), float('nan')):.2f} us")
+    for us, cfg, err in timings[:top]:
+        checked = "" if err is None else f"  (rel err {err:.1e})"
+        print(f"    BLOCK_D {cfg[0]:4d} warps {cfg[1]}: {us:6.2f} us{checked}")
+
+
 def sweep(batch: int, state_dtype: torch.dtype, top: int) -> None:
     inputs = model_step_inputs(batch, state_dtype)
     rule = launch_config(batch, D_INNER, N_STATE)
     timings = []
-    for tile, warps in itertools.product((256, 512, 1024, 2048, 4096), (1, 2, 4, 8)):
-        block_d = tile // N_STATE
-        if block_d > D_INNER or tile < 128 * warps:
-            continue
+    for block_d, warps in launch_shapes():
         ref_state = inputs["state"].clone()
         y_ref = selective_state_update_reference(**{**inputs, "state": ref_state})
         state = inputs["state"].clone()
@@ -94,13 +141,7 @@ def sweep(batch: int, state_dtype: torch.dtype, top: int) -> None:
         work = {**inputs, "state": inputs["state"].clone()}
         us = graph_us(lambda: run(work, block_d=block_d, num_warps=warps))
         timings.append((us, (block_d, warps), err))
-    timings.sort()
-    chosen = (rule[0], rule[2])
-    name = {torch.float32: "fp32", torch.bfloat16: "bf16"}[state_dtype]
-    print(f"batch {batch}, state {name}: rule {chosen} -> "
-          f"{next((us for us, cfg, _ in timings if cfg == chosen), float('nan')):.2f} us")
-    for us, cfg, err in timings[:top]:
-        print(f"    BLOCK_D {cfg[0]:4d} warps {cfg[1]}: {us:6.2f} us  (rel err {err:.1e})")
+    report(batch, state_dtype, (rule[0], rule[2]), sorted(timings), top, "one step from a CUDA graph")
     try:
         step = mamba_ssm_step({**inputs, "state": inputs["state"].clone()})
         print(f"    mamba_ssm (dt_proj product + its kernel): {graph_us(step):6.2f} us")
@@ -112,12 +153,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--top", type=int, default=6)
+    p.add_argument("--in-model", action="store_true", help="time each launch shape inside the model's decode step")
     args = p.parse_args()
     if not torch.cuda.is_available():
         p.error("needs a CUDA device")
     for state_dtype in (torch.float32, torch.bfloat16):
         for batch in map(int, args.batches.split(",")):
-            sweep(batch, state_dtype, args.top)
+            (in_model_sweep if args.in_model else sweep)(batch, state_dtype, args.top)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,10 @@ import triton
 import triton.language as tl
 from ..sizes import cdiv, next_power_of_2
 
-_TILE = 1024  # state elements per program
-_LARGE_TILE = 2048  # ... for steps of more than _LARGE_STEP state elements
-_SMALL_STEP = 1 << 19  # steps up to this many state elements are latency-bound: 8 warps
-_LARGE_STEP = 1 << 22
+_TILE = 1024  # state elements per program of a small step, over 8 warps
+_SMALL_STEP = 1 << 19  # steps up to this many state elements are latency-bound
+_LARGE_STEP_TILE = 512  # ... larger ones: many one-warp programs keep more loads in flight
+_ELEMENTS_PER_WARP = 512  # (a tile larger than that, where N alone exceeds it, gets more warps)
 
 
 @triton.jit
@@ -121,17 +121,22 @@ def _selective_state_update_kernel(
 def launch_config(batch: int, dim: int, n_state: int) -> tuple[int, int, int]:
     """(BLOCK_D, BLOCK_N, num_warps) for a step of ``batch`` x ``dim`` channels of ``n_state``.
 
-    From a sweep against mamba_ssm's kernel on an H100 (benchmarks/RESULTS.md): a step is
-    latency-bound up to about half a million state elements, where 8 warps on a tile of
-    1024 did best; larger steps want 4 warps, and 2048-element tiles past about 4M
-    elements. Warps never outnumber the tile's 128-element slices, so no warp idles.
+    From sweeps of the step inside a 130M model's decode step (benchmarks/RESULTS.md,
+    ``state_update_tuning.py --in-model``, H200): a step is latency-bound up to about half
+    a million state elements (batch 16 at D 1536, N 16), where 8 warps on a tile of 1024
+    did best; larger steps, whose state comes from memory rather than cache, did best
+    with one warp per 512-element tile (batch 64: 7.3 against 8.0 us with fp32 states,
+    6.3 against 7.3 with bf16 ones; an H100 sweep at N 64 had found the same shape).
+    Warps never outnumber the tile's 128-element slices, so no warp idles.
     """
     block_n = next_power_of_2(n_state)
     work = batch * dim * block_n
-    tile = _LARGE_TILE if work > _LARGE_STEP else _TILE
-    block_d = max(1, min(next_power_of_2(dim), tile // block_n))
-    num_warps = 8 if work <= _SMALL_STEP else 4
-    num_warps = min(num_warps, max(1, block_d * block_n // 128))
+    if work <= _SMALL_STEP:
+        block_d = max(1, min(next_power_of_2(dim), _TILE // block_n))
+        num_warps = min(8, max(1, block_d * block_n // 128))
+    else:
+        block_d = max(1, min(next_power_of_2(dim), _LARGE_STEP_TILE // block_n))
+        num_warps = min(8, max(1, block_d * block_n // _ELEMENTS_PER_WARP))
     return block_d, block_n, num_warps
 
 

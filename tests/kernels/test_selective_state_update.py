@@ -204,12 +204,12 @@ def test_launch_config_tiles_and_warps():
     small = triton_kernel.launch_config(1, 1536, 16)  # one decode step of a 130M model
     large = triton_kernel.launch_config(64, 1536, 64)
     assert small[2] > large[2], "latency-bound small steps get more warps"
-    assert large[0] * large[1] > small[0] * small[1], "large steps get larger tiles"
+    assert large[0] * large[1] < small[0] * small[1], "large steps get more, smaller programs"
     for batch, dim, n_state in itertools.product((1, 16, 256), (8, 40, 1536, 5120), (1, 3, 16, 64, 256, 4096)):
         block_d, block_n, warps = triton_kernel.launch_config(batch, dim, n_state)
         assert block_n >= n_state and block_n & (block_n - 1) == 0 and block_d & (block_d - 1) == 0
         assert block_d <= triton.next_power_of_2(dim)
-        assert block_d * block_n <= max(triton_kernel._LARGE_TILE, block_n)
+        assert block_d * block_n <= max(triton_kernel._TILE, block_n)
         assert warps in (1, 2, 4, 8) and (warps == 1 or block_d * block_n >= 128 * warps)
 
 
