@@ -29,8 +29,9 @@
 #   long        bench_train.py's sequence-length sweep of the DNA-sized model, to 2^23
 #               (LONG_EXPONENTS, LONG_VARIANTS narrow it)
 #   generate    bench_generate.py at the workloads, 2k and 32k prompts included
-#   decode      where a decode step's time goes: the SSM step kernel's launch shapes
-#               (state_update_tuning.py) and one eager step's kernels at batch 1 and 64
+#   decode      where a decode step's time goes: the SSM step kernel's launch shapes timed
+#               inside the model (state_update_tuning.py --in-model) and one eager step's
+#               kernels at batch 1 and 64
 #               (bench_generate.py --profile), beside mamba_ssm's when installed
 #
 # Steps other than anchor/wait run without mamba_ssm if it is not installed (its rows
@@ -103,7 +104,7 @@ for step in "$@"; do
             run generate 560 python3 benchmarks/bench_generate.py \
                 --workloads 1x128x1024,16x128x1024,64x128x1024,64x2048x256,1x32768x256 --repeats 1 ;;
         decode)
-            run state_tuning 300 python3 benchmarks/state_update_tuning.py
+            run state_tuning 300 python3 benchmarks/state_update_tuning.py --in-model
             run decode_profile 300 python3 benchmarks/bench_generate.py --impls ours,ours_lowp,mamba_ssm \
                 --workloads 1x128x64,64x128x64 --repeats 1 --profile 14 ;;
         *)

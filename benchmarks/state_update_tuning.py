@@ -38,23 +38,24 @@ from seqmamba.kernels.selective_state_update.triton_kernel import launch_config,
 D_MODEL, D_INNER, N_STATE, RANK = 768, 1536, 16, 48
 
 
-def model_step_inputs(batch: int, state_dtype: torch.dtype, seed: int = 0) -> dict:
+def model_step_inputs(batch: int, state_dtype: torch.dtype, seed: int = 0, device: str = "cuda",
+                      dim: int = D_INNER) -> dict:
     """Random inputs laid out as the decode step passes them (strided bf16 slices)."""
     g = torch.Generator().manual_seed(seed)
     bf = torch.bfloat16
 
     def randn(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=g).to("cuda")
+        return torch.randn(*shape, generator=g).to(device)
 
-    xz = randn(batch, 2 * D_INNER).to(bf)
+    xz = randn(batch, 2 * dim).to(bf)
     x_dbl = randn(batch, RANK + 2 * N_STATE).to(bf)
     dt, B, C = torch.split(x_dbl, [RANK, N_STATE, N_STATE], dim=-1)
     return dict(
-        state=randn(batch, D_INNER, N_STATE).to(state_dtype), x=xz[:, :D_INNER], dt=dt,
-        A=torch.log(torch.arange(1, N_STATE + 1, dtype=torch.float32, device="cuda")).expand(D_INNER, -1).to(bf),
-        B=B, C=C, D=torch.ones(D_INNER, device="cuda", dtype=bf), z=xz[:, D_INNER:],
-        dt_bias=(randn(D_INNER) * 0.5 - 4.0).to(bf), dt_softplus=True, A_is_log=True,
-        dt_weight=(randn(D_INNER, RANK) / RANK**0.5).to(bf),
+        state=randn(batch, dim, N_STATE).to(state_dtype), x=xz[:, :dim], dt=dt,
+        A=torch.log(torch.arange(1, N_STATE + 1, dtype=torch.float32, device=device)).expand(dim, -1).to(bf),
+        B=B, C=C, D=torch.ones(dim, device=device, dtype=bf), z=xz[:, dim:],
+        dt_bias=(randn(dim) * 0.5 - 4.0).to(bf), dt_softplus=True, A_is_log=True,
+        dt_weight=(randn(dim, RANK) / RANK**0.5).to(bf),
     )
 
 
@@ -82,10 +83,10 @@ def graph_us(fn) -> float:
     return 1e3 * triton.testing.do_bench_cudagraph(fn, return_mode="median")
 
 
-def launch_shapes() -> list[tuple[int, int]]:
+def launch_shapes(dim: int = D_INNER) -> list[tuple[int, int]]:
     """(BLOCK_D, num_warps) of the sweep: tiles of 256-4096 state elements, no idle warp."""
     return [(tile // N_STATE, warps) for tile, warps in itertools.product((256, 512, 1024, 2048, 4096), (1, 2, 4, 8))
-            if tile // N_STATE <= D_INNER and tile >= 128 * warps]
+            if tile // N_STATE <= dim and tile >= 128 * warps]
 
 
 def in_model_sweep(batch: int, state_dtype: torch.dtype, top: int, steps: int = 3) -> None:
@@ -116,7 +117,8 @@ def in_model_sweep(batch: int, state_dtype: torch.dtype, top: int, steps: int = 
                 timings.append((us[0], (block_d, warps), None))
         finally:
             triton_kernel.launch_config = launch_config
-    report(batch, state_dtype, (rule[0], rule[2]), sorted(timings), top, "in the model's decode step")
+    timings.sort(key=lambda t: t[0])
+    report(batch, state_dtype, (rule[0], rule[2]), timings, top, "in the model's decode step")
 
 
 def report(batch: int, state_dtype: torch.dtype, rule: tuple[int, int], timings: list, top: int, where: str) -> None:
@@ -128,25 +130,32 @@ def report(batch: int, state_dtype: torch.dtype, rule: tuple[int, int], timings:
         print(f"    BLOCK_D {cfg[0]:4d} warps {cfg[1]}: {us:6.2f} us{checked}")
 
 
-def sweep(batch: int, state_dtype: torch.dtype, top: int) -> None:
-    inputs = model_step_inputs(batch, state_dtype)
-    rule = launch_config(batch, D_INNER, N_STATE)
+def sweep(batch: int, state_dtype: torch.dtype, top: int, *, device: str = "cuda", dim: int = D_INNER,
+          timer=None) -> list:
+    """Every launch shape checked against the reference and timed (``timer``: default
+    graph_us); prints the fastest ``top`` and returns all as (us, (BLOCK_D, warps), err)."""
+    timer = timer or graph_us
+    inputs = model_step_inputs(batch, state_dtype, device=device, dim=dim)
+    rule = launch_config(batch, dim, N_STATE)
     timings = []
-    for block_d, warps in launch_shapes():
+    for block_d, warps in launch_shapes(dim):
         ref_state = inputs["state"].clone()
         y_ref = selective_state_update_reference(**{**inputs, "state": ref_state})
         state = inputs["state"].clone()
         y = run({**inputs, "state": state}, block_d=block_d, num_warps=warps)
         err = max(rel_err(y, y_ref), rel_err(state, ref_state))
         work = {**inputs, "state": inputs["state"].clone()}
-        us = graph_us(lambda: run(work, block_d=block_d, num_warps=warps))
+        us = timer(lambda: run(work, block_d=block_d, num_warps=warps))
         timings.append((us, (block_d, warps), err))
-    report(batch, state_dtype, (rule[0], rule[2]), sorted(timings), top, "one step from a CUDA graph")
-    try:
-        step = mamba_ssm_step({**inputs, "state": inputs["state"].clone()})
-        print(f"    mamba_ssm (dt_proj product + its kernel): {graph_us(step):6.2f} us")
-    except ImportError:
-        pass
+    timings.sort(key=lambda t: t[0])
+    report(batch, state_dtype, (rule[0], rule[2]), timings, top, "one step from a CUDA graph")
+    if device == "cuda":
+        try:
+            step = mamba_ssm_step({**inputs, "state": inputs["state"].clone()})
+            print(f"    mamba_ssm (dt_proj product + its kernel): {graph_us(step):6.2f} us")
+        except ImportError:
+            pass
+    return timings
 
 
 def main() -> None:

@@ -1,0 +1,50 @@
+"""benchmarks/state_update_tuning.py checks every launch shape it times against the
+reference (here on the CPU, under Triton's interpreter, with a stand-in timer)."""
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import sys
+
+import pytest
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tuning():
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # the script imports its sibling modules
+    try:
+        spec = importlib.util.spec_from_file_location("state_update_tuning", ROOT / "benchmarks" / "state_update_tuning.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_every_launch_shape_is_checked_and_timed(tuning, capsys):
+    timed = []
+
+    def timer(fn):
+        fn()
+        timed.append(fn)
+        return float(len(timed))  # the first shape is the "fastest"
+
+    timings = tuning.sweep(3, torch.float32, 2, device="cpu", dim=40, timer=timer)
+    shapes = tuning.launch_shapes(40)
+    assert shapes and [cfg for _, cfg, _ in timings] == shapes and len(timed) == len(shapes)
+    assert all(block_d <= 40 and block_d * tuning.N_STATE >= 128 * warps for block_d, warps in shapes)
+    # bf16 inputs and output against the float32 reference: within bf16's rounding.
+    assert all(err < 1e-2 for _, _, err in timings)
+    printed = capsys.readouterr().out
+    assert printed.startswith("batch 3, state fp32, one step from a CUDA graph: rule (") and "BLOCK_D   16" in printed
+
+
+def test_refuses_to_run_without_cuda(tuning, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(sys, "argv", ["state_update_tuning.py"])
+    with pytest.raises(SystemExit) as info:
+        tuning.main()
+    assert info.value.code == 2
