@@ -2,28 +2,16 @@
 refuses to time a decoder whose cached path disagrees with its full forward."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import pathlib
-import sys
 
 import pytest
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from bench_modules import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # the script imports its sibling modules
-    try:
-        spec = importlib.util.spec_from_file_location("bench_generate", ROOT / "benchmarks" / "bench_generate.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # its dataclasses look their module up by name
-        spec.loader.exec_module(module)
+    with benchmark_module("bench_generate") as module:
         yield module
-    finally:
-        sys.modules.pop("bench_generate", None)
-        sys.path.remove(str(ROOT / "benchmarks"))
 
 
 def test_tiny_cpu_run_reports_speed_and_decode_state(bench, tmp_path, capsys):

@@ -2,26 +2,17 @@
 reference (here on the CPU, under Triton's interpreter, with a stand-in timer)."""
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 import sys
 
 import pytest
 import torch
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from bench_modules import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def tuning():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # the script imports its sibling modules
-    try:
-        spec = importlib.util.spec_from_file_location("state_update_tuning", ROOT / "benchmarks" / "state_update_tuning.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+    with benchmark_module("state_update_tuning") as module:
         yield module
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
 
 
 def test_every_launch_shape_is_checked_and_timed(tuning, capsys):
