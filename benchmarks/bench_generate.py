@@ -108,17 +108,18 @@ def mamba_ssm_impl(model: MambaLM) -> tuple[Impl, torch.nn.Module]:
     # Its cache holds conv windows and SSM states in the model's dtype.
     state = allocate_inference_cache(model, 1, state_dtype=None).state_bytes()
 
-    recorded_for: list[tuple[int, int]] = []
+    recorded_for = None  # the (batch, max_length) of its current decoding cache
 
     def generate(ids: torch.Tensor, new: int) -> torch.Tensor:
         # Its graphs are recorded per (batch, max_length): warm-up and timed runs share both.
         # Its cache is kept for the largest batch seen, and a smaller batch after it fails
         # in its conv step (conv_state shape): a new workload starts from no cache.
+        nonlocal recorded_for
         workload = (ids.shape[0], ids.shape[1] + new)
-        if recorded_for != [workload]:
+        if recorded_for != workload:
             theirs._decoding_cache = None
-            recorded_for[:] = [workload]
-        return theirs.generate(ids, max_length=ids.shape[1] + new, cg=True, top_k=1)
+            recorded_for = workload
+        return theirs.generate(ids, max_length=workload[1], cg=True, top_k=1)
 
     def make_prefill(ids: torch.Tensor) -> Callable[[], object]:
         return lambda: theirs(ids, num_last_tokens=1)

@@ -10,7 +10,7 @@ def profile_step(step: Callable[[], object]) -> torch.profiler.profile:
     """Runs ``step`` once under torch.profiler, CPU and CUDA activity (CUDA only)."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         step()
         torch.cuda.synchronize()
     return prof

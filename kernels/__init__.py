@@ -11,5 +11,12 @@ from .rmsnorm import rms_norm
 from .selective_scan import selective_scan
 from .selective_state_update import selective_state_update
 
-__all__ = ["causal_conv1d", "causal_conv1d_update", "rms_norm", "selective_scan", "selective_state_update", "softmax_cross_entropy",
-           "use_backend"]
+__all__ = [
+    "causal_conv1d",
+    "causal_conv1d_update",
+    "rms_norm",
+    "selective_scan",
+    "selective_state_update",
+    "softmax_cross_entropy",
+    "use_backend",
+]

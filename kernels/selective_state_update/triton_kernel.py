@@ -131,12 +131,9 @@ def launch_config(batch: int, dim: int, n_state: int) -> tuple[int, int, int]:
     """
     block_n = next_power_of_2(n_state)
     work = batch * dim * block_n
-    if work <= _SMALL_STEP:
-        block_d = max(1, min(next_power_of_2(dim), _TILE // block_n))
-        num_warps = min(8, max(1, block_d * block_n // 128))
-    else:
-        block_d = max(1, min(next_power_of_2(dim), _LARGE_STEP_TILE // block_n))
-        num_warps = min(8, max(1, block_d * block_n // _ELEMENTS_PER_WARP))
+    tile, per_warp = (_TILE, 128) if work <= _SMALL_STEP else (_LARGE_STEP_TILE, _ELEMENTS_PER_WARP)
+    block_d = max(1, min(next_power_of_2(dim), tile // block_n))
+    num_warps = min(8, max(1, block_d * block_n // per_warp))
     return block_d, block_n, num_warps
 
 
