@@ -26,8 +26,8 @@ import triton
 import triton.language as tl
 
 from ..layout import empty_like_layout
-from ..triton_math import fast_math, sigmoid
 from ..sizes import cdiv, next_power_of_2
+from ..triton_math import fast_math, sigmoid
 
 # (BLOCK_D, BLOCK_L) by memory layout, the contiguous axis long so loads coalesce. The
 # backward holds about four times the forward's tiles per element (2*width - 1 shifted

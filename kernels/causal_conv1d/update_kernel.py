@@ -10,8 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .kernel import _acc_dtype
 from ..sizes import cdiv, next_power_of_2
+from .kernel import _acc_dtype
 
 BLOCK_D = 128
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from ..sizes import next_power_of_2
 
 BLOCK_V = 4096

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from ..sizes import cdiv, next_power_of_2
 
 MAX_BLOCK_N = 4096  # widest row kept in registers as one tile (fp32: 16 KiB per program)

@@ -25,10 +25,10 @@ import triton
 import triton.language as tl
 
 from ..layout import empty_like_layout
+from ..sizes import cdiv, next_power_of_2
 from ..triton_math import LOG2E, fast_math, sigmoid, softplus
 from .triton_common import load_f32, split_length
 from .triton_fwd import bc_strides, group_ratio, n_groups
-from ..sizes import cdiv, next_power_of_2
 
 
 @triton.jit

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+
 from ..sizes import cdiv
 
 

@@ -20,9 +20,9 @@ import triton
 import triton.language as tl
 
 from ..layout import empty_like_layout
+from ..sizes import cdiv, next_power_of_2
 from ..triton_math import LOG2E, fast_math, sigmoid, softplus
 from .triton_common import load, split_length
-from ..sizes import cdiv, next_power_of_2
 
 
 @triton.jit

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from ..sizes import cdiv, next_power_of_2
 
 _TILE = 1024  # state elements per program of a small step, over 8 warps
