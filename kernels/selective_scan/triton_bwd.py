@@ -177,6 +177,9 @@ def _bwd_kernel(
             q_k = tl.load(seg_q_ptr + (seg_row[None, :] + k - 1) * N + n[:, None], mask=nd_mask, other=0.0)
             q = tl.exp2(A2 * dt_k[None, :]) * q + q_k
             k -= 1
+    # Like h below: q is carried from step to step, so it must start in the step layout,
+    # or every step's decay and input would be converted to the layout of its load.
+    q = _in_step_layout(q, steps)
     dA_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     dB_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     dC_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
