@@ -27,7 +27,7 @@ import triton.language as tl
 from ..layout import empty_like_layout
 from ..sizes import cdiv, next_power_of_2
 from ..triton_math import LOG2E, fast_math, sigmoid, softplus
-from .triton_common import load_f32, split_length
+from .triton_common import in_step_layout, load_f32, split_length
 from .triton_fwd import bc_strides, group_ratio, n_groups
 
 
@@ -60,15 +60,6 @@ def _load_chunk_inputs(
         Bt = B_tile
         inp = (dt * u)[:, None, :] * B_tile[None, :, :]
     return dt, dsoftplus, u, decay, Bt, inp
-
-
-@triton.jit
-def _in_step_layout(x, steps):
-    """x (BLOCK_N, BLOCK_D), unchanged, in the register layout of one step of the
-    (CHUNK, BLOCK_N, BLOCK_D) tiles. A state loaded from memory comes in the layout of
-    its coalesced load; the step loop would otherwise convert every step's decay and
-    input to that layout and the state back (shared-memory round trips each step)."""
-    return tl.sum(tl.where(steps[:, None, None] == 0, x[None, :, :], 0.0), axis=0)
 
 
 @triton.jit
@@ -179,7 +170,7 @@ def _bwd_kernel(
             k -= 1
     # Like h below: q is carried from step to step, so it must start in the step layout,
     # or every step's decay and input would be converted to the layout of its load.
-    q = _in_step_layout(q, steps)
+    q = in_step_layout(q, steps)
     dA_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     dB_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     dC_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
@@ -196,7 +187,7 @@ def _bwd_kernel(
         h = tl.load(state_base + interval * N, mask=nd_mask, other=0.0)
         if SUBCHUNKS > 1:
             tl.store(scratch_base, h, mask=nd_mask)
-        h = _in_step_layout(h, steps)
+        h = in_step_layout(h, steps)
         j = 1
         while j < n_sub:
             dt, dsp, u, decay, Bt, inp = _load_chunk_inputs(
@@ -222,7 +213,7 @@ def _bwd_kernel(
             m2 = (t < L)[:, None] & d_mask[None, :]
             mtn = (t < L)[:, None] & n_mask[None, :]
             if SUBCHUNKS > 1:
-                h0 = _in_step_layout(tl.load(scratch_base + j * (BLOCK_D * BLOCK_N), mask=nd_mask, other=0.0), steps)
+                h0 = in_step_layout(tl.load(scratch_base + j * (BLOCK_D * BLOCK_N), mask=nd_mask, other=0.0), steps)
             else:
                 h0 = h
             dt, dsp, u, decay, Bt, inp = _load_chunk_inputs(
@@ -380,7 +371,7 @@ def _bwd_seg_kernel(
     z_base = z_ptr + batch * s_z_b + d[None, :] * s_z_d
     do_base = dout_ptr + batch * s_do_b + d[None, :] * s_do_d
 
-    q = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    q = in_step_layout(tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32), steps)
     dt_sum = tl.zeros((BLOCK_D,), dtype=tl.float32)
     t_begin = seg * seg_len
     chunk = tl.cdiv(tl.minimum(seg_len, L - t_begin), CHUNK) - 1
@@ -399,19 +390,19 @@ def _bwd_seg_kernel(
             zt = load_f32(z_base + t[:, None] * s_z_l, m2)
             dy = dy * zt * sigmoid(zt, FAST_MATH)
         decay_bits = tl.exp2(dt[:, None, :] * A2[None, :, :]).to(tl.int32, bitcast=True)
-        dy_bits = dy.to(tl.int32, bitcast=True)
         if C_VARYING:
-            Ct = load_f32(C_base + t[:, None] * s_C_l + n[None, :] * s_C_n, (t < L)[:, None] & n_mask[None, :])
-            C_bits = Ct.to(tl.int32, bitcast=True)
+            C3 = load_f32(C_base + t[:, None] * s_C_l + n[None, :] * s_C_n, (t < L)[:, None] & n_mask[None, :])[:, :, None]
+        else:
+            C3 = C_tile[None, :, :]
+        # Whole (CHUNK, BLOCK_N, BLOCK_D) tiles first, then a per-step selection inside
+        # each thread, as in _bwd_kernel: per-step (BLOCK_N,) and (BLOCK_D,) slices would
+        # land in other layouts than q's and be converted at every step.
+        cdy_bits = (C3 * dy[:, None, :]).to(tl.int32, bitcast=True)
         for r in tl.static_range(CHUNK):
             i = CHUNK - 1 - r
-            dy_i = tl.sum(tl.where(steps[:, None] == i, dy_bits, 0), axis=0).to(tl.float32, bitcast=True)
-            a_i = tl.sum(tl.where(steps[:, None, None] == i, decay_bits, 0), axis=0).to(tl.float32, bitcast=True)
-            if C_VARYING:
-                C_i = tl.sum(tl.where(steps[:, None] == i, C_bits, 0), axis=0).to(tl.float32, bitcast=True)
-                q = a_i * (q + C_i[:, None] * dy_i[None, :])
-            else:
-                q = a_i * (q + C_tile * dy_i[None, :])
+            sel = steps[:, None, None] == i
+            a_i = tl.sum(tl.where(sel, decay_bits, 0), axis=0).to(tl.float32, bitcast=True)
+            q = a_i * (q + tl.sum(tl.where(sel, cdy_bits, 0), axis=0).to(tl.float32, bitcast=True))
         chunk -= 1
     seg_row = (batch * dim + d) * (n_seg - 1) + seg - 1  # (BLOCK_D,)
     tl.store(seg_q_ptr + seg_row[None, :] * N + n[:, None], q, mask=nd_mask)

@@ -14,6 +14,16 @@ def scan_combine(a_left, b_left, a_right, b_right):
 
 
 @triton.jit
+def in_step_layout(x, steps):
+    """x (BLOCK_N, BLOCK_D), unchanged, in the register layout of one step of the
+    (CHUNK, BLOCK_N, BLOCK_D) tiles. A state loaded from memory comes in the layout of
+    its coalesced load; a step loop carrying it would otherwise convert every step's
+    decay and input to that layout and the state back (round trips through shared
+    memory or shuffles at every step)."""
+    return tl.sum(tl.where(steps[:, None, None] == 0, x[None, :, :], 0.0), axis=0)
+
+
+@triton.jit
 def load(ptr, mask):
     """tl.load in the stored dtype; ``mask=None`` loads unmasked, which lets full tiles vectorize."""
     if mask is None:

@@ -22,7 +22,7 @@ import triton.language as tl
 from ..layout import empty_like_layout
 from ..sizes import cdiv, next_power_of_2
 from ..triton_math import LOG2E, fast_math, sigmoid, softplus
-from .triton_common import load, split_length
+from .triton_common import in_step_layout, load, split_length
 
 
 @triton.jit
@@ -195,6 +195,7 @@ def _fwd_kernel(
             h_k = tl.load(seg_ptr + (seg_row[None, :] + k) * N + n[:, None], mask=nd_mask, other=0.0)
             h = tl.exp2(A2 * dt_k[None, :]) * h + h_k
             k += 1
+    h = in_step_layout(h, steps)
 
     u_base = u_ptr + batch * s_u_b + d[None, :] * s_u_d
     dt_base = delta_ptr + batch * s_dt_b + d[None, :] * s_dt_d
