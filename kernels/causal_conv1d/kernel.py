@@ -25,6 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..backend import triton_interpreter_enabled
 from ..layout import empty_like_layout
 from ..sizes import cdiv, next_power_of_2
 from ..triton_math import fast_math, sigmoid
@@ -40,8 +41,8 @@ GPU_TILES = {
     (True, True): (8, 64),
     (True, False): (64, 8),
 }
-# CPU tensors run on the Triton interpreter, which executes programs one after another
-# and pays per program, not per element: larger tiles, same index arithmetic.
+# The Triton interpreter (TRITON_INTERPRET=1) executes programs one after another and
+# pays per program, not per element: larger tiles, same index arithmetic.
 INTERPRETER_TILES = {
     (False, True): (32, 128),
     (False, False): (128, 32),
@@ -174,7 +175,7 @@ def _acc_dtype(dtype: torch.dtype) -> tl.dtype:
 
 def _tile(x: torch.Tensor, length: int, *, backward: bool) -> tuple[int, int]:
     l_contiguous = x.stride(2) == 1 or x.shape[1] == 1
-    tiles = INTERPRETER_TILES if x.device.type == "cpu" else GPU_TILES
+    tiles = INTERPRETER_TILES if triton_interpreter_enabled() else GPU_TILES
     block_d, block_l = tiles[(backward, l_contiguous)]
     return min(block_d, next_power_of_2(x.shape[1])), min(block_l, next_power_of_2(length))
 

@@ -1,0 +1,333 @@
+"""What the GPU compiler made of a kernel op, on a machine without a GPU.
+
+Runs an op (forward and backward) on CPU tensors with Triton pointed at a stand-in
+driver for a chosen NVIDIA architecture (sm_90 by default): every kernel the op would
+launch is compiled for that GPU instead (Triton's bundled ptxas), and nothing runs, so
+the outputs are garbage and only their shapes matter. For each compiled kernel it
+prints the registers, spilled bytes, shared memory and the SASS opcode mix of the
+whole kernel and of its innermost loops (the step loops, where the time goes).
+
+This is how layout conversions, shuffles and spills were found and removed in the scan
+kernels without GPU time (benchmarks/notes_scan.md); instruction counts do not time a
+kernel, so changes still need a GPU run (bench_scan.py, scan_tuning.py) to be judged.
+
+    python benchmarks/sass_report.py scan --shape 8,1536,2048,16
+    python benchmarks/sass_report.py scan --shape 1,1536,131072,16 --dump /tmp/scan  # .ttgir/.ptx/.sass
+    python benchmarks/sass_report.py conv rmsnorm state_update
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import re
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.backends.driver import DriverBase
+from triton.runtime.jit import JITFunction
+
+
+class _CompileOnlyDriver(DriverBase):
+    """Enough of a CUDA driver for Triton to compile for ``target``; it cannot launch."""
+
+    def __init__(self, target: GPUTarget) -> None:
+        self.target = target
+
+    @classmethod
+    def is_active(cls) -> bool:
+        return False
+
+    def map_python_to_cpp_type(self, ty: str) -> str:
+        raise NotImplementedError
+
+    def get_current_target(self) -> GPUTarget:
+        return self.target
+
+    def get_active_torch_device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def get_current_device(self) -> int:
+        return 0
+
+    def get_current_stream(self, device: int | None = None) -> int:
+        return 0
+
+    def get_benchmarker(self):  # pragma: no cover - never timed
+        raise NotImplementedError("sass_report: nothing runs on the stand-in driver")
+
+
+@dataclass
+class CompiledKernel:
+    """One compiled specialization: its name, constants and compiler outputs."""
+
+    name: str
+    constants: dict[str, object]
+    asm: dict[str, object]
+    shared_bytes: int
+    num_warps: int
+
+
+@dataclass
+class Collected:
+    kernels: list[CompiledKernel] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def compile_only(arch: int = 90) -> Iterator[Collected]:
+    """Inside the block, a Triton kernel launch compiles for ``sm_<arch>`` and returns
+    without running; every compiled kernel is appended to the yielded ``Collected``.
+    Ops must be called with ``backend="triton"`` on CPU tensors (allowed inside)."""
+    from seqmamba.kernels import backend as backend_module
+
+    if backend_module.triton_interpreter_enabled():
+        raise RuntimeError("sass_report: unset TRITON_INTERPRET; this tool compiles the kernels instead of "
+                           "interpreting them (the variable must be unset before Triton is imported)")
+
+    collected = Collected()
+    driver = _CompileOnlyDriver(GPUTarget("cuda", arch, 32))
+    original_run = JITFunction.run
+    original_check = backend_module._check_triton
+    seen: set[int] = set()
+    # Restored as it was: on a machine without a GPU there is no default driver to reset to.
+    previous_driver = triton.runtime.driver._active
+
+    def run(self: JITFunction, *args, grid, warmup, **kwargs):
+        kernel = original_run(self, *args, grid=grid, warmup=True, **kwargs)
+        if kernel is not None and id(kernel) not in seen:
+            seen.add(id(kernel))
+            constants = {self.arg_names[path[0]]: value for path, value in kernel.src.constants.items()
+                         if len(path) == 1}
+            collected.kernels.append(CompiledKernel(
+                name=self.fn.__name__, constants=constants, asm=dict(kernel.asm),
+                shared_bytes=kernel.metadata.shared, num_warps=kernel.metadata.num_warps,
+            ))
+        return kernel
+
+    triton.runtime.driver.set_active(driver)
+    JITFunction.run = run
+    backend_module._check_triton = lambda op, device: None
+    try:
+        yield collected
+    finally:
+        JITFunction.run = original_run
+        backend_module._check_triton = original_check
+        triton.runtime.driver._active = previous_driver
+
+
+# ----------------------------------------------------------------------------- SASS
+
+
+_INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
+_BRANCH_TARGET = re.compile(r"^\s*(0x[0-9a-f]+)\s*$")
+
+
+@dataclass
+class Sass:
+    """A kernel's SASS (``cuobjdump -sass``) as (address, opcode, operands) triples."""
+
+    instructions: list[tuple[int, str, str]]
+
+    @classmethod
+    def parse(cls, text: str) -> Sass:
+        return cls([(int(m.group(1), 16), m.group(2), m.group(3))
+                    for line in text.splitlines() if (m := _INSTRUCTION.search(line)) is not None])
+
+    def opcodes(self, start: int = 0, end: int | None = None) -> collections.Counter[str]:
+        """Opcode counts (without modifiers) of the instructions at addresses in [start, end]."""
+        return collections.Counter(op.split(".")[0] for a, op, _ in self.instructions
+                                   if a >= start and (end is None or a <= end))
+
+    def innermost_loops(self) -> list[tuple[int, int]]:
+        """(first, last) addresses of each loop (a branch back to an earlier address)
+        that contains no other loop, in address order."""
+        loops = set()
+        for address, op, operands in self.instructions:
+            if op.split(".")[0] == "BRA" and (m := _BRANCH_TARGET.match(operands)) is not None:
+                target = int(m.group(1), 16)
+                if target < address:  # the kernel's closing self-branch is no loop
+                    loops.add((target, address))
+        return sorted(loop for loop in loops
+                      if not any(o != loop and loop[0] <= o[0] and o[1] <= loop[1] for o in loops))
+
+
+def disassemble(cubin: bytes) -> str:
+    """``cuobjdump -sass`` of a cubin (the cuobjdump bundled with Triton)."""
+    tool = triton.knobs.nvidia.cuobjdump.path
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        return subprocess.run([tool, "-sass", f.name], check=True, capture_output=True, text=True).stdout
+
+
+def resource_usage(cubin: bytes) -> dict[str, int]:
+    """REG, STACK, SHARED, LOCAL ... from ``cuobjdump -res-usage``."""
+    tool = triton.knobs.nvidia.cuobjdump.path
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        text = subprocess.run([tool, "-res-usage", f.name], check=True, capture_output=True, text=True).stdout
+    return {key: int(value) for key, value in re.findall(r"\b([A-Z]+):(\d+)", text)}
+
+
+# The opcodes worth watching: shuffles and shared-memory traffic (layout conversions and
+# cross-lane sums), barriers, local memory (spills), the special-function unit, selects.
+WATCHED = ("SHFL", "STS", "LDS", "LDSM", "BAR", "STL", "LDL", "MUFU", "FSEL", "LDG", "STG")
+
+
+def describe(kernel: CompiledKernel, dump: Path | None = None) -> str:
+    """A few lines on one compiled kernel; with ``dump``, writes its TTGIR, PTX and SASS there."""
+    cubin = kernel.asm["cubin"]
+    sass_text = disassemble(cubin)
+    sass = Sass.parse(sass_text)
+    usage = resource_usage(cubin)
+    shown = {k: v for k, v in kernel.constants.items() if isinstance(v, (int, bool)) and not isinstance(v, type)}
+    lines = [
+        f"{kernel.name}  warps={kernel.num_warps} regs={usage.get('REG', '?')} stack={usage.get('STACK', '?')} "
+        f"local={usage.get('LOCAL', '?')} shared={kernel.shared_bytes}",
+        f"  constants: {' '.join(f'{k}={v}' for k, v in shown.items())}",
+        f"  whole kernel: {_mix(sass.opcodes(), len(sass.instructions))}",
+    ]
+    for i, (start, end) in enumerate(sass.innermost_loops()):
+        counts = sass.opcodes(start, end)
+        lines.append(f"  loop {i} [{start:#x}-{end:#x}]: {_mix(counts, sum(counts.values()))}")
+    if dump is not None:
+        dump.mkdir(parents=True, exist_ok=True)
+        stem = dump / f"{kernel.name}_{abs(hash(tuple(sorted(map(str, shown.items()))))) % 10**6}"
+        Path(f"{stem}.ttgir").write_text(str(kernel.asm["ttgir"]))
+        Path(f"{stem}.ptx").write_text(str(kernel.asm["ptx"]))
+        Path(f"{stem}.sass").write_text(sass_text)
+        lines.append(f"  written: {stem}.{{ttgir,ptx,sass}}")
+    return "\n".join(lines)
+
+
+def _mix(counts: collections.Counter[str], total: int) -> str:
+    return f"{total} instrs; " + " ".join(f"{op}={counts[op]}" for op in WATCHED if counts[op])
+
+
+# ----------------------------------------------------------------------------- ops
+
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def _scan(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    from seqmamba.kernels import selective_scan
+
+    batch, dim, length, n = shape
+    u, delta, z = (torch.empty(batch, dim, length, dtype=dtype, requires_grad=True) for _ in range(3))
+    B, C = (torch.empty(batch, n, length, dtype=dtype, requires_grad=True) for _ in range(2))
+    A = torch.full((dim, n), -1.0, requires_grad=True)
+    D, bias = (torch.zeros(dim, requires_grad=True) for _ in range(2))
+    out = selective_scan(u, delta, A, B, C, D=D, z=z, delta_bias=bias, delta_softplus=True, backend="triton")
+    out.backward(torch.empty_like(out))
+
+
+def _conv(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    from seqmamba.kernels import causal_conv1d
+
+    batch, dim, length, width = shape
+    x = torch.empty(batch, dim, length, dtype=dtype, requires_grad=True)
+    weight = torch.zeros(dim, width, requires_grad=True)
+    bias = torch.zeros(dim, requires_grad=True)
+    out = causal_conv1d(x, weight, bias, activation="silu", backend="triton")
+    out.backward(torch.empty_like(out))
+
+
+def _rmsnorm(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    from seqmamba.kernels import rms_norm
+
+    rows, dim = shape
+    x, residual = (torch.empty(rows, dim, dtype=dtype, requires_grad=True) for _ in range(2))
+    weight = torch.ones(dim, requires_grad=True)
+    normed, new_residual = rms_norm(x, weight, residual=residual, residual_in_fp32=False, backend="triton")
+    torch.autograd.backward((normed, new_residual), (torch.empty_like(normed), torch.empty_like(new_residual)))
+
+
+def _state_update(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    from seqmamba.kernels import selective_state_update
+
+    batch, dim, n = shape
+    state = torch.zeros(batch, dim, n)
+    x, dt, z = (torch.empty(batch, dim, dtype=dtype) for _ in range(3))
+    B, C = (torch.empty(batch, n, dtype=dtype) for _ in range(2))
+    A = torch.full((dim, n), -1.0)
+    D, bias = torch.zeros(dim), torch.zeros(dim)
+    selective_state_update(state, x, dt, A, B, C, D=D, z=z, dt_bias=bias, dt_softplus=True, backend="triton")
+
+
+@dataclass(frozen=True)
+class Op:
+    run: Callable[[tuple[int, ...], torch.dtype], None]
+    default_shape: tuple[int, ...]
+    shape_names: str
+
+
+OPS = {
+    "scan": Op(_scan, (8, 1536, 2048, 16), "batch,D,L,N"),
+    "conv": Op(_conv, (8, 1536, 2048, 4), "batch,D,L,width"),
+    "rmsnorm": Op(_rmsnorm, (16384, 768), "rows,dim"),
+    "state_update": Op(_state_update, (64, 1536, 16), "batch,D,N"),
+}
+
+
+@contextlib.contextmanager
+def scan_launch_shapes(fwd: str | None = None, bwd: str | None = None) -> Iterator[None]:
+    """The scan's forward and backward launch shapes, as scan_tuning.py names them
+    (BLOCKDxCHUNKxWARPS[xSEGLEN][p]), instead of the defaults' choice."""
+    from scan_tuning import parse_config
+
+    from seqmamba.kernels.selective_scan import triton_bwd, triton_fwd
+
+    saved = triton_fwd.fwd_config, triton_bwd.bwd_config
+    if fwd is not None:
+        fwd_cfg = parse_config(triton_fwd.FwdConfig, fwd)
+        triton_fwd.fwd_config = lambda *a, **k: fwd_cfg if fwd_cfg is not None else saved[0](*a, **k)
+    if bwd is not None:
+        bwd_cfg = parse_config(triton_bwd.BwdConfig, bwd)
+        triton_bwd.bwd_config = lambda *a, **k: bwd_cfg if bwd_cfg is not None else saved[1](*a, **k)
+    try:
+        yield
+    finally:
+        triton_fwd.fwd_config, triton_bwd.bwd_config = saved
+
+
+def report(op: str, shape: tuple[int, ...] | None = None, dtype: str = "bf16", arch: int = 90,
+           dump: Path | None = None, fwd_config: str | None = None, bwd_config: str | None = None) -> list[str]:
+    """Compiles every kernel ``op`` launches at ``shape`` (its training shape by default)
+    for ``sm_<arch>`` and returns one description per kernel. ``fwd_config`` and
+    ``bwd_config`` choose the scan's launch shapes (see :func:`scan_launch_shapes`)."""
+    spec = OPS[op]
+    shape = spec.default_shape if shape is None else shape
+    if len(shape) != len(spec.default_shape):
+        raise ValueError(f"sass_report: {op} takes a shape {spec.shape_names}, got {shape}")
+    with compile_only(arch) as collected, scan_launch_shapes(fwd_config, bwd_config):
+        spec.run(shape, _DTYPES[dtype])
+    return [describe(kernel, dump) for kernel in collected.kernels]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("ops", nargs="+", choices=sorted(OPS))
+    parser.add_argument("--shape", help="comma-separated; each op's own order (see the ops' defaults)")
+    parser.add_argument("--dtype", choices=sorted(_DTYPES), default="bf16")
+    parser.add_argument("--arch", type=int, default=90, help="compute capability x 10 (default 90: H100/H200)")
+    parser.add_argument("--dump", type=Path, help="write each kernel's .ttgir, .ptx and .sass to this folder")
+    parser.add_argument("--fwd-config", help="scan forward launch shape, as scan_tuning.py's --configs names it")
+    parser.add_argument("--bwd-config", help="scan backward launch shape, as scan_tuning.py's --bwd-configs names it")
+    args = parser.parse_args(argv)
+    shape = tuple(int(s) for s in args.shape.split(",")) if args.shape else None
+    for op in args.ops:
+        print(f"== {op} ({OPS[op].shape_names} = {shape or OPS[op].default_shape}, {args.dtype}, sm_{args.arch})")
+        for text in report(op, shape, args.dtype, args.arch, args.dump, args.fwd_config, args.bwd_config):
+            print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""benchmarks/sass_report.py: kernels compiled for sm_90 on a machine without a GPU, and
+what the reports say about the scan's compiled loops.
+
+The compiling tests run the tool in a subprocess: this test process interprets Triton
+kernels (TRITON_INTERPRET=1, set before Triton was imported), the tool must compile them.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import triton
+from bench_modules import BENCHMARKS, benchmark_module
+
+SASS = """
+        code for sm_90
+                Function : _toy
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   LDG.E R2, desc[UR4][R2.64] ;
+        /*0020*/                   FFMA R4, R2, R2, R4 ;
+        /*0030*/                   SHFL.BFLY PT, R5, R4, 0x1, 0x1f ;
+        /*0040*/                   FADD R4, R4, R5 ;
+        /*0050*/              @!P0 BRA 0x20 ;
+        /*0060*/                   MUFU.EX2 R6, R4 ;
+        /*0070*/                   FMUL R6, R6, R6 ;
+        /*0080*/               @P1 BRA 0x70 ;
+        /*0090*/                   EXIT ;
+        /*00a0*/                   BRA 0xa0;
+"""
+
+
+def test_sass_parsing_counts_opcodes_and_finds_innermost_loops():
+    with benchmark_module("sass_report") as tool:
+        sass = tool.Sass.parse(SASS)
+        assert len(sass.instructions) == 11
+        assert sass.opcodes()["BRA"] == 3 and sass.opcodes()["SHFL"] == 1
+        # Two loops; the closing self-branch is none.
+        assert sass.innermost_loops() == [(0x20, 0x50), (0x70, 0x80)]
+        assert sass.opcodes(0x20, 0x50) == {"FFMA": 1, "SHFL": 1, "FADD": 1, "BRA": 1}
+
+
+def _cuobjdump_available() -> bool:
+    try:
+        return os.path.exists(triton.knobs.nvidia.cuobjdump.path)
+    except Exception:  # a Triton build without the NVIDIA tools
+        return False
+
+
+def _report(*args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "sass_report.py"), *args], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _kernel_block(report: str, name: str) -> str:
+    match = re.search(rf"^{name} .*?(?=^\S|\Z)", report, flags=re.M | re.S)
+    assert match is not None, report
+    return match.group(0)
+
+
+def _last_loop(block: str) -> dict[str, int]:
+    loops = re.findall(r"^  loop \d+ .*$", block, flags=re.M)
+    assert loops, block
+    counts = dict(re.findall(r"([A-Z]+)=(\d+)", loops[-1]))
+    counts["instrs"] = re.search(r"(\d+) instrs", loops[-1]).group(1)
+    return {k: int(v) for k, v in counts.items()}
+
+
+needs_tools = pytest.mark.skipif(not _cuobjdump_available(), reason="Triton's bundled cuobjdump is not installed")
+
+
+@needs_tools
+def test_norm_kernels_compile_for_sm90():
+    report = _report("rmsnorm", "--shape", "64,256")
+    assert report.startswith("== rmsnorm (rows,dim = (64, 256), bf16, sm_90)")
+    for name in ("_rms_norm_fwd_kernel", "_rms_norm_bwd_kernel"):
+        block = _kernel_block(report, name)
+        assert re.search(r"regs=\d+ stack=0 ", block), block
+        assert "LDG=" in block and "STG=" in block
+
+
+@needs_tools
+def test_scan_backward_sums_channels_with_fewer_shuffles(tmp_path):
+    """The backward's chunk loop at the training shape's launch (8 channels x 8 steps):
+    the scattered channel sums of dB and dC shuffle less than tl.sum's butterfly, and
+    neither spills inside the loop. --dump writes the compiler's outputs."""
+    scattered = _kernel_block(_report("scan", "--shape", "1,64,256,16", "--bwd-config", "8x8x1",
+                                      "--dump", str(tmp_path)), "_bwd_kernel")
+    butterfly = _kernel_block(_report("scan", "--shape", "1,64,256,16", "--bwd-config", "8x8x1b"), "_bwd_kernel")
+    s, b = _last_loop(scattered), _last_loop(butterfly)
+    assert s["SHFL"] < b["SHFL"] and s["instrs"] < b["instrs"], (scattered, butterfly)
+    assert "STL" not in s and "LDL" not in s
+    assert {p.suffix for p in tmp_path.iterdir()} == {".ttgir", ".ptx", ".sass"}
