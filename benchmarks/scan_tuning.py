@@ -39,12 +39,12 @@ def make_inputs(batch: int, dim: int, length: int, n_state: int, *, requires_gra
     return x
 
 
-SUFFIXES = {"p": ("prefetch", True)}
+SUFFIXES = {"p": ("prefetch", True), "b": ("scattered_sums", False)}
 
 
 def parse_config(cls, text: str):
     """'auto' (None) or BLOCKDxCHUNKxWARPS[xSEGLEN] followed by letters: p turns on the
-    forward's prefetching."""
+    forward's prefetching, b makes the backward sum dB and dC with tl.sum's butterfly."""
     if text == "auto":
         return None
     shape = text.rstrip("".join(SUFFIXES))
@@ -112,6 +112,8 @@ def backward_variants(
         name += f" /{save_every}"
         if cfg is not None and cfg.seg_len is not None:
             name += f" S{cfg.seg_len}"
+        if cfg is not None and not cfg.scattered_sums:
+            name += " butterfly"
         rows.append((name, bench(run), err))
     return rows
 
@@ -122,7 +124,7 @@ def main() -> None:
     parser.add_argument("--backward", action="store_true")
     parser.add_argument("--n-contig", action="store_true", help="also time B and C laid out N-contiguous")
     parser.add_argument("--configs", default="auto,32x8x1,16x8x1", help="auto or BLOCKDxCHUNKxWARPS[xSEGLEN][p] (SEGLEN: steps per segment of a split L; p: prefetch), comma-separated")
-    parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto or BLOCKDxCHUNKxWARPS[xSEGLEN]")
+    parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto or BLOCKDxCHUNKxWARPS[xSEGLEN][b] (b: dB and dC summed by tl.sum's butterfly instead of the scattered exchanges)")
     parser.add_argument("--save-every", default="64", help="steps between the states the forward saves for the backward "
                         "(multiples of both kernels' chunks), comma-separated: each is timed with every --bwd-configs entry")
     args = parser.parse_args()

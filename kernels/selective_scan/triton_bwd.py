@@ -63,6 +63,62 @@ def _load_chunk_inputs(
 
 
 @triton.jit
+def _channel_sums_scattered(x, channels, BLOCK_D: tl.constexpr):
+    """Sums of x (CHUNK, BLOCK_N, BLOCK_D) over its channels, spread over the channels.
+
+    Returns (sums, step, owner): sums (max(CHUNK // BLOCK_D, 1), BLOCK_N, BLOCK_D), the
+    step (0 .. CHUNK - 1) each sum belongs to, and where it is to be written: every
+    (step, state) sum has exactly one owner (owner is all true when CHUNK >= BLOCK_D).
+
+    tl.sum over channels on lanes is a butterfly that leaves every sum in every lane:
+    log2(BLOCK_D) exchanges of every value. Here each exchange first halves the steps
+    (channel c keeps one half, chosen by one bit of c, and receives the partial sums of
+    that half from its partner c ^ bit), so the exchanges move CHUNK/2 + CHUNK/4 + ...
+    values per state instead of CHUNK * log2(BLOCK_D). Once one step is left, the last
+    exchanges are a butterfly's. Exact whatever the register layout: tl.gather's result
+    does not depend on where the channels live.
+    """
+    c = channels[None, None, :]
+    step = tl.zeros_like(c)
+    owner = c >= 0
+    for level in tl.static_range(8):  # BLOCK_D <= 256
+        if (BLOCK_D >> (level + 1)) > 0:
+            bit = c & (BLOCK_D >> (level + 1))
+            partner = c ^ (BLOCK_D >> (level + 1))
+            if x.shape[0] > 1:
+                lo, hi = tl.split(tl.permute(tl.reshape(x, (2, x.shape[0] // 2, x.shape[1], x.shape[2])), (1, 2, 3, 0)))
+                upper = bit != 0
+                send = tl.where(upper, lo, hi)
+                x = tl.where(upper, hi, lo) + tl.gather(send, tl.broadcast_to(partner, send.shape), axis=2)
+                step += tl.where(upper, x.shape[0], 0)  # x now holds half the steps
+            else:
+                x = x + tl.gather(x, tl.broadcast_to(partner, x.shape), axis=2)
+                owner = owner & (bit == 0)
+    return x, tl.arange(0, x.shape[0])[:, None, None] + step, owner
+
+
+@triton.jit
+def _write_channel_sums(ptr, base, x, t0, L, channels, n_mask, BLOCK_D: tl.constexpr,
+                        ATOMIC: tl.constexpr, SCATTERED: tl.constexpr):
+    """Adds (ATOMIC) or stores the sums of x (CHUNK, BLOCK_N, BLOCK_D) over its channels
+    at ptr + base + t0 + step, base (1, BLOCK_N): dB or dC of one chunk."""
+    if SCATTERED:
+        sums, step, owner = _channel_sums_scattered(x, channels, BLOCK_D)
+        t = t0 + step
+        mask = (t < L) & n_mask[None, :, None] & owner
+        offs = base[:, :, None] + t
+    else:
+        sums = tl.sum(x, axis=2)  # (CHUNK, BLOCK_N)
+        t = t0 + tl.arange(0, x.shape[0])[:, None]
+        mask = (t < L) & n_mask[None, :]
+        offs = base + t
+    if ATOMIC:
+        tl.atomic_add(ptr + offs, sums, mask=mask, sem="relaxed")
+    else:
+        tl.store(ptr + offs, sums, mask=mask)
+
+
+@triton.jit
 def _bwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr, dout_ptr, dfinal_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dinit_ptr, scratch_ptr,
@@ -81,7 +137,8 @@ def _bwd_kernel(
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, SUBCHUNKS: tl.constexpr,
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_DFINAL: tl.constexpr, FOLD: tl.constexpr, ATOMIC_BC: tl.constexpr, FAST_MATH: tl.constexpr,
+    HAS_DFINAL: tl.constexpr, FOLD: tl.constexpr, ATOMIC_BC: tl.constexpr, SCATTERED_SUMS: tl.constexpr,
+    FAST_MATH: tl.constexpr,
 ):
     """Grid: (channel blocks x segments, groups, batch), segment-major as in the forward.
 
@@ -102,7 +159,8 @@ def _bwd_kernel(
     slot = group * n_dblk + pid_d  # this program's row in the per-program partial sums
     program = (batch * n_grid_groups + group) * tl.num_programs(0) + tl.program_id(0)
 
-    d_in_group = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    channels = tl.arange(0, BLOCK_D)
+    d_in_group = pid_d * BLOCK_D + channels
     d_mask = d_in_group < DG
     d = (group * DG + d_in_group).to(tl.int64)
     n = tl.arange(0, BLOCK_N)
@@ -281,19 +339,15 @@ def _bwd_kernel(
             gAh = tl.sum(w * A[None, :, :], axis=1)
             dA_acc += tl.sum(w * dt[:, None, :], axis=0)
             if B_VARYING:
-                dB_chunk = tl.sum(gs * dtu[:, None, :], axis=2)  # (CHUNK, BLOCK_N)
-                if ATOMIC_BC:
-                    tl.atomic_add(dB_ptr + dB_base + t[:, None], dB_chunk, mask=mtn, sem="relaxed")
-                else:
-                    tl.store(dB_ptr + dB_base + t[:, None], dB_chunk, mask=mtn)
+                _write_channel_sums(
+                    dB_ptr, dB_base, gs * dtu[:, None, :], t0, L, channels, n_mask, BLOCK_D, ATOMIC_BC, SCATTERED_SUMS,
+                )
             else:
                 dB_acc += tl.sum(gs * dtu[:, None, :], axis=0)
             if C_VARYING:
-                dC_chunk = tl.sum(hs * dy[:, None, :], axis=2)
-                if ATOMIC_BC:
-                    tl.atomic_add(dC_ptr + dC_base + t[:, None], dC_chunk, mask=mtn, sem="relaxed")
-                else:
-                    tl.store(dC_ptr + dC_base + t[:, None], dC_chunk, mask=mtn)
+                _write_channel_sums(
+                    dC_ptr, dC_base, hs * dy[:, None, :], t0, L, channels, n_mask, BLOCK_D, ATOMIC_BC, SCATTERED_SUMS,
+                )
             else:
                 dC_acc += tl.sum(hs * dy[:, None, :], axis=0)
 
@@ -418,6 +472,9 @@ class BwdConfig:
     chunk: int
     num_warps: int
     seg_len: int | None = None
+    # dB and dC summed over the channels by exchanges that halve the steps each time
+    # (_channel_sums_scattered) rather than by tl.sum's butterfly.
+    scattered_sums: bool = True
 
 
 # Splitting L, as in the forward: segments until about SPLIT_PROGRAMS programs run, each
@@ -545,7 +602,7 @@ def scan_bwd(
         *u.stride(), *delta.stride(), *A.stride(), *sB, *sC, *z_arg.stride(), *dout.stride(),
         *du.stride(), *ddelta.stride(), *dz.stride(),
         SUBCHUNKS=subchunks, B_VARYING=b_varying, HAS_D=D is not None, HAS_DFINAL=dfinal is not None, FOLD=n_seg > 1,
-        ATOMIC_BC=atomic, **flags,
+        ATOMIC_BC=atomic, SCATTERED_SUMS=cfg.scattered_sums, **flags,
     )
     return (
         du,

@@ -214,6 +214,20 @@ def test_deterministic_backward(deterministic, bc):
         assert torch.equal(first[name], second[name]), name
 
 
+@pytest.mark.parametrize("n_state", (2, 4))
+@pytest.mark.parametrize("fixed_order", (False, True))
+def test_programs_wider_than_a_chunk(n_state, fixed_order):
+    """Few states make backward programs of 32 channels, more than a chunk has steps: the
+    sums of dB and dC over a program's channels then end in a butterfly whose duplicates
+    must be written once. 40 channels: a full program and one with 8 channels."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(fixed_order)
+    try:
+        check(Case(length=19, n_state=n_state, dim=40, batch=1, with_init=False), seed=17)
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
 def check_no_grad(case: Case, seed: int) -> None:
     """Output and final state with autograd off (no states saved) against the reference."""
     inputs = make_inputs(case, torch.Generator().manual_seed(seed))
