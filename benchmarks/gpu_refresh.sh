@@ -92,7 +92,7 @@ for step in "$@"; do
         tuning)
             run tuning 420 python3 benchmarks/scan_tuning.py \
                 --configs "${FWD_CONFIGS:-auto,16x16x1p,16x16x1x1024p,16x16x1x4096p,32x8x1x2048p}" \
-                --bwd-configs "${BWD_CONFIGS:-auto,8x8x1x1024,8x8x1x1024b,8x8x1,8x8x1b}" --save-every "${SAVE_EVERY:-64}" ;;
+                --bwd-configs "${BWD_CONFIGS:-auto,8x8x1x1024,8x8x1x1024s,8x8x1,8x8x1s}" --save-every "${SAVE_EVERY:-64}" ;;
         scan)
             run scan 300 python3 benchmarks/bench_scan.py --impls ours,mamba_ssm ;;
         train)

@@ -39,12 +39,12 @@ def make_inputs(batch: int, dim: int, length: int, n_state: int, *, requires_gra
     return x
 
 
-SUFFIXES = {"p": ("prefetch", True), "b": ("scattered_sums", False)}
+SUFFIXES = {"p": ("prefetch", True), "s": ("scattered_sums", True)}
 
 
 def parse_config(cls, text: str):
     """'auto' (None) or BLOCKDxCHUNKxWARPS[xSEGLEN] followed by letters: p turns on the
-    forward's prefetching, b makes the backward sum dB and dC with tl.sum's butterfly."""
+    forward's prefetching, s makes the backward sum dB and dC by scattered exchanges."""
     if text == "auto":
         return None
     shape = text.rstrip("".join(SUFFIXES))
@@ -112,8 +112,8 @@ def backward_variants(
         name += f" /{save_every}"
         if cfg is not None and cfg.seg_len is not None:
             name += f" S{cfg.seg_len}"
-        if cfg is not None and not cfg.scattered_sums:
-            name += " butterfly"
+        if cfg is not None and cfg.scattered_sums:
+            name += " scattered"
         rows.append((name, bench(run), err))
     return rows
 
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--backward", action="store_true")
     parser.add_argument("--n-contig", action="store_true", help="also time B and C laid out N-contiguous")
     parser.add_argument("--configs", default="auto,32x8x1,16x8x1", help="auto or BLOCKDxCHUNKxWARPS[xSEGLEN][p] (SEGLEN: steps per segment of a split L; p: prefetch), comma-separated")
-    parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto or BLOCKDxCHUNKxWARPS[xSEGLEN][b] (b: dB and dC summed by tl.sum's butterfly instead of the scattered exchanges)")
+    parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto or BLOCKDxCHUNKxWARPS[xSEGLEN][s] (s: dB and dC summed by scattered exchanges instead of tl.sum's butterfly)")
     parser.add_argument("--save-every", default="64", help="steps between the states the forward saves for the backward "
                         "(multiples of both kernels' chunks), comma-separated: each is timed with every --bwd-configs entry")
     args = parser.parse_args()

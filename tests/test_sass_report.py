@@ -89,9 +89,9 @@ def test_scan_backward_sums_channels_with_fewer_shuffles(tmp_path):
     """The backward's chunk loop at the training shape's launch (8 channels x 8 steps):
     the scattered channel sums of dB and dC shuffle less than tl.sum's butterfly, and
     neither spills inside the loop. --dump writes the compiler's outputs."""
-    scattered = _kernel_block(_report("scan", "--shape", "1,64,256,16", "--bwd-config", "8x8x1",
+    scattered = _kernel_block(_report("scan", "--shape", "1,64,256,16", "--bwd-config", "8x8x1s",
                                       "--dump", str(tmp_path)), "_bwd_kernel")
-    butterfly = _kernel_block(_report("scan", "--shape", "1,64,256,16", "--bwd-config", "8x8x1b"), "_bwd_kernel")
+    butterfly = _kernel_block(_report("scan", "--shape", "1,64,256,16", "--bwd-config", "8x8x1"), "_bwd_kernel")
     s, b = _last_loop(scattered), _last_loop(butterfly)
     assert s["SHFL"] < b["SHFL"] and s["instrs"] < b["instrs"], (scattered, butterfly)
     assert "STL" not in s and "LDL" not in s

@@ -474,7 +474,7 @@ class BwdConfig:
     seg_len: int | None = None
     # dB and dC summed over the channels by exchanges that halve the steps each time
     # (_channel_sums_scattered) rather than by tl.sum's butterfly.
-    scattered_sums: bool = True
+    scattered_sums: bool = False
 
 
 # Splitting L, as in the forward: segments until about SPLIT_PROGRAMS programs run, each
@@ -485,6 +485,9 @@ class BwdConfig:
 # and L = 2^17.
 SPLIT_L = True
 TARGET_PROGRAMS = 2048
+# The default of BwdConfig.scattered_sums: fewer instructions in the sm_90 build (chunk
+# loop 1357 -> 1245 at N = 16), off until a GPU run has timed it against the butterfly.
+SCATTERED_SUMS = False
 SPLIT_PROGRAMS = 8192
 MIN_SEG_LEN = 1024
 
@@ -509,7 +512,7 @@ def bwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
     if SPLIT_L and programs < TARGET_PROGRAMS:
         seg_len = split_length(programs, length, math.lcm(align, chunk), target=SPLIT_PROGRAMS, min_len=MIN_SEG_LEN)
     return BwdConfig(
-        block_d=block_d, chunk=chunk, num_warps=num_warps, seg_len=seg_len,
+        block_d=block_d, chunk=chunk, num_warps=num_warps, seg_len=seg_len, scattered_sums=SCATTERED_SUMS,
     )
 
 

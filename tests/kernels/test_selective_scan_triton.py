@@ -214,16 +214,25 @@ def test_deterministic_backward(deterministic, bc):
         assert torch.equal(first[name], second[name]), name
 
 
-@pytest.mark.parametrize("n_state", (2, 4))
+@pytest.fixture
+def scattered_sums(monkeypatch):
+    """The backward sums dB and dC over its channels by scattered exchanges."""
+    from seqmamba.kernels.selective_scan import triton_bwd
+
+    monkeypatch.setattr(triton_bwd, "SCATTERED_SUMS", True)
+
+
+@pytest.mark.parametrize("n_state", (2, 4, 16))
 @pytest.mark.parametrize("fixed_order", (False, True))
-def test_programs_wider_than_a_chunk(n_state, fixed_order):
-    """Few states make backward programs of 32 channels, more than a chunk has steps: the
-    sums of dB and dC over a program's channels then end in a butterfly whose duplicates
-    must be written once. 40 channels: a full program and one with 8 channels."""
+def test_scattered_channel_sums(scattered_sums, n_state, fixed_order):
+    """Exchanges that halve the steps, then (few states make programs of 32 channels, more
+    than a chunk has steps) a butterfly whose duplicates must be written once. 40
+    channels: a full program and one with 8 channels (N = 16: programs of 8)."""
     before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(fixed_order)
     try:
         check(Case(length=19, n_state=n_state, dim=40, batch=1, with_init=False), seed=17)
+        check(Case(length=129, dtype=torch.bfloat16, bc="grouped", dim=4), seed=18)
     finally:
         torch.use_deterministic_algorithms(before)
 
