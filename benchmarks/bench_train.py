@@ -15,6 +15,10 @@ Sections (``--sections``, all by default):
                                       the whole step captured in one CUDA graph and replayed
                                       (seqmamba.train.graphed_step.CudaGraphStep): the kernels'
                                       time without the host's, which eager steps can exceed
+                  seqmamba, graphed forward and backward  as ``seqmamba train`` runs with
+                                      ``trainer.cuda_graph=true``: the loss's forward and
+                                      backward replayed from graphs (GraphedTaskStep), the
+                                      AdamW step eager
                   mamba_ssm           mamba_ssm's MambaLMHeadModel (Mamba1, fused add+norm,
                                       residual in fp32), when importable, loaded with the
                                       seqmamba model's initial weights
@@ -72,7 +76,9 @@ from kernel_profile import format_kernels, rank_kernels  # noqa: E402
 
 from seqmamba.models import MambaLM, ModelConfig  # noqa: E402
 from seqmamba.models.chunked import backward_in_chunks  # noqa: E402
+from seqmamba.tasks import StepOutput  # noqa: E402
 from seqmamba.train.graphed_step import CudaGraphStep  # noqa: E402
+from seqmamba.train.graphed_task_step import GraphedTaskStep  # noqa: E402
 
 LOSS_AGREEMENT = 0.02  # relative; bf16 autocast rounding moves the first loss by ~1e-3
 SECTIONS = ("lm", "long")
@@ -94,6 +100,9 @@ class Case:
     loss_runs_backward: bool = False
     # The whole step captured once in a CUDA graph and replayed (seqmamba.train.CudaGraphStep).
     cuda_graph: bool = False
+    # The loss's forward and backward replayed from graphs, the optimizer eager
+    # (seqmamba.train.graphed_task_step.GraphedTaskStep, as trainer.cuda_graph=true runs).
+    graphed_forward: bool = False
 
 
 @dataclass
@@ -222,6 +231,8 @@ def lm_cases(args: argparse.Namespace) -> list[Case]:
              cuda_graph=True, **common),
         Case(name="mamba_ssm, CUDA graph", build=build_mamba_ssm(config), loss=mamba_ssm_loss, cuda_graph=True,
              **common),
+        Case(name="seqmamba, graphed forward and backward", build=build_seqmamba(config),
+             loss=seqmamba_loss_unchecked, graphed_forward=True, **common),
         Case(
             name=f"transformer ({neox.n_layer}L d{neox.d_model} {neox.n_head}h)",
             build=build_transformer(neox), loss=plain_logits_loss, **common,
@@ -245,6 +256,18 @@ LONG_VARIANT_KEYS = {
 
 
 # --- training steps ------------------------------------------------------------------
+
+
+class LossTask:
+    """A case's loss as a task's step (the part of Task that GraphedTaskStep uses)."""
+
+    name = "bench_train"
+
+    def __init__(self, loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        self.loss = loss
+
+    def step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
+        return StepOutput(loss=self.loss(model, batch["input_ids"], batch["labels"]))
 
 
 def train(case: Case, settings: Settings) -> Record:
@@ -276,6 +299,18 @@ def train(case: Case, settings: Settings) -> Record:
     if case.cuda_graph:
         graphed = CudaGraphStep(graph_loss, optimizer, (inputs, labels))
         step = lambda: graphed(inputs, labels).clone()  # noqa: E731
+    if case.graphed_forward:
+        graphed_loss = GraphedTaskStep(LossTask(case.loss), model,
+                                       autocast_dtype=torch.bfloat16 if settings.autocast else None)
+        batch = {"input_ids": inputs, "labels": labels}
+
+        def step() -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=settings.autocast):
+                loss = graphed_loss(batch).loss
+            loss.backward()
+            optimizer.step()
+            return loss.detach()
 
     losses, times_ms = [], []
     for i in range(settings.warmup + settings.steps):
@@ -374,7 +409,7 @@ def measure(case: Case, settings: Settings) -> Record:
 def run_lm(args: argparse.Namespace, settings: Settings) -> list[Record]:
     records = []
     for case in lm_cases(args):
-        if (case.name.startswith("mamba_ssm") or case.cuda_graph) and settings.device != "cuda":
+        if (case.name.startswith("mamba_ssm") or case.cuda_graph or case.graphed_forward) and settings.device != "cuda":
             what = "mamba_ssm runs" if case.name.startswith("mamba_ssm") else "CUDA graphs run"
             records.append(Record("lm", case.name, case.batch, case.length, f"skipped: {what} on CUDA only"))
             continue

@@ -49,6 +49,8 @@ def test_tiny_cpu_run_prints_a_table_and_writes_json(bench, tmp_path, capsys, on
     assert [c.strip() for c in header.strip("|").split("|")][2:6] == ["batch x L", "tokens/s", "step ms", "peak GiB"]
     records = {(r["section"], r["name"], r["length"]): r for r in json.loads(out.read_text())["records"]}
     assert records["lm", "mamba_ssm", 17]["status"] == "skipped: mamba_ssm runs on CUDA only"
+    for name in ("seqmamba, CUDA graph", "seqmamba, graphed forward and backward"):
+        assert records["lm", name, 17]["status"] == "skipped: CUDA graphs run on CUDA only"
     lm_names = (
         "seqmamba", "seqmamba, labels checked on the host", "seqmamba recompute", "seqmamba, logits loss",
         "transformer (2L d32 2h)",

@@ -114,6 +114,11 @@ class TrainerConfig:
         overwrite: allow starting a fresh run in a run directory that already has
             checkpoints (they may be replaced).
         evaluate: run the task's full evaluation after training.
+        cuda_graph: capture the training step's forward and backward in CUDA graphs
+            and replay them (:mod:`seqmamba.train.graphed_task_step`), so the host
+            launches two graphs instead of every kernel: faster where the host, not
+            the GPU, sets the pace. One CUDA device, ``accumulate_grad_batches`` 1;
+            batches of other shapes than the first run eagerly.
     """
 
     max_steps: int = 1000
@@ -134,6 +139,7 @@ class TrainerConfig:
     resume_from: Optional[str] = None
     overwrite: bool = False
     evaluate: bool = True
+    cuda_graph: bool = False
 
 
 @dataclass

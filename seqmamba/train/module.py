@@ -11,12 +11,18 @@ from seqmamba.config import build_config, to_experiment
 from seqmamba.kernels.cross_entropy.op import labels_checked_on_host
 from seqmamba.tasks import Metric, get_task
 
+from .graphed_task_step import GraphedTaskStep
 from .optim import build_optimizer, build_scheduler, param_groups
 from .strategy import is_fsdp
 
 PLACEMENT_KEY = "seqmamba_data_placement"
 """Checkpoint entry recording how the training stream was split: ``world_size``,
 ``batch_size`` (per process) and ``accumulate_grad_batches``."""
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a Lightning precision setting, None where it does not autocast."""
+    return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(precision))
 
 
 class SequenceModule(L.LightningModule):
@@ -44,6 +50,7 @@ class SequenceModule(L.LightningModule):
         self._param_groups = param_groups(self.model, self.experiment.optimizer.weight_decay)
         self._val_sums: dict[str, list[torch.Tensor]] = {}
         self._batch_checked_on_host = False
+        self._graphed_step: GraphedTaskStep | None = None
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)
@@ -60,13 +67,22 @@ class SequenceModule(L.LightningModule):
             self.task.check_batch(batch)
         return batch
 
-    def _step(self, batch: dict[str, torch.Tensor]) -> Any:
+    def _step(self, batch: dict[str, torch.Tensor], *, graphed: bool = False) -> Any:
         checked = labels_checked_on_host() if self._batch_checked_on_host else contextlib.nullcontext()
         with checked:
+            if graphed:
+                return self._graphed_task_step()(batch)
             return self.task.step(self.model, batch)
 
+    def _graphed_task_step(self) -> GraphedTaskStep:
+        if self._graphed_step is None:
+            self._graphed_step = GraphedTaskStep(
+                self.task, self.model, autocast_dtype=autocast_dtype(self.trainer.precision),
+            )
+        return self._graphed_step
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        out = self._step(batch)
+        out = self._step(batch, graphed=self.experiment.trainer.cuda_graph)
         # Averaged over processes (as is each metric), so that a run on N devices logs
         # the loss of the same global batch as one device would (a no-op on one process).
         self.log("train/loss", out.loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=1,

@@ -19,6 +19,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig
@@ -73,6 +74,8 @@ def train(cfg: DictConfig, *, callbacks: Sequence[L.Callback] = ()) -> TrainResu
     # adds at max_steps, so the end of a run is always resumable.
     last = ModelCheckpoint(dirpath=checkpoints, save_last=True, save_top_k=0)
     trainer = _build_trainer(experiment, directory, callbacks=[best, last, *callbacks])
+    if experiment.trainer.cuda_graph:
+        _check_cuda_graph(trainer, experiment.trainer)
     if resume is not None:
         _check_global_batch(resume, experiment, world_size=trainer.num_devices * trainer.num_nodes)
     module = SequenceModule(to_container(cfg))
@@ -195,6 +198,28 @@ def _trainer(tc: TrainerConfig, directory: Path, *, callbacks: list[L.Callback],
         # The data module shards by rank itself (see seqmamba.train.data).
         use_distributed_sampler=False,
     )
+
+
+def _check_cuda_graph(trainer: L.Trainer, tc: TrainerConfig) -> None:
+    """ConfigError unless a captured training step can run: one CUDA device, one batch
+    per optimizer step (see GraphedTaskStep)."""
+    if not isinstance(trainer.accelerator, CUDAAccelerator):
+        raise ConfigError(
+            f"trainer.cuda_graph: CUDA graphs need a CUDA device, and this run's accelerator is "
+            f"{type(trainer.accelerator).__name__.removesuffix('Accelerator').lower()} "
+            f"(trainer.accelerator={tc.accelerator}); set trainer.cuda_graph=false"
+        )
+    if trainer.world_size > 1:
+        raise ConfigError(
+            f"trainer.cuda_graph: a captured step runs on one device, this run has {trainer.world_size} processes "
+            f"(trainer.devices={tc.devices}); set trainer.devices=1 or trainer.cuda_graph=false"
+        )
+    if tc.accumulate_grad_batches != 1:
+        raise ConfigError(
+            f"trainer.cuda_graph: the captured backward overwrites its gradients at every batch, so they cannot "
+            f"accumulate over trainer.accumulate_grad_batches={tc.accumulate_grad_batches}; set it to 1 (a larger "
+            "task.batch_size instead) or trainer.cuda_graph=false"
+        )
 
 
 def _devices(value: str) -> Any:
