@@ -85,7 +85,8 @@ for step in "$@"; do
                 tests/kernels/test_triton_math.py tests/kernels/test_causal_conv1d.py \
                 tests/kernels/test_causal_conv1d_update.py tests/kernels/test_selective_state_update.py \
                 tests/test_generation.py tests/test_compile.py tests/test_recompute.py tests/test_chunked_training.py \
-                tests/test_graphed_step.py tests/test_host_checks.py tests/test_bench_generate.py ;;
+                tests/test_graphed_step.py tests/test_graphed_task_step.py tests/test_host_checks.py \
+                tests/test_bench_generate.py ;;
         tests_scan)
             run tests_scan 560 python3 -m pytest -v -p no:cacheprovider -n "${TEST_WORKERS:-8}" \
                 tests/kernels/test_selective_scan_triton.py ;;
