@@ -92,8 +92,8 @@ for step in "$@"; do
                 tests/kernels/test_selective_scan_triton.py ;;
         tuning)
             run tuning 420 python3 benchmarks/scan_tuning.py \
-                --configs "${FWD_CONFIGS:-auto,16x16x1p,16x16x1x1024p,16x16x1x4096p,32x8x1x2048p}" \
-                --bwd-configs "${BWD_CONFIGS:-auto,8x8x1x1024,8x8x1x1024s,8x8x1,8x8x1s}" --save-every "${SAVE_EVERY:-64}" ;;
+                --configs "${FWD_CONFIGS:-auto,16x16x1,8x16x1p,8x16x1}" \
+                --bwd-configs "${BWD_CONFIGS:-auto,autos,16x4x1x2048s,16x4x1x2048}" --save-every "${SAVE_EVERY:-64}" ;;
         scan)
             run scan 300 python3 benchmarks/bench_scan.py --impls ours,mamba_ssm ;;
         train)

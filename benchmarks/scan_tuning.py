@@ -42,17 +42,45 @@ def make_inputs(batch: int, dim: int, length: int, n_state: int, *, requires_gra
 SUFFIXES = {"p": ("prefetch", True), "s": ("scattered_sums", True)}
 
 
+@dataclasses.dataclass(frozen=True)
+class Auto:
+    """The default launch shape for the inputs, with some fields changed ('auto' + letters)."""
+
+    changes: tuple[tuple[str, object], ...] = ()
+
+
 def parse_config(cls, text: str):
-    """'auto' (None) or BLOCKDxCHUNKxWARPS[xSEGLEN] followed by letters: p turns on the
-    forward's prefetching, s makes the backward sum dB and dC by scattered exchanges."""
+    """'auto' (None), 'auto' followed by letters (an Auto), or BLOCKDxCHUNKxWARPS[xSEGLEN]
+    followed by letters: p turns on the forward's prefetching, s makes the backward sum
+    dB and dC by scattered exchanges."""
     if text == "auto":
         return None
     shape = text.rstrip("".join(SUFFIXES))
+    changes = tuple(SUFFIXES[letter] for letter in text[len(shape):])
+    if shape == "auto":
+        return Auto(changes)
     cfg = cls(*map(int, shape.split("x")))
-    for letter in text[len(shape):]:
-        field, value = SUFFIXES[letter]
-        cfg = dataclasses.replace(cfg, **{field: value})
-    return cfg
+    return dataclasses.replace(cfg, **dict(changes))
+
+
+def resolve(cfg, default):
+    """An Auto made concrete from ``default()``, the defaults' choice; other configs as they are."""
+    return dataclasses.replace(default(), **dict(cfg.changes)) if isinstance(cfg, Auto) else cfg
+
+
+def variant_name(kind: str, cfg) -> str:
+    """'fwd auto', 'bwd auto s', 'fwd bd16 T16 w1 S2048 pf', ... for the table."""
+    if cfg is None or isinstance(cfg, Auto):
+        letters = "".join(k for k, change in SUFFIXES.items() if cfg is not None and change in cfg.changes)
+        return f"{kind} auto" + (f" +{letters}" if letters else "")
+    name = f"{kind} bd{cfg.block_d} T{cfg.chunk} w{cfg.num_warps}"
+    if cfg.seg_len is not None:
+        name += f" S{cfg.seg_len}"
+    if getattr(cfg, "prefetch", False):
+        name += " pf"
+    if getattr(cfg, "scattered_sums", False):
+        name += " scattered"
+    return name
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -66,19 +94,18 @@ def bench(fn, *, rep_ms: int = 200) -> float:
 
 def forward_variants(x: dict, configs: list[triton_fwd.FwdConfig]) -> list[tuple[str, float, torch.Tensor]]:
     rows = []
-    for cfg in configs:
+    batch, dim, length = x["u"].shape
+    block_n = triton.next_power_of_2(x["A"].shape[1])
+    for spec in configs:
+        cfg = resolve(spec, lambda: triton_fwd.fwd_config(batch, dim, block_n, length=length, align=1))
+
         def run(cfg=cfg):
             return triton_fwd.scan_fwd(
                 x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True, None,
                 save_every=None, config=cfg,
             )
         out, final, _ = run()
-        name = "fwd auto" if cfg is None else f"fwd bd{cfg.block_d} T{cfg.chunk} w{cfg.num_warps}"
-        if cfg is not None and cfg.seg_len is not None:
-            name += f" S{cfg.seg_len}"
-        if cfg is not None and cfg.prefetch:
-            name += " pf"
-        rows.append((name, bench(run), out, final))
+        rows.append((variant_name("fwd", spec), bench(run), out, final))
     return rows
 
 
@@ -99,7 +126,11 @@ def backward_variants(
     dout = torch.randn_like(x["u"])
     dfinal = torch.randn(x["u"].shape[0], x["u"].shape[1], x["A"].shape[1], device=x["u"].device)
     first = None
-    for cfg in configs:
+    batch, dim, length = x["u"].shape
+    block_n = triton.next_power_of_2(x["A"].shape[1])
+    for spec in configs:
+        cfg = resolve(spec, lambda: triton_bwd.bwd_config(batch, dim, block_n, length=length, align=save_every))
+
         def run(cfg=cfg):
             return triton_bwd.scan_bwd(
                 x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True,
@@ -108,13 +139,7 @@ def backward_variants(
         grads = run()
         first = first if first is not None else grads
         err = max(rel(g, f) for g, f in zip(grads, first) if g is not None)
-        name = "bwd auto" if cfg is None else f"bwd bd{cfg.block_d} T{cfg.chunk} w{cfg.num_warps}"
-        name += f" /{save_every}"
-        if cfg is not None and cfg.seg_len is not None:
-            name += f" S{cfg.seg_len}"
-        if cfg is not None and cfg.scattered_sums:
-            name += " scattered"
-        rows.append((name, bench(run), err))
+        rows.append((variant_name("bwd", spec) + f" /{save_every}", bench(run), err))
     return rows
 
 
@@ -123,8 +148,8 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="*", default=[",".join(map(str, s)) for s in SHAPES])
     parser.add_argument("--backward", action="store_true")
     parser.add_argument("--n-contig", action="store_true", help="also time B and C laid out N-contiguous")
-    parser.add_argument("--configs", default="auto,32x8x1,16x8x1", help="auto or BLOCKDxCHUNKxWARPS[xSEGLEN][p] (SEGLEN: steps per segment of a split L; p: prefetch), comma-separated")
-    parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto or BLOCKDxCHUNKxWARPS[xSEGLEN][s] (s: dB and dC summed by scattered exchanges instead of tl.sum's butterfly)")
+    parser.add_argument("--configs", default="auto,32x8x1,16x8x1", help="auto[p] or BLOCKDxCHUNKxWARPS[xSEGLEN][p] (SEGLEN: steps per segment of a split L; p: prefetch), comma-separated")
+    parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto[s] or BLOCKDxCHUNKxWARPS[xSEGLEN][s] (s: dB and dC summed by scattered exchanges instead of tl.sum's butterfly)")
     parser.add_argument("--save-every", default="64", help="steps between the states the forward saves for the backward "
                         "(multiples of both kernels' chunks), comma-separated: each is timed with every --bwd-configs entry")
     args = parser.parse_args()

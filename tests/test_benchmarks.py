@@ -11,6 +11,7 @@ import pathlib
 import sys
 
 import pytest
+from bench_modules import benchmark_module
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -143,10 +144,13 @@ def test_state_update_benchmark_flags_a_wrong_step(bench_step, monkeypatch, tmp_
 
 
 def test_scan_tuning_parses_launch_shapes():
-    """benchmarks/scan_tuning.py's BLOCKDxCHUNKxWARPS[xSEGLEN][p|b] strings (GPU-only script)."""
-    spec = importlib.util.spec_from_file_location("scan_tuning", ROOT / "benchmarks" / "scan_tuning.py")
-    tuning = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tuning)
+    """benchmarks/scan_tuning.py's launch-shape strings, auto[letters] or
+    BLOCKDxCHUNKxWARPS[xSEGLEN][letters] (a GPU-only script)."""
+    with benchmark_module("scan_tuning") as tuning:
+        check_launch_shape_strings(tuning)
+
+
+def check_launch_shape_strings(tuning) -> None:
     from seqmamba.kernels.selective_scan.triton_bwd import BwdConfig
     from seqmamba.kernels.selective_scan.triton_fwd import FwdConfig
 
@@ -155,6 +159,14 @@ def test_scan_tuning_parses_launch_shapes():
     assert tuning.parse_config(FwdConfig, "32x8x1x2048") == FwdConfig(32, 8, 1, seg_len=2048)
     assert tuning.parse_config(BwdConfig, "8x8x1x2048") == BwdConfig(8, 8, 1, seg_len=2048)
     assert tuning.parse_config(BwdConfig, "8x4x1") == BwdConfig(8, 4, 1)
+    assert tuning.parse_config(BwdConfig, "16x4x1x1024s") == BwdConfig(16, 4, 1, seg_len=1024, scattered_sums=True)
+    # 'auto' with letters: the defaults' choice for the inputs, changed.
+    auto_s = tuning.parse_config(BwdConfig, "autos")
+    chosen = tuning.resolve(auto_s, lambda: BwdConfig(8, 8, 1, seg_len=3072))
+    assert chosen == BwdConfig(8, 8, 1, seg_len=3072, scattered_sums=True)
+    assert tuning.resolve(None, lambda: BwdConfig(8, 8, 1)) is None
+    assert tuning.variant_name("bwd", auto_s) == "bwd auto +s" and tuning.variant_name("fwd", None) == "fwd auto"
+    assert tuning.variant_name("fwd", FwdConfig(16, 16, 1, seg_len=2048, prefetch=True)) == "fwd bd16 T16 w1 S2048 pf"
 
 
 def test_host_benchmark_cpu_smoke_run(capsys):
