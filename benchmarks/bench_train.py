@@ -304,13 +304,15 @@ def train(case: Case, settings: Settings) -> Record:
                                        autocast_dtype=torch.bfloat16 if settings.autocast else None)
         batch = {"input_ids": inputs, "labels": labels}
 
-        def step() -> torch.Tensor:
+        def graphed_forward_step() -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device, dtype=torch.bfloat16, enabled=settings.autocast):
                 loss = graphed_loss(batch).loss
             loss.backward()
             optimizer.step()
             return loss.detach()
+
+        step = graphed_forward_step
 
     losses, times_ms = [], []
     for i in range(settings.warmup + settings.steps):

@@ -14,76 +14,41 @@ from typing import ClassVar
 import pytest
 import torch
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
-from torch.utils.data import Dataset
 
 import seqmamba.train.module as module_mod
 import seqmamba.train.run as run_mod
 from seqmamba.config import ConfigError, TrainerConfig, load_config
 from seqmamba.models import ModelConfig
-from seqmamba.tasks import Report, StepOutput, Task, TaskConfig, register_task
+from seqmamba.tasks import StepOutput, register_task
 from seqmamba.train import train
 from seqmamba.train.checkpoint import load_checkpoint_weights
 from seqmamba.train.graphed_task_step import GraphedTaskStep
-from token_data import IndexedSequences
+from token_data import IndexedSequences, TokenTask, TokenTaskConfig, write_config
 
 
 @dataclass
-class GraphedConfig(TaskConfig):
+class GraphedConfig(TokenTaskConfig):
     name: str = "test_graphed"
-    vocab: int = 11
-    seq_len: int = 13
     train_size: int = 22
 
 
 @register_task
-class GraphedTask(Task):
+class GraphedTask(TokenTask):
     """Next-token prediction; counts the Python runs of its step (a replay runs none)."""
 
     name = "test_graphed"
     config_class = GraphedConfig
-    cfg: GraphedConfig
     python_steps: ClassVar[int] = 0
-
-    @property
-    def vocab_size(self) -> int:
-        return self.cfg.vocab
-
-    def datasets(self) -> dict[str, Dataset]:
-        cfg = self.cfg
-        return {
-            "train": IndexedSequences(cfg.train_size, seq_len=cfg.seq_len, vocab=cfg.vocab, seed=1),
-            "val": IndexedSequences(8, seq_len=cfg.seq_len, vocab=cfg.vocab, seed=2),
-        }
 
     def step(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         if model.training:
             GraphedTask.python_steps += 1
         return super().step(model, batch)
 
-    def evaluate(self, model: torch.nn.Module, device: torch.device) -> Report:
-        return Report(title="graphed")
-
-
-CONFIG = """\
-name: {name}
-model: {{d_model: 16, n_layer: 2, d_state: 4}}
-task: {{name: test_graphed, batch_size: 4, eval_batch_size: 4}}
-trainer:
-  max_steps: 7
-  val_every_n_steps: 7
-  log_every_n_steps: 1
-  accelerator: {accelerator}
-  precision: {precision}
-  devices: 1
-  progress_bar: false
-  evaluate: false
-  output_dir: {output_dir}
-"""
-
 
 def run(tmp: Path, name: str, *overrides: str, accelerator: str = "cpu", precision: str = "32-true"):
-    path = tmp / f"{name}.yaml"
-    path.write_text(CONFIG.format(name=name, output_dir=tmp / "runs", accelerator=accelerator, precision=precision))
+    path = write_config(tmp, name, "test_graphed", model="{d_model: 16, n_layer: 2, d_state: 4}", max_steps=7,
+                        val_every_n_steps=7, log_every_n_steps=1, accelerator=accelerator, precision=precision)
     GraphedTask.python_steps = 0
     return train(load_config(path, list(overrides)))
 

@@ -10,75 +10,38 @@ from typing import ClassVar
 import lightning as L
 import pytest
 import torch
-from torch.utils.data import Dataset
 
 import seqmamba.kernels.cross_entropy.op as cross_entropy_op
 from seqmamba.config import load_config
 from seqmamba.kernels.cross_entropy.op import check_labels_in_range, labels_checked_on_host
-from seqmamba.tasks import IGNORE_INDEX, Report, StepOutput, Task, TaskConfig, register_task
+from seqmamba.tasks import IGNORE_INDEX, StepOutput, register_task
 from seqmamba.tasks.base import check_ids
 from seqmamba.train import train
-from token_data import IndexedSequences
+from token_data import TokenTask, TokenTaskConfig, write_config
 
 
 @dataclass
-class HostCheckConfig(TaskConfig):
+class HostCheckConfig(TokenTaskConfig):
     name: str = "test_host_check"
-    vocab: int = 11
-    data_id_limit: int = 11  # above vocab: the data holds ids the model cannot take
     seq_len: int = 17
 
 
 @register_task
-class HostCheckTask(Task):
+class HostCheckTask(TokenTask):
     """Next-token prediction that records, for each step, whether the loss's label
     check was left to the host."""
 
     name = "test_host_check"
     config_class = HostCheckConfig
-    cfg: HostCheckConfig
     checked_on_host: ClassVar[list[bool]] = []
-
-    @property
-    def vocab_size(self) -> int:
-        return self.cfg.vocab
-
-    def datasets(self) -> dict[str, Dataset]:
-        cfg = self.cfg
-        return {
-            split: IndexedSequences(24, seq_len=cfg.seq_len, vocab=cfg.data_id_limit, seed=seed)
-            for split, seed in (("train", 1), ("val", 2))
-        }
 
     def step(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         HostCheckTask.checked_on_host.append(cross_entropy_op._labels_checked_on_host)
         return super().step(model, batch)
 
-    def evaluate(self, model: torch.nn.Module, device: torch.device) -> Report:
-        return Report(title="host check")
-
-
-CONFIG = """\
-name: {name}
-model: {{d_model: 8, n_layer: 2, d_state: 4}}
-task: {{name: test_host_check, batch_size: 4, eval_batch_size: 4}}
-trainer:
-  max_steps: 3
-  val_every_n_steps: 3
-  log_every_n_steps: 100
-  accelerator: {accelerator}
-  precision: {precision}
-  devices: 1
-  progress_bar: false
-  evaluate: false
-  output_dir: {output_dir}
-"""
-
 
 def run(tmp: Path, *overrides: str, accelerator: str = "cpu", precision: str = "32-true", callbacks=()):
-    path = tmp / "host_check.yaml"
-    path.write_text(CONFIG.format(name="host_check", output_dir=tmp / "runs", accelerator=accelerator,
-                                  precision=precision))
+    path = write_config(tmp, "host_check", "test_host_check", accelerator=accelerator, precision=precision)
     HostCheckTask.checked_on_host = []
     return train(load_config(path, ["trainer.overwrite=true", *overrides]), callbacks=callbacks)
 
@@ -150,7 +113,7 @@ def test_training_steps_run_with_the_labels_checked_on_host(tmp_path):
 def test_training_refuses_a_batch_with_ids_outside_the_vocabulary(tmp_path):
     with pytest.raises(ValueError, match=r"task 'test_host_check': batch\['input_ids'\]: entry \(\d+, \d+\) is 11; "
                                          r"ids must lie in \[0, 11\)"):
-        run(tmp_path, "task.data_id_limit=12", "task.seq_len=200")
+        run(tmp_path, "task.data_vocab=12", "task.seq_len=200")
     assert not HostCheckTask.checked_on_host  # refused before any step ran
 
 

@@ -10,21 +10,21 @@ from typing import ClassVar
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset
 
 from seqmamba.config import ConfigError, OptimizerConfig, ScheduleConfig, load_config, to_experiment
 from seqmamba.models import MambaLM, ModelConfig
-from seqmamba.tasks import Report, StepOutput, Task, TaskConfig, register_task
+from seqmamba.tasks import Report, StepOutput, register_task
 from seqmamba.train import IndexPermutation, LRSchedule, TrainStream, build_optimizer, build_scheduler, param_groups
 from seqmamba.train import check_resumable, train
 from seqmamba.train.data import EvalStream, ShardSampler
-from token_data import IndexedSequences
+from token_data import IndexedSequences, TokenTask, TokenTaskConfig
 
 # ---------------------------------------------------------------- a recording task
 
 
 @dataclass
-class RecordingConfig(TaskConfig):
+class RecordingConfig(TokenTaskConfig):
     name: str = "test_recording"
     seq_len: int = 9
     train_size: int = 23
@@ -33,24 +33,12 @@ class RecordingConfig(TaskConfig):
 
 
 @register_task
-class RecordingTask(Task):
+class RecordingTask(TokenTask):
     """Next-token prediction on random tokens that records every training batch."""
 
     name = "test_recording"
     config_class = RecordingConfig
-    cfg: RecordingConfig
     seen: ClassVar[list[list[int]]] = []
-
-    @property
-    def vocab_size(self) -> int:
-        return self.cfg.vocab
-
-    def datasets(self) -> dict[str, Dataset]:
-        cfg = self.cfg
-        return {
-            "train": IndexedSequences(cfg.train_size, seq_len=cfg.seq_len, vocab=cfg.vocab, seed=1),
-            "val": IndexedSequences(cfg.val_size, seq_len=cfg.seq_len, vocab=cfg.vocab, seed=2),
-        }
 
     def step(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         if model.training:
