@@ -20,11 +20,13 @@
 #               over 500 s on an H200 in one process, mostly compiling kernel variants;
 #               both steps run TEST_WORKERS pytest-xdist workers, default 8)
 #   tuning      scan launch shapes (FWD_CONFIGS, BWD_CONFIGS override scan_tuning.py's lists):
-#               by default the forward's split of L, the backward's chunk and segment lengths,
-#               and the interval between the states the forward saves (SAVE_EVERY, default
-#               8,16,32,64: at 8, one state per backward chunk, the backward recomputes no
-#               chunk start states)
+#               by default the forward's chunk and channel counts with and without
+#               prefetching, and the backward's scattered channel sums ('s') at the
+#               default launch and at 16 channels x 4 steps (SAVE_EVERY: the interval
+#               between the states the forward saves, default 64)
 #   scan        bench_scan.py, ours against mamba_ssm
+#   ops         bench_ops.py: causal_conv1d and rms_norm against the causal_conv1d package
+#               and mamba_ssm's layer_norm_fn
 #   train       bench_train.py, the Mamba-130M shape, with a profile of one step
 #   long        bench_train.py's sequence-length sweep of the DNA-sized model, to 2^23
 #               (LONG_EXPONENTS, LONG_VARIANTS narrow it)
@@ -96,6 +98,8 @@ for step in "$@"; do
                 --bwd-configs "${BWD_CONFIGS:-auto,autos,16x4x1x2048s,16x4x1x2048}" --save-every "${SAVE_EVERY:-64}" ;;
         scan)
             run scan 300 python3 benchmarks/bench_scan.py --impls ours,mamba_ssm ;;
+        ops)
+            run ops 300 python3 benchmarks/bench_ops.py ;;
         train)
             run train 560 python3 benchmarks/bench_train.py --sections lm --profile 12 --warmup 2 --steps 6 ;;
         long)
@@ -109,7 +113,7 @@ for step in "$@"; do
             run decode_profile 300 python3 benchmarks/bench_generate.py --impls ours,ours_lowp,mamba_ssm \
                 --workloads 1x128x64,64x128x64 --repeats 1 --profile 14 ;;
         *)
-            echo "unknown step '$step': choose from setup anchor wait tests tests_scan tuning scan train long generate decode" >&2
+            echo "unknown step '$step': choose from setup anchor wait tests tests_scan tuning scan ops train long generate decode" >&2
             exit 2 ;;
     esac
 done

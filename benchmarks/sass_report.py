@@ -13,13 +13,14 @@ kernel, so changes still need a GPU run (bench_scan.py, scan_tuning.py) to be ju
 
     python benchmarks/sass_report.py scan --shape 8,1536,2048,16
     python benchmarks/sass_report.py scan --shape 1,1536,131072,16 --dump /tmp/scan  # .ttgir/.ptx/.sass
-    python benchmarks/sass_report.py conv rmsnorm state_update
+    python benchmarks/sass_report.py conv conv_channel_last rmsnorm state_update
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import contextlib
+import functools
 import re
 import subprocess
 import tempfile
@@ -229,11 +230,14 @@ def _scan(shape: tuple[int, ...], dtype: torch.dtype) -> None:
     out.backward(torch.empty_like(out))
 
 
-def _conv(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+def _conv(shape: tuple[int, ...], dtype: torch.dtype, *, channel_last: bool = False) -> None:
     from seqmamba.kernels import causal_conv1d
 
     batch, dim, length, width = shape
-    x = torch.empty(batch, dim, length, dtype=dtype, requires_grad=True)
+    if channel_last:  # as a Mamba block's x: a (batch, D, L) view with stride 1 over D
+        x = torch.empty(batch, length, dim, dtype=dtype).transpose(1, 2).requires_grad_()
+    else:
+        x = torch.empty(batch, dim, length, dtype=dtype, requires_grad=True)
     weight = torch.zeros(dim, width, requires_grad=True)
     bias = torch.zeros(dim, requires_grad=True)
     out = causal_conv1d(x, weight, bias, activation="silu", backend="triton")
@@ -272,6 +276,7 @@ class Op:
 OPS = {
     "scan": Op(_scan, (8, 1536, 2048, 16), "batch,D,L,N"),
     "conv": Op(_conv, (8, 1536, 2048, 4), "batch,D,L,width"),
+    "conv_channel_last": Op(functools.partial(_conv, channel_last=True), (8, 1536, 2048, 4), "batch,D,L,width"),
     "rmsnorm": Op(_rmsnorm, (16384, 768), "rows,dim"),
     "state_update": Op(_state_update, (64, 1536, 16), "batch,D,N"),
 }

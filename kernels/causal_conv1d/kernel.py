@@ -1,16 +1,17 @@
 """Triton kernels for the depthwise causal conv1d, forward and backward.
 
-Both kernels index the length axis in "extended" coordinates ``e`` over
+The kernels index the length axis in "extended" coordinates ``e`` over
 ``xp = [initial_state, x]`` (``KEEP = width - 1`` state columns first), where
 ``out[l] = act(bias + sum_k w[k] * xp[l + k])``. Each program owns a
 [BLOCK_D, BLOCK_L] tile of one batch row and reads the columns it needs around it as
-shifted tile loads (``width`` in the forward, ``2 * width - 1`` in the backward): the
-overlap comes from cache, so global memory sees each input about once. Inputs are read
-through their strides, so a channel-last view (stride 1 over D, as ``x.transpose`` of a
-projection gives) needs no copy; out and dx are laid out in memory like x
-(:func:`~seqmamba.kernels.layout.empty_like_layout`).
+shifted tile loads (``width`` of them): the overlap comes from cache, so global memory
+sees each input about once. Inputs are read through their strides, so a channel-last
+view (stride 1 over D, as ``x.transpose`` of a projection gives) needs no copy; out and
+dx are laid out in memory like x (:func:`~seqmamba.kernels.layout.empty_like_layout`).
 
-Backward, with ``g = d out * act'(pre)`` recomputed from x rather than stored:
+Backward, with ``g = d out * act'(pre)`` (pre recomputed from x, not stored by the
+forward), in two kernels: the first writes g once per output into an fp32 buffer, with
+the weight and bias gradients; the second forms d xp from g at the ``width`` shifts:
 
     d xp[e]   = sum_k w[k] * g[e - k]          (e < KEEP: d initial_state, else d x)
     d w[k]    = sum_{b, l} g[l] * xp[l + k]
@@ -26,29 +27,21 @@ import triton
 import triton.language as tl
 
 from ..backend import triton_interpreter_enabled
-from ..layout import empty_like_layout
+from ..layout import empty_in_stride_order, empty_like_layout
 from ..sizes import cdiv, next_power_of_2
 from ..triton_math import fast_math, sigmoid
 
-# (BLOCK_D, BLOCK_L) by memory layout, the contiguous axis long so loads coalesce. The
-# backward holds about four times the forward's tiles per element (2*width - 1 shifted
-# input tiles, width gradient tiles), so its tiles are half the size: 4 elements per
-# thread keeps it free of register spills at width 4 with SiLU and a state (sm_90).
-GPU_TILES = {
-    # (backward, L contiguous)
-    (False, True): (16, 64),
-    (False, False): (64, 16),
-    (True, True): (8, 64),
-    (True, False): (64, 8),
-}
+# (BLOCK_D, BLOCK_L) by memory layout (is L the contiguous axis?), the contiguous axis
+# long so loads coalesce. Every kernel holds a few tiles per element (width shifted
+# input tiles at most), 8 elements per thread with 4 warps.
+GPU_TILES = {True: (16, 64), False: (64, 16)}
 # The Triton interpreter (TRITON_INTERPRET=1) executes programs one after another and
 # pays per program, not per element: larger tiles, same index arithmetic.
-INTERPRETER_TILES = {
-    (False, True): (32, 128),
-    (False, False): (128, 32),
-    (True, True): (32, 128),
-    (True, False): (128, 32),
-}
+INTERPRETER_TILES = {True: (32, 128), False: (128, 32)}
+# Length tiles per program of the backward's first kernel: its weight and bias sums are
+# reduced once per program. (The interpreter: 2, so that tests walk several.)
+GPU_BWD_TILES = 8
+INTERPRETER_BWD_TILES = 2
 _NUM_WARPS = 4
 
 
@@ -114,69 +107,101 @@ def _causal_conv1d_fwd_kernel(
 
 
 @triton.jit
-def _causal_conv1d_bwd_kernel(
-    x_ptr, w_ptr, bias_ptr, init_ptr, dout_ptr, dx_ptr, dinit_ptr, dw_part_ptr, db_part_ptr, D, L,
-    s_xb, s_xd, s_xl, s_wd, s_wk, s_ib, s_id, s_ik, s_gb, s_gd, s_gl, s_dxb, s_dxd, s_dxl,
+def _causal_conv1d_bwd_g_kernel(
+    x_ptr, w_ptr, bias_ptr, init_ptr, dout_ptr, g_ptr, dw_part_ptr, db_part_ptr, D, L,
+    s_xb, s_xd, s_xl, s_wd, s_wk, s_ib, s_id, s_ik, s_gb, s_gd, s_gl, s_ob, s_od, s_ol,
     WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, SILU: tl.constexpr,
-    ACC: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, FAST_MATH: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, TILES: tl.constexpr,
+    FAST_MATH: tl.constexpr,
 ):
+    """g[l] = d out[l] * act'(pre[l]) over TILES consecutive (BLOCK_D, BLOCK_L) tiles of
+    outputs, and their share of d bias = sum g and d w[j] = sum g[l] * xp[l + j]. The
+    sums are kept per element across the tiles and reduced over L once at the end: the
+    reduction crosses warps, which costs more than a tile's own work."""
+    pid_l = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
+    taps, bias = _taps(w_ptr, bias_ptr, offs_d, mask_d, s_wd, s_wk, WIDTH, HAS_BIAS, ACC)
+    db = tl.zeros((BLOCK_D, BLOCK_L), dtype=ACC)
+    dw0 = tl.zeros((BLOCK_D, BLOCK_L), dtype=ACC)
+    dw1 = tl.zeros((BLOCK_D, BLOCK_L), dtype=ACC)
+    dw2 = tl.zeros((BLOCK_D, BLOCK_L), dtype=ACC)
+    dw3 = tl.zeros((BLOCK_D, BLOCK_L), dtype=ACC)
+    tile = 0
+    while tile < TILES:
+        l0 = (pid_l * TILES + tile) * BLOCK_L
+        tile += 1
+        offs_l = l0 + tl.arange(0, BLOCK_L)
+        mask = mask_d[:, None] & (offs_l < L)[None, :]
+        near_start = l0 < WIDTH - 1  # output l reads xp[l .. l + WIDTH - 1]
+        xps = ()
+        pre = bias
+        for j in tl.static_range(WIDTH):
+            xp = _load_xp(x_ptr, init_ptr, b, offs_d, mask_d, offs_l + j, L, near_start,
+                          s_xb, s_xd, s_xl, s_ib, s_id, s_ik, WIDTH - 1, HAS_INIT, ACC)
+            pre += taps[j] * xp
+            xps = xps + (xp,)
+        g = tl.load(dout_ptr + b * s_gb + offs_d[:, None] * s_gd + offs_l[None, :] * s_gl, mask=mask,
+                    other=0.0).to(ACC)
+        if SILU:
+            sig = sigmoid(pre, FAST_MATH)
+            g = g * sig * (1.0 + pre * (1.0 - sig))
+        tl.store(g_ptr + b * s_ob + offs_d[:, None] * s_od + offs_l[None, :] * s_ol, g, mask=mask)
+        db += g
+        dw0 += g * xps[0]
+        if WIDTH > 1:
+            dw1 += g * xps[1]
+        if WIDTH > 2:
+            dw2 += g * xps[2]
+        if WIDTH > 3:
+            dw3 += g * xps[3]
+    part = (b * tl.num_programs(0) + pid_l) * D + offs_d
+    tl.store(db_part_ptr + part, tl.sum(db, axis=1), mask=mask_d)
+    dws = (dw0, dw1, dw2, dw3)
+    for j in tl.static_range(WIDTH):
+        tl.store(dw_part_ptr + part * WIDTH + j, tl.sum(dws[j], axis=1), mask=mask_d)
+
+
+@triton.jit
+def _causal_conv1d_bwd_dx_kernel(
+    g_ptr, w_ptr, dx_ptr, dinit_ptr, D, L,
+    s_gb, s_gd, s_gl, s_wd, s_wk, s_dxb, s_dxd, s_dxl,
+    WIDTH: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+):
+    """d xp[e] = sum_k w[k] * g[e - k] over one (BLOCK_D, BLOCK_L) tile of extended
+    positions e: d x for e >= KEEP, d initial_state below."""
     KEEP: tl.constexpr = WIDTH - 1
     pid_l = tl.program_id(0)
     pid_d = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    e = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)  # extended coordinates over [initial_state, x]
+    e = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
     mask_d = offs_d < D
-    near_start = pid_l * BLOCK_L < 2 * KEEP  # loads below reach xp[e - KEEP]
-    taps, bias = _taps(w_ptr, bias_ptr, offs_d, mask_d, s_wd, s_wk, WIDTH, HAS_BIAS, ACC)
-
-    # xps[KEEP + s] = xp[e + s] for s in [-KEEP, KEEP]: every input tile the gradient
-    # needs, each loaded once (without SiLU only s >= 0 is read, for d w).
-    xps = ()
-    for s in tl.static_range(2 * KEEP + 1):
-        xps = xps + (_load_xp(x_ptr, init_ptr, b, offs_d, mask_d, e + (s - KEEP), L, near_start,
-                              s_xb, s_xd, s_xl, s_ib, s_id, s_ik, KEEP, HAS_INIT, ACC),)
-
-    # xp[e] feeds output step l = e - k through tap k: d xp[e] = sum_k w[k] * g[e - k].
-    dout_rows = dout_ptr + b * s_gb + offs_d[:, None] * s_gd
+    g_rows = g_ptr + b * s_gb + offs_d[:, None] * s_gd
     dxp = tl.zeros((BLOCK_D, BLOCK_L), dtype=ACC)
     for k in tl.static_range(WIDTH):
+        w_k = tl.load(w_ptr + offs_d * s_wd + k * s_wk, mask=mask_d, other=0.0).to(ACC)[:, None]
         l = e - k
-        in_l = (l >= 0) & (l < L)
-        g_k = tl.load(dout_rows + l[None, :] * s_gl, mask=mask_d[:, None] & in_l[None, :], other=0.0).to(ACC)
-        if SILU:
-            pre = bias  # recomputed: bias + sum_j w[j] * xp[l + j]
-            for j in tl.static_range(WIDTH):
-                pre += taps[j] * xps[j - k + KEEP]
-            sig = sigmoid(pre, FAST_MATH)
-            g_k = g_k * sig * (1.0 + pre * (1.0 - sig))
-        if k == 0:
-            g = g_k
-        dxp += taps[k] * g_k
-
+        g_k = tl.load(g_rows + l[None, :] * s_gl, mask=mask_d[:, None] & ((l >= 0) & (l < L))[None, :], other=0.0)
+        dxp += w_k * g_k
     in_x = (e >= KEEP) & (e < L + KEEP)
     dx_ptrs = dx_ptr + b * s_dxb + offs_d[:, None] * s_dxd + (e - KEEP)[None, :] * s_dxl
     tl.store(dx_ptrs, dxp.to(dx_ptr.dtype.element_ty), mask=mask_d[:, None] & in_x[None, :])
-    in_init = e < KEEP
-    dinit_ptrs = dinit_ptr + b * D * KEEP + offs_d[:, None] * KEEP + e[None, :]
-    tl.store(dinit_ptrs, dxp.to(dinit_ptr.dtype.element_ty), mask=mask_d[:, None] & in_init[None, :])
-
-    # g = g_0 is the gradient at output step e (tap 0 reads xp[e]), over this tile's
-    # outputs: it gives d bias and every d w[j] (against xp[e + j]).
-    part = (b * tl.num_programs(0) + pid_l) * D + offs_d
-    tl.store(db_part_ptr + part, tl.sum(g, axis=1), mask=mask_d)
-    for j in tl.static_range(WIDTH):
-        tl.store(dw_part_ptr + part * WIDTH + j, tl.sum(g * xps[j + KEEP], axis=1), mask=mask_d)
+    if pid_l * BLOCK_L < KEEP:
+        dinit_ptrs = dinit_ptr + b * D * KEEP + offs_d[:, None] * KEEP + e[None, :]
+        tl.store(dinit_ptrs, dxp.to(dinit_ptr.dtype.element_ty), mask=mask_d[:, None] & (e < KEEP)[None, :])
 
 
 def _acc_dtype(dtype: torch.dtype) -> tl.dtype:
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def _tile(x: torch.Tensor, length: int, *, backward: bool) -> tuple[int, int]:
+def _tile(x: torch.Tensor, length: int) -> tuple[int, int]:
     l_contiguous = x.stride(2) == 1 or x.shape[1] == 1
     tiles = INTERPRETER_TILES if triton_interpreter_enabled() else GPU_TILES
-    block_d, block_l = tiles[(backward, l_contiguous)]
+    block_d, block_l = tiles[l_contiguous]
     return min(block_d, next_power_of_2(x.shape[1])), min(block_l, next_power_of_2(length))
 
 
@@ -195,7 +220,7 @@ def causal_conv1d_forward(
     batch, dim, length = x.shape
     width = weight.shape[1]
     out = empty_like_layout(x)
-    block_d, block_l = _tile(x, length, backward=False)
+    block_d, block_l = _tile(x, length)
     grid = (cdiv(length, block_l), cdiv(dim, block_d), batch)
     _causal_conv1d_fwd_kernel[grid](
         x, weight, bias if bias is not None else weight, initial_state if initial_state is not None else x, out,
@@ -217,26 +242,38 @@ def causal_conv1d_backward(
     """Gradients ``(dx, dweight, dbias, dinitial_state)`` for d out (batch, D, L).
 
     dx (batch, D, L) in x's dtype and memory layout, dinitial_state (batch, D, width-1)
-    contiguous in x's dtype; dweight
-    (D, width) in weight's dtype; dbias (D,) in bias's dtype (weight's when bias is None).
-    All four are always computed; the caller drops those of absent inputs.
+    contiguous in x's dtype; dweight (D, width) in weight's dtype; dbias (D,) in bias's
+    dtype (weight's when bias is None). All four are always computed; the caller drops
+    those of absent inputs.
+
+    Two kernels: the first computes g = d out * act'(pre) once per output (with d weight
+    and d bias), into an fp32 buffer laid out like x; the second reads g at the width
+    shifts each d x needs. (One kernel would have to recompute g at every shift: width
+    times the activation's work, which made the backward compute-bound.)
     """
     batch, dim, length = x.shape
     width = weight.shape[1]
-    dx = empty_like_layout(x)
-    dinit = torch.empty((batch, dim, width - 1), dtype=x.dtype, device=x.device)
-    block_d, block_l = _tile(x, length + width - 1, backward=True)
-    n_lblocks = cdiv(length + width - 1, block_l)
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    g = empty_in_stride_order(x.shape, x.stride(), dtype=acc, device=x.device)
+    block_d, block_l = _tile(x, length)
+    tiles = min(INTERPRETER_BWD_TILES if triton_interpreter_enabled() else GPU_BWD_TILES, cdiv(length, block_l))
+    n_lblocks = cdiv(length, block_l * tiles)
     dw_part = torch.empty((batch, n_lblocks, dim, width), dtype=acc, device=x.device)
     db_part = torch.empty((batch, n_lblocks, dim), dtype=acc, device=x.device)
-    grid = (n_lblocks, cdiv(dim, block_d), batch)
-    _causal_conv1d_bwd_kernel[grid](
+    _causal_conv1d_bwd_g_kernel[(n_lblocks, cdiv(dim, block_d), batch)](
         x, weight, bias if bias is not None else weight, initial_state if initial_state is not None else x,
-        dout, dx, dinit, dw_part, db_part, dim, length,
-        *x.stride(), *weight.stride(), *_init_strides(initial_state), *dout.stride(), *dx.stride(),
+        dout, g, dw_part, db_part, dim, length,
+        *x.stride(), *weight.stride(), *_init_strides(initial_state), *dout.stride(), *g.stride(),
         WIDTH=width, HAS_BIAS=bias is not None, HAS_INIT=initial_state is not None, SILU=silu,
-        ACC=_acc_dtype(x.dtype), BLOCK_D=block_d, BLOCK_L=block_l, FAST_MATH=fast_math(x), num_warps=_NUM_WARPS,
+        ACC=_acc_dtype(x.dtype), BLOCK_D=block_d, BLOCK_L=block_l, TILES=tiles, FAST_MATH=fast_math(x),
+        num_warps=_NUM_WARPS,
+    )
+    dx = empty_like_layout(x)
+    dinit = torch.empty((batch, dim, width - 1), dtype=x.dtype, device=x.device)
+    block_d, block_l = _tile(x, length + width - 1)
+    _causal_conv1d_bwd_dx_kernel[(cdiv(length + width - 1, block_l), cdiv(dim, block_d), batch)](
+        g, weight, dx, dinit, dim, length, *g.stride(), *weight.stride(), *dx.stride(),
+        WIDTH=width, ACC=_acc_dtype(x.dtype), BLOCK_D=block_d, BLOCK_L=block_l, num_warps=_NUM_WARPS,
     )
     dweight = dw_part.sum(dim=(0, 1)).to(weight.dtype)
     dbias = db_part.sum(dim=(0, 1)).to(bias.dtype if bias is not None else weight.dtype)
