@@ -125,6 +125,7 @@ def _causal_conv1d_bwd_g_kernel(
     mask_d = offs_d < D
     taps, bias = _taps(w_ptr, bias_ptr, offs_d, mask_d, s_wd, s_wk, WIDTH, HAS_BIAS, ACC)
     db = tl.zeros((BLOCK_D, BLOCK_L), dtype=ACC)
+    # One accumulator per tap, named: a while loop cannot carry a tuple (widths: 2 to 4).
     dw0 = tl.zeros((BLOCK_D, BLOCK_L), dtype=ACC)
     dw1 = tl.zeros((BLOCK_D, BLOCK_L), dtype=ACC)
     dw2 = tl.zeros((BLOCK_D, BLOCK_L), dtype=ACC)
