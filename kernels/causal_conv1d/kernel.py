@@ -125,11 +125,9 @@ def _causal_conv1d_bwd_g_kernel(
     mask_d = offs_d < D
     taps, bias = _taps(w_ptr, bias_ptr, offs_d, mask_d, s_wd, s_wk, WIDTH, HAS_BIAS, ACC)
     db = tl.zeros((BLOCK_D, BLOCK_L), dtype=ACC)
-    # One accumulator per tap, named: a while loop cannot carry a tuple (widths: 2 to 4).
-    dw0 = tl.zeros((BLOCK_D, BLOCK_L), dtype=ACC)
-    dw1 = tl.zeros((BLOCK_D, BLOCK_L), dtype=ACC)
-    dw2 = tl.zeros((BLOCK_D, BLOCK_L), dtype=ACC)
-    dw3 = tl.zeros((BLOCK_D, BLOCK_L), dtype=ACC)
+    dws = ()
+    for j in tl.static_range(WIDTH):
+        dws = dws + (tl.zeros((BLOCK_D, BLOCK_L), dtype=ACC),)
     tile = 0
     while tile < TILES:
         l0 = (pid_l * TILES + tile) * BLOCK_L
@@ -151,16 +149,12 @@ def _causal_conv1d_bwd_g_kernel(
             g = g * sig * (1.0 + pre * (1.0 - sig))
         tl.store(g_ptr + b * s_ob + offs_d[:, None] * s_od + offs_l[None, :] * s_ol, g, mask=mask)
         db += g
-        dw0 += g * xps[0]
-        if WIDTH > 1:
-            dw1 += g * xps[1]
-        if WIDTH > 2:
-            dw2 += g * xps[2]
-        if WIDTH > 3:
-            dw3 += g * xps[3]
+        summed = ()
+        for j in tl.static_range(WIDTH):
+            summed = summed + (dws[j] + g * xps[j],)
+        dws = summed
     part = (b * tl.num_programs(0) + pid_l) * D + offs_d
     tl.store(db_part_ptr + part, tl.sum(db, axis=1), mask=mask_d)
-    dws = (dw0, dw1, dw2, dw3)
     for j in tl.static_range(WIDTH):
         tl.store(dw_part_ptr + part * WIDTH + j, tl.sum(dws[j], axis=1), mask=mask_d)
 
