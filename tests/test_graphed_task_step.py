@@ -72,12 +72,21 @@ def weights(result) -> dict[str, torch.Tensor]:
     return load_checkpoint_weights(result.last_checkpoint)
 
 
-def test_graphed_training_reaches_the_same_weights_as_eager(tmp_path, monkeypatch):
+@pytest.mark.parametrize("accumulate", (1, 2))
+def test_graphed_training_reaches_the_same_weights_as_eager(tmp_path, monkeypatch, accumulate):
     capture = StandInCapture()
     monkeypatch.setattr(module_mod, "GraphedTaskStep", functools.partial(GraphedTaskStep, make_graphed=capture))
     monkeypatch.setattr(run_mod, "_check_cuda_graph", lambda trainer, tc: None)
-    eager = run(tmp_path, "eager")
-    graphed = run(tmp_path, "graphed", "trainer.cuda_graph=true")
+    zeroing = []
+    zero_grad = torch.optim.Optimizer.zero_grad
+    monkeypatch.setattr(torch.optim.Optimizer, "zero_grad",
+                        lambda self, set_to_none=True: zeroing.append(set_to_none) or zero_grad(self, set_to_none))
+    eager = run(tmp_path, "eager", f"trainer.accumulate_grad_batches={accumulate}")
+    assert zeroing and all(zeroing)
+    zeroing.clear()
+    graphed = run(tmp_path, "graphed", "trainer.cuda_graph=true", f"trainer.accumulate_grad_batches={accumulate}")
+    # Accumulating graphed batches keep their gradient buffers (see GraphedTaskStep).
+    assert zeroing and all(set_to_none == (accumulate == 1) for set_to_none in zeroing)
     # Captured once, for the batches of 4 (index, input_ids, labels): the training stream
     # wraps around the epoch, so every batch is full.
     assert capture.calls == [((4,), (4, 13), (4, 13))]
@@ -106,6 +115,17 @@ def test_batches_of_other_shapes_run_eagerly_with_one_warning():
     assert len(capture.calls) == 1
     expected = task.step(model, batch(3))
     assert torch.equal(short.loss, expected.loss)
+
+
+def test_accumulating_steps_give_every_parameter_its_own_gradient_at_capture():
+    task = GraphedTask(GraphedConfig())
+    model = task.build_model(ModelConfig(d_model=16, n_layer=2, d_state=4))
+    data = IndexedSequences(4, seq_len=13, vocab=11, seed=3)
+    batch = {k: torch.stack([data[i][k] for i in range(4)]) for k in ("input_ids", "labels")}
+    GraphedTaskStep(task, model, autocast_dtype=None, make_graphed=StandInCapture())(batch)
+    assert all(p.grad is None for p in model.parameters())
+    GraphedTaskStep(task, model, autocast_dtype=None, accumulate=True, make_graphed=StandInCapture())(batch)
+    assert all(p.grad is not None and not p.grad.any() for p in model.parameters() if p.requires_grad)
 
 
 def test_outputs_outlive_the_next_replay():
@@ -147,31 +167,32 @@ def test_cuda_graph_refuses_a_cpu_run(tmp_path):
     assert GraphedTask.python_steps == 0
 
 
-def test_cuda_graph_refuses_several_processes_and_gradient_accumulation():
+def test_cuda_graph_refuses_several_processes():
     cuda = SimpleNamespace(accelerator=CUDAAccelerator(), world_size=1)
     run_mod._check_cuda_graph(cuda, TrainerConfig(cuda_graph=True))
+    run_mod._check_cuda_graph(cuda, TrainerConfig(cuda_graph=True, accumulate_grad_batches=4))
     with pytest.raises(ConfigError, match=r"this run has 2 processes \(trainer.devices=2\); set trainer.devices=1"):
         run_mod._check_cuda_graph(SimpleNamespace(accelerator=CUDAAccelerator(), world_size=2),
                                   TrainerConfig(cuda_graph=True, devices="2"))
-    with pytest.raises(ConfigError, match=r"cannot accumulate over trainer.accumulate_grad_batches=4; set it to 1"):
-        run_mod._check_cuda_graph(cuda, TrainerConfig(cuda_graph=True, accumulate_grad_batches=4))
     with pytest.raises(ConfigError, match="accelerator is cpu"):
         run_mod._check_cuda_graph(SimpleNamespace(accelerator=CPUAccelerator(), world_size=1),
                                   TrainerConfig(cuda_graph=True, accelerator="cpu"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("precision", ("32-true", "bf16-mixed"))
-def test_cuda_graphed_training_matches_eager(tmp_path, precision):
+@pytest.mark.parametrize("precision,accumulate", (("32-true", 1), ("bf16-mixed", 1), ("32-true", 2)))
+def test_cuda_graphed_training_matches_eager(tmp_path, precision, accumulate):
     """Captured for real: after the capture the step's Python code no longer runs; the
     weights agree with the eager run's (the scan's dB and dC are summed with atomics, so
-    not to the bit)."""
-    eager = run(tmp_path, "eager", accelerator="gpu", precision=precision)
+    not to the bit), also when two batches accumulate into each optimizer step (where a
+    gradient handed over as the replay's own buffer would be overwritten by the next)."""
+    options = (f"trainer.accumulate_grad_batches={accumulate}",)
+    eager = run(tmp_path, "eager", *options, accelerator="gpu", precision=precision)
     eager_steps = GraphedTask.python_steps
-    graphed = run(tmp_path, "graphed", "trainer.cuda_graph=true", accelerator="gpu", precision=precision)
+    graphed = run(tmp_path, "graphed", "trainer.cuda_graph=true", *options, accelerator="gpu", precision=precision)
     # make_graphed_callables runs the step's Python code in 3 warm-up passes and the
     # capture, then replays.
-    assert eager_steps == 7 and GraphedTask.python_steps == 3 + 1
+    assert eager_steps == 7 * accumulate and GraphedTask.python_steps == 3 + 1
     a, b = weights(eager), weights(graphed)
     tol = 1e-4 if precision == "32-true" else 2e-2
     for name in a:

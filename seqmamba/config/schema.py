@@ -117,8 +117,8 @@ class TrainerConfig:
         cuda_graph: capture the training step's forward and backward in CUDA graphs
             and replay them (:mod:`seqmamba.train.graphed_task_step`), so the host
             launches two graphs instead of every kernel: faster where the host, not
-            the GPU, sets the pace. One CUDA device, ``accumulate_grad_batches`` 1;
-            batches of other shapes than the first run eagerly.
+            the GPU, sets the pace. One CUDA device; batches of other shapes than the
+            first run eagerly.
     """
 
     max_steps: int = 1000

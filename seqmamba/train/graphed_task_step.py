@@ -59,12 +59,18 @@ class GraphedTaskStep:
         autocast_dtype: the dtype of the run's autocast (bf16-mixed: torch.bfloat16), or
             None without autocast. The capture runs under autocast with its weight cache
             off, which a captured graph needs.
+        accumulate: gradients add up over several batches (see below).
         make_graphed: :func:`torch.cuda.make_graphed_callables`, or a stand-in in tests.
 
     The step must not wait on the GPU (no ``.item()``, no shapes that depend on values):
-    a capture fails otherwise, with an error saying so. Gradients come back through
-    buffers the next replay overwrites, so they must be used before the next step:
-    gradient accumulation over several batches is not possible (the trainer refuses it).
+    a capture fails otherwise, with an error saying so.
+
+    Gradients come back in buffers that the next replay overwrites. Autograd hands such a
+    buffer to a parameter whose ``.grad`` is None as the gradient itself, which is right
+    when each batch is a whole optimizer step. With ``accumulate=True`` (several batches
+    per optimizer step) every trainable parameter gets its own ``.grad`` at capture, and
+    the optimizer's zero_grad must keep it (``set_to_none=False``): each replay's
+    gradients are then added to it, as eager backward passes do.
     """
 
     def __init__(
@@ -73,11 +79,13 @@ class GraphedTaskStep:
         model: nn.Module,
         *,
         autocast_dtype: torch.dtype | None,
+        accumulate: bool = False,
         make_graphed: Callable[..., Any] = torch.cuda.make_graphed_callables,
     ) -> None:
         self.task = task
         self.model = model
         self.autocast_dtype = autocast_dtype
+        self.accumulate = accumulate
         self._make_graphed = make_graphed
         self._graphed: Callable[..., Any] | None = None
         self._key: BatchKey | None = None
@@ -119,6 +127,10 @@ class GraphedTaskStep:
                 "Train with trainer.cuda_graph=false."
             ) from exc
         self._key = key
+        if self.accumulate:
+            for p in self.model.parameters():
+                if p.requires_grad and p.grad is None:
+                    p.grad = torch.zeros_like(p)
 
 
 def _shapes(key: BatchKey | None) -> str:

@@ -78,8 +78,17 @@ class SequenceModule(L.LightningModule):
         if self._graphed_step is None:
             self._graphed_step = GraphedTaskStep(
                 self.task, self.model, autocast_dtype=autocast_dtype(self.trainer.precision),
+                accumulate=self._graphed_grads_accumulate(),
             )
         return self._graphed_step
+
+    def _graphed_grads_accumulate(self) -> bool:
+        return self.experiment.trainer.cuda_graph and self.trainer.accumulate_grad_batches > 1
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
+        # Graphed batches accumulating into one step add their gradients to buffers of
+        # the parameters' own, which must survive (see GraphedTaskStep).
+        optimizer.zero_grad(set_to_none=not self._graphed_grads_accumulate())
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self._step(batch, graphed=self.experiment.trainer.cuda_graph)

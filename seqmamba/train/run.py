@@ -201,8 +201,8 @@ def _trainer(tc: TrainerConfig, directory: Path, *, callbacks: list[L.Callback],
 
 
 def _check_cuda_graph(trainer: L.Trainer, tc: TrainerConfig) -> None:
-    """ConfigError unless a captured training step can run: one CUDA device, one batch
-    per optimizer step (see GraphedTaskStep)."""
+    """ConfigError unless a captured training step can run: one CUDA device (see
+    GraphedTaskStep)."""
     if not isinstance(trainer.accelerator, CUDAAccelerator):
         raise ConfigError(
             f"trainer.cuda_graph: CUDA graphs need a CUDA device, and this run's accelerator is "
@@ -213,12 +213,6 @@ def _check_cuda_graph(trainer: L.Trainer, tc: TrainerConfig) -> None:
         raise ConfigError(
             f"trainer.cuda_graph: a captured step runs on one device, this run has {trainer.world_size} processes "
             f"(trainer.devices={tc.devices}); set trainer.devices=1 or trainer.cuda_graph=false"
-        )
-    if tc.accumulate_grad_batches != 1:
-        raise ConfigError(
-            f"trainer.cuda_graph: the captured backward overwrites its gradients at every batch, so they cannot "
-            f"accumulate over trainer.accumulate_grad_batches={tc.accumulate_grad_batches}; set it to 1 (a larger "
-            "task.batch_size instead) or trainer.cuda_graph=false"
         )
 
 
