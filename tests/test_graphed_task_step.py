@@ -160,6 +160,15 @@ def test_a_failed_capture_names_the_option():
         step({k: torch.stack([data[i][k] for i in range(4)]) for k in ("input_ids", "labels")})
 
 
+def test_batches_must_hold_tensors_only():
+    task = GraphedTask(GraphedConfig())
+    model = task.build_model(ModelConfig(d_model=16, n_layer=2, d_state=4))
+    step = GraphedTaskStep(task, model, autocast_dtype=None, make_graphed=StandInCapture())
+    with pytest.raises(ValueError, match=r"trainer.cuda_graph: batch\['names'\] is a list, and a captured step "
+                                         r"takes tensors only"):
+        step({"input_ids": torch.zeros(2, 3, dtype=torch.long), "names": ["a", "b"]})
+
+
 def test_cuda_graph_refuses_a_cpu_run(tmp_path):
     with pytest.raises(ConfigError, match=r"trainer.cuda_graph: CUDA graphs need a CUDA device, and this run's "
                                           r"accelerator is cpu \(trainer.accelerator=cpu\)"):

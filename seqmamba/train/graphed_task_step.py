@@ -92,6 +92,12 @@ class GraphedTaskStep:
         self._warned: set[BatchKey] = set()
 
     def __call__(self, batch: Batch) -> StepOutput:
+        for name, value in batch.items():
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(
+                    f"trainer.cuda_graph: batch[{name!r}] is a {type(value).__name__}, and a captured step takes "
+                    f"tensors only; make the task's batches dicts of tensors or set trainer.cuda_graph=false"
+                )
         key = batch_key(batch)
         if self._graphed is None:
             self._capture(batch, key)
@@ -119,7 +125,7 @@ class GraphedTaskStep:
         try:
             with autocast:
                 self._graphed = self._make_graphed(module, sample, allow_unused_input=True)
-        except RuntimeError as exc:
+        except (RuntimeError, AssertionError) as exc:  # make_graphed_callables asserts its preconditions
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise RuntimeError(
                 f"trainer.cuda_graph: capturing task {self.task.name!r}'s training step failed ({first}); "
