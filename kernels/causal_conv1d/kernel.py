@@ -80,18 +80,22 @@ def _taps(w_ptr, bias_ptr, offs_d, mask_d, s_wd, s_wk,
 
 
 @triton.jit
+def _program_rows(D, BLOCK_D: tl.constexpr):
+    """(length-tile index, batch row, channel offsets, channel mask) of this program;
+    grid: (length tiles, channel blocks, batch)."""
+    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    return tl.program_id(0), tl.program_id(2).to(tl.int64), offs_d, offs_d < D
+
+
+@triton.jit
 def _causal_conv1d_fwd_kernel(
     x_ptr, w_ptr, bias_ptr, init_ptr, out_ptr, D, L,
     s_xb, s_xd, s_xl, s_wd, s_wk, s_ib, s_id, s_ik, s_ob, s_od, s_ol,
     WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, SILU: tl.constexpr,
     ACC: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
-    pid_l = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    pid_l, b, offs_d, mask_d = _program_rows(D, BLOCK_D)
     offs_l = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
-    mask_d = offs_d < D
     near_start = pid_l * BLOCK_L < WIDTH - 1  # output l reads xp[l .. l + WIDTH - 1]
     taps, acc = _taps(w_ptr, bias_ptr, offs_d, mask_d, s_wd, s_wk, WIDTH, HAS_BIAS, ACC)
     for k in tl.static_range(WIDTH):
@@ -118,11 +122,7 @@ def _causal_conv1d_bwd_g_kernel(
     outputs, and their share of d bias = sum g and d w[j] = sum g[l] * xp[l + j]. The
     sums are kept per element across the tiles and reduced over L once at the end: the
     reduction crosses warps, which costs more than a tile's own work."""
-    pid_l = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_d = offs_d < D
+    pid_l, b, offs_d, mask_d = _program_rows(D, BLOCK_D)
     taps, bias = _taps(w_ptr, bias_ptr, offs_d, mask_d, s_wd, s_wk, WIDTH, HAS_BIAS, ACC)
     db = tl.zeros((BLOCK_D, BLOCK_L), dtype=ACC)
     dws = ()
@@ -168,12 +168,8 @@ def _causal_conv1d_bwd_dx_kernel(
     """d xp[e] = sum_k w[k] * g[e - k] over one (BLOCK_D, BLOCK_L) tile of extended
     positions e: d x for e >= KEEP, d initial_state below."""
     KEEP: tl.constexpr = WIDTH - 1
-    pid_l = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    pid_l, b, offs_d, mask_d = _program_rows(D, BLOCK_D)
     e = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
-    mask_d = offs_d < D
     g_rows = g_ptr + b * s_gb + offs_d[:, None] * s_gd
     dxp = tl.zeros((BLOCK_D, BLOCK_L), dtype=ACC)
     for k in tl.static_range(WIDTH):
