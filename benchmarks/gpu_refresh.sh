@@ -108,7 +108,7 @@ for step in "$@"; do
                 --long-exponents "${LONG_EXPONENTS:-20,21,22,23}" --long-variants "${LONG_VARIANTS:-plain,recompute,checkpoint,chunked}" ;;
         generate)
             run generate 560 python3 benchmarks/bench_generate.py \
-                --workloads 1x128x1024,16x128x1024,64x128x1024,64x2048x256,1x32768x256 --repeats 1 ;;
+                --workloads 1x128x1024,16x128x1024,64x128x1024,64x2048x256,1x8192x256,1x32768x256 --repeats 1 ;;
         decode)
             run state_tuning 300 python3 benchmarks/state_update_tuning.py --in-model
             run decode_profile 300 python3 benchmarks/bench_generate.py --impls ours,ours_lowp,mamba_ssm \
