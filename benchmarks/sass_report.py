@@ -189,9 +189,11 @@ def describe(kernel: CompiledKernel, dump: Path | None = None) -> str:
     sass = Sass.parse(sass_text)
     usage = resource_usage(cubin)
     shown = {k: v for k, v in kernel.constants.items() if isinstance(v, (int, bool)) and not isinstance(v, type)}
+    regs = usage.get("REG")
+    resident = resident_warps(regs, kernel.num_warps, kernel.shared_bytes) if regs else "?"
     lines = [
-        f"{kernel.name}  warps={kernel.num_warps} regs={usage.get('REG', '?')} stack={usage.get('STACK', '?')} "
-        f"local={usage.get('LOCAL', '?')} shared={kernel.shared_bytes}",
+        f"{kernel.name}  warps={kernel.num_warps} regs={regs or '?'} stack={usage.get('STACK', '?')} "
+        f"local={usage.get('LOCAL', '?')} shared={kernel.shared_bytes} resident_warps/SM={resident}",
         f"  constants: {' '.join(f'{k}={v}' for k, v in shown.items())}",
         f"  whole kernel: {_mix(sass.opcodes(), len(sass.instructions))}",
     ]
@@ -206,6 +208,22 @@ def describe(kernel: CompiledKernel, dump: Path | None = None) -> str:
         Path(f"{stem}.sass").write_text(sass_text)
         lines.append(f"  written: {stem}.{{ttgir,ptx,sass}}")
     return "\n".join(lines)
+
+
+# An sm_90 SM: 64K 32-bit registers, allocated per warp in units of 256; at most 64
+# resident warps and 32 resident programs; 228 KiB of shared memory, 1 KiB of it
+# reserved per program.
+SM90_REGISTERS, SM90_REG_UNIT, SM90_MAX_WARPS, SM90_MAX_PROGRAMS = 65536, 256, 64, 32
+SM90_SHARED, SM90_SHARED_RESERVED = 228 * 1024, 1024
+
+
+def resident_warps(regs_per_thread: int, warps_per_program: int, shared_bytes: int) -> int:
+    """How many warps of a kernel an sm_90 SM holds at once (its occupancy), from its
+    registers per thread, warps per program and shared memory per program."""
+    per_warp = -(-regs_per_thread * 32 // SM90_REG_UNIT) * SM90_REG_UNIT
+    programs = min(SM90_MAX_PROGRAMS, SM90_REGISTERS // per_warp // warps_per_program,
+                   SM90_MAX_WARPS // warps_per_program, SM90_SHARED // (shared_bytes + SM90_SHARED_RESERVED))
+    return programs * warps_per_program
 
 
 def _mix(counts: collections.Counter[str], total: int) -> str:

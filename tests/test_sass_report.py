@@ -42,6 +42,15 @@ def test_sass_parsing_counts_opcodes_and_finds_innermost_loops():
         assert sass.opcodes(0x20, 0x50) == {"FFMA": 1, "SHFL": 1, "FADD": 1, "BRA": 1}
 
 
+def test_resident_warps_follow_registers_shared_memory_and_limits():
+    with benchmark_module("sass_report") as tool:
+        assert tool.resident_warps(255, 1, 512) == 8  # the scan's one-warp programs at 255 registers
+        assert tool.resident_warps(168, 1, 512) == 12
+        assert tool.resident_warps(32, 4, 0) == 64  # the SM's warp limit
+        assert tool.resident_warps(16, 1, 0) == 32  # one-warp programs: the program limit
+        assert tool.resident_warps(32, 4, 100 * 1024) == 8  # two programs' shared memory
+
+
 def _cuobjdump_available() -> bool:
     try:
         return os.path.exists(triton.knobs.nvidia.cuobjdump.path)
@@ -80,7 +89,7 @@ def test_norm_kernels_compile_for_sm90():
     assert report.startswith("== rmsnorm (rows,dim = (64, 256), bf16, sm_90)")
     for name in ("_rms_norm_fwd_kernel", "_rms_norm_bwd_kernel"):
         block = _kernel_block(report, name)
-        assert re.search(r"regs=\d+ stack=0 ", block), block
+        assert re.search(r"regs=\d+ stack=0 .* resident_warps/SM=\d+", block), block
         assert "LDG=" in block and "STG=" in block
 
 
