@@ -6,7 +6,6 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import ClassVar
 
 import pytest
@@ -170,19 +169,6 @@ def test_param_groups_exclude_norms_biases_A_log_and_D_from_weight_decay():
     assert len(decay["params"]) + len(no_decay["params"]) == len(named)  # tied head counted once
     optimizer = build_optimizer(model, OptimizerConfig(lr=1e-3, weight_decay=0.25))
     assert [group["weight_decay"] for group in optimizer.param_groups] == [0.25, 0.0]
-    assert not optimizer.defaults["fused"]  # CPU parameters: the default implementation
-
-
-def test_fused_adamw_only_for_floating_point_cuda_parameters():
-    from seqmamba.train.optim import fused_adamw_applies
-
-    def param(device: str, dtype: torch.dtype = torch.float32):
-        return SimpleNamespace(device=torch.device(device), dtype=dtype)
-
-    assert fused_adamw_applies([param("cuda"), param("cuda", torch.bfloat16)])
-    assert not fused_adamw_applies([param("cuda"), param("cpu")])
-    assert not fused_adamw_applies([param("cuda", torch.int64)])
-    assert not fused_adamw_applies([])
 
 
 def test_cosine_schedule_warmup_peak_and_end():

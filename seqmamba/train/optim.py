@@ -50,17 +50,7 @@ def build_optimizer(model: nn.Module | list[dict], cfg: OptimizerConfig) -> torc
     """
     groups = param_groups(model, cfg.weight_decay) if isinstance(model, nn.Module) else model
     groups = [group for group in groups if group["params"]]
-    params = [p for group in groups for p in group["params"]]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), eps=cfg.eps,
-                             fused=fused_adamw_applies(params) or None)
-
-
-def fused_adamw_applies(params: list[torch.Tensor]) -> bool:
-    """Whether AdamW can take its fused CUDA kernel: every parameter a floating-point
-    CUDA tensor (Lightning builds the optimizer after moving the model to its device).
-    The fused step is a couple of kernels where the default multi-tensor one launches
-    several per group, which an eager training step's host pays for."""
-    return bool(params) and all(p.device.type == "cuda" and p.dtype.is_floating_point for p in params)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), eps=cfg.eps)
 
 
 class LRSchedule:
