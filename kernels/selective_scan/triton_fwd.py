@@ -401,6 +401,7 @@ class FwdConfig:
 # many programs in flight (measured on an H100: 384 programs ran 2.4x slower per element
 # than 1024). Below TARGET_PROGRAMS the channels per program are halved.
 TARGET_PROGRAMS = 1024
+MIN_BLOCK_D = 8  # the narrowest program a second halving makes (N <= 16)
 # Splitting L when programs are very few (fewer than SPLIT_BELOW): segments until about
 # SPLIT_PROGRAMS programs run, each at least MIN_SEG_LEN steps. The first pass recomputes
 # all but the last segment, so a split costs about 1.6x the work: on an H100 it paid only
@@ -423,7 +424,7 @@ def fwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
     length: L; align: what a segment's length must be a multiple of (the chunk and the
     interval between saved states). With fewer than TARGET_PROGRAMS programs it halves
     the channels per program; if that still leaves fewer than SPLIT_BELOW, it also cuts
-    L into segments.
+    L into segments, and otherwise (N <= 16) halves them once more.
     """
     num_warps = 1 if block_n <= 64 else 4
     chunk = 8 if block_n <= 16 else 4
@@ -441,4 +442,10 @@ def fwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
         seg_len = split_length(programs, length, math.lcm(align, chunk), target=SPLIT_PROGRAMS, min_len=MIN_SEG_LEN)
         if seg_len is not None:
             return FwdConfig(block_d=block_d, chunk=chunk, num_warps=num_warps, seg_len=seg_len, prefetch=PREFETCH)
+    if block_n <= 16 and block_d > MIN_BLOCK_D and programs < TARGET_PROGRAMS:
+        # Still too few programs, but enough not to split: halve the channels once more.
+        # 8-channel programs hold 168 registers where 16-channel ones hold 255 (12 resident
+        # warps an SM instead of 8): 0.250 against 0.266 ms at (8, 1536, 2048), 1.369
+        # against 1.432 at (4, 1536, 16384) (H100, 2026-12-05).
+        block_d //= 2
     return FwdConfig(block_d=block_d, chunk=chunk, num_warps=num_warps, prefetch=PREFETCH)
