@@ -11,6 +11,7 @@ from seqmamba.config import build_config, to_experiment
 from seqmamba.kernels.cross_entropy.op import labels_checked_on_host
 from seqmamba.tasks import Metric, get_task
 
+from .evaluation import autocast_dtype
 from .graphed_task_step import GraphedTaskStep
 from .optim import build_optimizer, build_scheduler, param_groups
 from .strategy import is_fsdp
@@ -18,11 +19,6 @@ from .strategy import is_fsdp
 PLACEMENT_KEY = "seqmamba_data_placement"
 """Checkpoint entry recording how the training stream was split: ``world_size``,
 ``batch_size`` (per process) and ``accumulate_grad_batches``."""
-
-
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    """The autocast dtype of a Lightning precision setting, None where it does not autocast."""
-    return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(precision))
 
 
 class SequenceModule(L.LightningModule):
