@@ -486,7 +486,8 @@ class BwdConfig:
 SPLIT_L = True
 TARGET_PROGRAMS = 2048
 # The default of BwdConfig.scattered_sums: fewer instructions in the sm_90 build (chunk
-# loop 1357 -> 1245 at N = 16), off until a GPU run has timed it against the butterfly.
+# loop 1357 -> 1245 at N = 16) but 5-8% slower on an H100 at the benchmark shapes
+# (benchmarks/RESULTS.md, 2026-12-05), so off.
 SCATTERED_SUMS = False
 SPLIT_PROGRAMS = 8192
 MIN_SEG_LEN = 1024
