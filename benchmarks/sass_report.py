@@ -158,23 +158,23 @@ class Sass:
                       if not any(o != loop and loop[0] <= o[0] and o[1] <= loop[1] for o in loops))
 
 
-def disassemble(cubin: bytes) -> str:
-    """``cuobjdump -sass`` of a cubin (the cuobjdump bundled with Triton)."""
-    tool = triton.knobs.nvidia.cuobjdump.path
+def _cuobjdump(cubin: bytes, option: str) -> str:
+    """The output of the cuobjdump bundled with Triton, with ``option``, on a cubin."""
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        return subprocess.run([tool, "-sass", f.name], check=True, capture_output=True, text=True).stdout
+        return subprocess.run([triton.knobs.nvidia.cuobjdump.path, option, f.name], check=True,
+                              capture_output=True, text=True).stdout
+
+
+def disassemble(cubin: bytes) -> str:
+    """``cuobjdump -sass`` of a cubin."""
+    return _cuobjdump(cubin, "-sass")
 
 
 def resource_usage(cubin: bytes) -> dict[str, int]:
     """REG, STACK, SHARED, LOCAL ... from ``cuobjdump -res-usage``."""
-    tool = triton.knobs.nvidia.cuobjdump.path
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(cubin)
-        f.flush()
-        text = subprocess.run([tool, "-res-usage", f.name], check=True, capture_output=True, text=True).stdout
-    return {key: int(value) for key, value in re.findall(r"\b([A-Z]+):(\d+)", text)}
+    return {key: int(value) for key, value in re.findall(r"\b([A-Z]+):(\d+)", _cuobjdump(cubin, "-res-usage"))}
 
 
 # The opcodes worth watching: shuffles and shared-memory traffic (layout conversions and
