@@ -282,10 +282,18 @@ def train(case: Case, settings: Settings) -> Record:
     tokens = torch.randint(0, case.vocab, (case.batch, case.length + 1), generator=g).to(device)
     inputs, labels = tokens[:, :-1], tokens[:, 1:]
 
+    if case.graphed_forward:  # the same loss, its forward and backward replayed from graphs
+        graphed_loss = GraphedTaskStep(LossTask(case.loss), model,
+                                       autocast_dtype=torch.bfloat16 if settings.autocast else None)
+        batch = {"input_ids": inputs, "labels": labels}
+        compute_loss = lambda: graphed_loss(batch).loss  # noqa: E731
+    else:
+        compute_loss = lambda: case.loss(model, inputs, labels)  # noqa: E731
+
     def eager_step() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=settings.autocast):
-            loss = case.loss(model, inputs, labels)
+            loss = compute_loss()
         if not case.loss_runs_backward:
             loss.backward()
         optimizer.step()
@@ -299,20 +307,6 @@ def train(case: Case, settings: Settings) -> Record:
     if case.cuda_graph:
         graphed = CudaGraphStep(graph_loss, optimizer, (inputs, labels))
         step = lambda: graphed(inputs, labels).clone()  # noqa: E731
-    if case.graphed_forward:
-        graphed_loss = GraphedTaskStep(LossTask(case.loss), model,
-                                       autocast_dtype=torch.bfloat16 if settings.autocast else None)
-        batch = {"input_ids": inputs, "labels": labels}
-
-        def graphed_forward_step() -> torch.Tensor:
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device, dtype=torch.bfloat16, enabled=settings.autocast):
-                loss = graphed_loss(batch).loss
-            loss.backward()
-            optimizer.step()
-            return loss.detach()
-
-        step = graphed_forward_step
 
     losses, times_ms = [], []
     for i in range(settings.warmup + settings.steps):

@@ -69,7 +69,7 @@ def resolve(cfg, default):
 
 
 def variant_name(kind: str, cfg) -> str:
-    """'fwd auto', 'bwd auto s', 'fwd bd16 T16 w1 S2048 pf', ... for the table."""
+    """'fwd auto', 'bwd auto +s', 'fwd bd16 T16 w1 S2048 pf', ... for the table."""
     if cfg is None or isinstance(cfg, Auto):
         letters = "".join(k for k, change in SUFFIXES.items() if cfg is not None and change in cfg.changes)
         return f"{kind} auto" + (f" +{letters}" if letters else "")
