@@ -94,34 +94,37 @@ def test_graphed_training_reaches_the_same_weights_as_eager(tmp_path, monkeypatc
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_batches_of_other_shapes_run_eagerly_with_one_warning():
+def task_and_model() -> tuple[GraphedTask, torch.nn.Module]:
     task = GraphedTask(GraphedConfig())
-    model = task.build_model(ModelConfig(d_model=16, n_layer=2, d_state=4))
+    return task, task.build_model(ModelConfig(d_model=16, n_layer=2, d_state=4))
+
+
+def token_batch(size: int = 4) -> dict[str, torch.Tensor]:
+    """input_ids and labels of ``size`` sequences of 13 tokens."""
+    data = IndexedSequences(size, seq_len=13, vocab=11, seed=3)
+    return {k: torch.stack([data[i][k] for i in range(size)]) for k in ("input_ids", "labels")}
+
+
+def test_batches_of_other_shapes_run_eagerly_with_one_warning():
+    task, model = task_and_model()
     capture = StandInCapture()
     step = GraphedTaskStep(task, model, autocast_dtype=None, make_graphed=capture)
-    data = IndexedSequences(8, seq_len=13, vocab=11, seed=3)
-
-    def batch(size: int) -> dict[str, torch.Tensor]:
-        return {k: torch.stack([data[i][k] for i in range(size)]) for k in ("input_ids", "labels")}
-
-    out = step(batch(4))
+    out = step(token_batch(4))
     assert set(out.metrics) == {"loss", "accuracy"} and out.loss.requires_grad
     with pytest.warns(UserWarning, match=r"a batch of shapes input_ids \[3, 13\] int64, labels \[3, 13\] int64 "
                                          r"differs from the captured input_ids \[4, 13\] int64"):
-        short = step(batch(3))
+        short = step(token_batch(3))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        step(batch(3))  # warned once per shape
+        step(token_batch(3))  # warned once per shape
     assert len(capture.calls) == 1
-    expected = task.step(model, batch(3))
+    expected = task.step(model, token_batch(3))
     assert torch.equal(short.loss, expected.loss)
 
 
 def test_accumulating_steps_give_every_parameter_its_own_gradient_at_capture():
-    task = GraphedTask(GraphedConfig())
-    model = task.build_model(ModelConfig(d_model=16, n_layer=2, d_state=4))
-    data = IndexedSequences(4, seq_len=13, vocab=11, seed=3)
-    batch = {k: torch.stack([data[i][k] for i in range(4)]) for k in ("input_ids", "labels")}
+    task, model = task_and_model()
+    batch = token_batch()
     GraphedTaskStep(task, model, autocast_dtype=None, make_graphed=StandInCapture())(batch)
     assert all(p.grad is None for p in model.parameters())
     GraphedTaskStep(task, model, autocast_dtype=None, accumulate=True, make_graphed=StandInCapture())(batch)
@@ -130,8 +133,7 @@ def test_accumulating_steps_give_every_parameter_its_own_gradient_at_capture():
 
 def test_outputs_outlive_the_next_replay():
     """A replay overwrites the graph's outputs: the step hands out copies."""
-    task = GraphedTask(GraphedConfig())
-    model = task.build_model(ModelConfig(d_model=16, n_layer=2, d_state=4))
+    task, model = task_and_model()
     produced = []
 
     def capture(module, sample, *, allow_unused_input):
@@ -142,27 +144,23 @@ def test_outputs_outlive_the_next_replay():
         return replay
 
     step = GraphedTaskStep(task, model, autocast_dtype=None, make_graphed=capture)
-    data = IndexedSequences(4, seq_len=13, vocab=11, seed=3)
-    out = step({k: torch.stack([data[i][k] for i in range(4)]) for k in ("input_ids", "labels")})
+    out = step(token_batch())
     assert out.loss is not produced[0] and torch.equal(out.loss, produced[0])
     out.loss.backward()  # the copy still reaches the parameters
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
 def test_a_failed_capture_names_the_option():
-    task = GraphedTask(GraphedConfig())
-    model = task.build_model(ModelConfig(d_model=16, n_layer=2, d_state=4))
+    task, model = task_and_model()
     step = GraphedTaskStep(task, model, autocast_dtype=None,
                            make_graphed=StandInCapture(fail="operation not permitted when stream is capturing"))
-    data = IndexedSequences(4, seq_len=13, vocab=11, seed=3)
     with pytest.raises(RuntimeError, match=r"trainer.cuda_graph: capturing task 'test_graphed''s training step failed "
                                            r"\(operation not permitted when stream is capturing\).*trainer.cuda_graph=false"):
-        step({k: torch.stack([data[i][k] for i in range(4)]) for k in ("input_ids", "labels")})
+        step(token_batch())
 
 
 def test_batches_must_hold_tensors_only():
-    task = GraphedTask(GraphedConfig())
-    model = task.build_model(ModelConfig(d_model=16, n_layer=2, d_state=4))
+    task, model = task_and_model()
     step = GraphedTaskStep(task, model, autocast_dtype=None, make_graphed=StandInCapture())
     with pytest.raises(ValueError, match=r"trainer.cuda_graph: batch\['names'\] is a list, and a captured step "
                                          r"takes tensors only"):
