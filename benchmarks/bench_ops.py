@@ -19,7 +19,9 @@ in x's dtype. Activations are bf16 and parameters fp32, as under autocast.
 Before timing, every implementation's outputs and input gradients are compared with the
 reference at the full shape; the script exits with status 1 on a disagreement. Timings
 are medians of CUDA-event timings (triton.testing.do_bench, L2 flushed between runs); on
-the CPU, medians of wall-clock runs. GB/s counts the bytes a forward must move (inputs
+the CPU, medians of wall-clock runs. On CUDA, "fwd+bwd kernels" is the device's kernel
+time per forward and backward (torch.profiler, 10 in a row): a small op's autograd
+backward is launched more slowly than it runs, so its CUDA-event time measures the host. GB/s counts the bytes a forward must move (inputs
 read once, outputs written once).
 
     python benchmarks/bench_ops.py                    # CUDA, Mamba-130M shapes
@@ -178,6 +180,22 @@ def time_ms(fn: Callable[[], object], device: str, grad_to_none: list[torch.Tens
     return 1e3 * statistics.median(times[1:])
 
 
+def kernel_ms(fn: Callable[[], object], grad_to_none: list[torch.Tensor], calls: int = 10) -> float:
+    """GPU kernel time per call, from torch.profiler: what the device spends, without the
+    gaps in which it waits for the host (a fwd+bwd of one small op is launched more slowly
+    than its kernels run, so its wall-clock time measures the host)."""
+    from kernel_profile import profile_step, rank_kernels
+
+    def calls_in_a_row() -> None:
+        for _ in range(calls):
+            fn()
+            for t in grad_to_none:
+                t.grad = None
+
+    calls_in_a_row()  # warm-up: compilation and allocator
+    return sum(us for _, us, _ in rank_kernels(profile_step(calls_in_a_row))) / 1e3 / calls
+
+
 def bench(name: str, impls: dict[str, Run], t: dict, fwd_bytes: int, device: str, rows: list) -> bool:
     """Checks each implementation against the reference, then times it; True if all agree."""
     ok = True
@@ -186,7 +204,7 @@ def bench(name: str, impls: dict[str, Run], t: dict, fwd_bytes: int, device: str
         try:
             err = check(run, truth, t)
         except (ImportError, RuntimeError, ValueError, TypeError, NotImplementedError) as e:
-            rows.append((name, impl, "-", "-", "-", "-", f"unavailable: {type(e).__name__}: {str(e)[:60]}"))
+            rows.append((name, impl, "-", "-", "-", "-", "-", f"unavailable: {type(e).__name__}: {str(e)[:60]}"))
             continue
         agree = err <= TOL
         ok &= agree
@@ -195,8 +213,10 @@ def bench(name: str, impls: dict[str, Run], t: dict, fwd_bytes: int, device: str
         params = [v for k, v in ins.items() if v.is_leaf]
         fwd = time_ms(lambda: run(ins), device, params)
         fwd_bwd = time_ms(lambda: torch.autograd.backward(list(run(ins)), grads_out), device, params)
+        kernels = kernel_ms(lambda: torch.autograd.backward(list(run(ins)), grads_out), params) if device == "cuda" else None
         gbs = fwd_bytes / (fwd * 1e-3) / 1e9
-        rows.append((name, impl, f"{fwd:.4f}", f"{fwd_bwd:.4f}", f"{gbs:.0f}", f"{err:.1e}",
+        rows.append((name, impl, f"{fwd:.4f}", f"{fwd_bwd:.4f}", "-" if kernels is None else f"{kernels:.4f}",
+                     f"{gbs:.0f}", f"{err:.1e}",
                      "ok" if agree else "DISAGREES"))
     return ok
 
@@ -239,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = torch.cuda.get_device_name() if cuda else "CPU (Triton interpreter)"
     print(f"device: {device}; torch {torch.__version__}; bf16 activations, fp32 parameters")
-    header = ("case", "impl", "fwd ms", "fwd+bwd ms", "fwd GB/s", "max rel err", "check")
+    header = ("case", "impl", "fwd ms", "fwd+bwd ms", "fwd+bwd kernels ms", "fwd GB/s", "max rel err", "check")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     for r in [header, tuple("-" * w for w in widths)] + rows:
         print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths)))

@@ -29,7 +29,10 @@
 #   scan        bench_scan.py, ours against mamba_ssm
 #   ops         bench_ops.py: causal_conv1d and rms_norm against the causal_conv1d package
 #               and mamba_ssm's layer_norm_fn
+#   conv        conv_tuning.py: the conv backward's launch shapes (CONV_CONTIGUOUS,
+#               CONV_CHANNEL_LAST override its lists)
 #   train       bench_train.py, the Mamba-130M shape, with a profile of one step
+#               (PROFILE_ROWS of its kernels, default 12)
 #   long        bench_train.py's sequence-length sweep of the DNA-sized model, to 2^23
 #               (LONG_EXPONENTS, LONG_VARIANTS narrow it)
 #   generate    bench_generate.py at the workloads, 2k and 32k prompts included
@@ -102,8 +105,11 @@ for step in "$@"; do
             run scan 300 python3 benchmarks/bench_scan.py --impls ours,mamba_ssm ;;
         ops)
             run ops 300 python3 benchmarks/bench_ops.py ;;
+        conv)
+            run conv 300 python3 benchmarks/conv_tuning.py ${CONV_CONTIGUOUS:+--contiguous "$CONV_CONTIGUOUS"} \
+                ${CONV_CHANNEL_LAST:+--channel-last "$CONV_CHANNEL_LAST"} ;;
         train)
-            run train 560 python3 benchmarks/bench_train.py --sections lm --profile 12 --warmup 2 --steps 6 ;;
+            run train 560 python3 benchmarks/bench_train.py --sections lm --profile "${PROFILE_ROWS:-12}" --warmup 2 --steps 6 ;;
         long)
             run long 560 python3 benchmarks/bench_train.py --sections long \
                 --long-exponents "${LONG_EXPONENTS:-20,21,22,23}" --long-variants "${LONG_VARIANTS:-plain,recompute,checkpoint,chunked}" ;;
@@ -115,7 +121,7 @@ for step in "$@"; do
             run decode_profile 300 python3 benchmarks/bench_generate.py --impls ours,ours_lowp,mamba_ssm \
                 --workloads 1x128x64,64x128x64 --repeats 1 --profile 14 ;;
         *)
-            echo "unknown step '$step': choose from setup anchor wait tests tests_scan tuning scan ops train long generate decode" >&2
+            echo "unknown step '$step': choose from setup anchor wait tests tests_scan tuning scan ops conv train long generate decode" >&2
             exit 2 ;;
     esac
 done

@@ -10,14 +10,15 @@ view (stride 1 over D, as ``x.transpose`` of a projection gives) needs no copy; 
 dx are laid out in memory like x (:func:`~seqmamba.kernels.layout.empty_like_layout`).
 
 Backward, with ``g = d out * act'(pre)`` (pre recomputed from x, not stored by the
-forward), in two kernels: the first writes g once per output into an fp32 buffer, with
-the weight and bias gradients; the second forms d xp from g at the ``width`` shifts:
+forward), in one kernel that walks along L in chunks of a few positions, carrying the
+last inputs and the last g across chunks in registers (so g is formed once per position
+and never stored):
 
     d xp[e]   = sum_k w[k] * g[e - k]          (e < KEEP: d initial_state, else d x)
     d w[k]    = sum_{b, l} g[l] * xp[l + k]
     d bias    = sum_{b, l} g[l]
 
-Weight and bias gradients are summed per program into a (batch, L-blocks, D, ...)
+Weight and bias gradients are summed per program into a (batch, programs, D, width + 1)
 fp32 buffer and reduced afterwards, which keeps them deterministic (no atomics).
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ import triton
 import triton.language as tl
 
 from ..backend import triton_interpreter_enabled
-from ..layout import empty_in_stride_order, empty_like_layout
+from ..layout import empty_like_layout
 from ..sizes import cdiv, next_power_of_2
 from ..triton_math import fast_math, sigmoid
 
@@ -38,10 +39,14 @@ GPU_TILES = {True: (16, 64), False: (64, 16)}
 # The Triton interpreter (TRITON_INTERPRET=1) executes programs one after another and
 # pays per program, not per element: larger tiles, same index arithmetic.
 INTERPRETER_TILES = {True: (32, 128), False: (128, 32)}
-# Length tiles per program of the backward's first kernel: its weight and bias sums are
-# reduced once per program. (The interpreter: 2, so that tests walk several.)
-GPU_BWD_TILES = 8
-INTERPRETER_BWD_TILES = 2
+# The backward by memory layout (is L the contiguous axis?): (BLOCK_D channels, chunk
+# of positions a step, positions a program, warps). With L contiguous each thread owns
+# one channel and loads a chunk as one vector (8 x 16 bits: 16 bytes); channel-last,
+# a chunk is that many rows of contiguous channels, 2 a thread. A chunk must be at least
+# width - 1 positions long. The interpreter: fewer positions a program, so that tests
+# walk several programs and the chunk boundaries inside them.
+GPU_BWD_LAUNCH = {True: (128, 8, 256, 4), False: (256, 4, 256, 4)}
+INTERPRETER_BWD_LAUNCH = {True: (32, 8, 32, 4), False: (32, 4, 32, 4)}
 _NUM_WARPS = 4
 
 
@@ -111,88 +116,228 @@ def _causal_conv1d_fwd_kernel(
 
 
 @triton.jit
-def _causal_conv1d_bwd_g_kernel(
-    x_ptr, w_ptr, bias_ptr, init_ptr, dout_ptr, g_ptr, dw_part_ptr, db_part_ptr, D, L,
-    s_xb, s_xd, s_xl, s_wd, s_wk, s_ib, s_id, s_ik, s_gb, s_gd, s_gl, s_ob, s_od, s_ol,
-    WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, SILU: tl.constexpr,
-    ACC: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, TILES: tl.constexpr,
-    FAST_MATH: tl.constexpr,
-):
-    """g[l] = d out[l] * act'(pre[l]) over TILES consecutive (BLOCK_D, BLOCK_L) tiles of
-    outputs, and their share of d bias = sum g and d w[j] = sum g[l] * xp[l + j]. The
-    sums are kept per element across the tiles and reduced over L once at the end: the
-    reduction crosses warps, which costs more than a tile's own work."""
-    pid_l, b, offs_d, mask_d = _program_rows(D, BLOCK_D)
-    taps, bias = _taps(w_ptr, bias_ptr, offs_d, mask_d, s_wd, s_wk, WIDTH, HAS_BIAS, ACC)
-    db = tl.zeros((BLOCK_D, BLOCK_L), dtype=ACC)
-    dws = ()
-    for j in tl.static_range(WIDTH):
-        dws = dws + (tl.zeros((BLOCK_D, BLOCK_L), dtype=ACC),)
-    tile = 0
-    while tile < TILES:
-        l0 = (pid_l * TILES + tile) * BLOCK_L
-        tile += 1
-        offs_l = l0 + tl.arange(0, BLOCK_L)
-        mask = mask_d[:, None] & (offs_l < L)[None, :]
-        near_start = l0 < WIDTH - 1  # output l reads xp[l .. l + WIDTH - 1]
-        xps = ()
-        pre = bias
-        for j in tl.static_range(WIDTH):
-            xp = _load_xp(x_ptr, init_ptr, b, offs_d, mask_d, offs_l + j, L, near_start,
-                          s_xb, s_xd, s_xl, s_ib, s_id, s_ik, WIDTH - 1, HAS_INIT, ACC)
-            pre += taps[j] * xp
-            xps = xps + (xp,)
-        g = tl.load(dout_ptr + b * s_gb + offs_d[:, None] * s_gd + offs_l[None, :] * s_gl, mask=mask,
-                    other=0.0).to(ACC)
-        if SILU:
-            sig = sigmoid(pre, FAST_MATH)
-            g = g * sig * (1.0 + pre * (1.0 - sig))
-        tl.store(g_ptr + b * s_ob + offs_d[:, None] * s_od + offs_l[None, :] * s_ol, g, mask=mask)
-        db += g
-        summed = ()
-        for j in tl.static_range(WIDTH):
-            summed = summed + (dws[j] + g * xps[j],)
-        dws = summed
-    part = (b * tl.num_programs(0) + pid_l) * D + offs_d
-    tl.store(db_part_ptr + part, tl.sum(db, axis=1), mask=mask_d)
-    for j in tl.static_range(WIDTH):
-        tl.store(dw_part_ptr + part * WIDTH + j, tl.sum(dws[j], axis=1), mask=mask_d)
+def _rows(ptr, b, offs_d, s_b, s_d):
+    """[BLOCK_D, 1] pointers to the first element of this program's channel rows."""
+    return (ptr + b * s_b + offs_d * s_d)[:, None]
 
 
 @triton.jit
-def _causal_conv1d_bwd_dx_kernel(
-    g_ptr, w_ptr, dx_ptr, dinit_ptr, D, L,
-    s_gb, s_gd, s_gl, s_wd, s_wk, s_dxb, s_dxd, s_dxl,
-    WIDTH: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+def _columns(tile, BLOCK_D: tl.constexpr, V: tl.constexpr, LOG_V: tl.constexpr):
+    """The V columns of a [BLOCK_D, V] tile, in order, each [BLOCK_D, 1].
+
+    Halving splits (even and odd columns) keep each thread's elements in its registers:
+    after ``t`` halvings, tensor ``i`` holds the columns ``c`` with ``c % 2**t == i``.
+    """
+    cols = (tile,)
+    for level in tl.static_range(LOG_V):
+        evens = ()
+        odds = ()
+        for i in tl.static_range(1 << level):
+            even, odd = tl.split(tl.reshape(cols[i], [BLOCK_D, (V >> level) // 2, 2]))
+            evens = evens + (even,)
+            odds = odds + (odd,)
+        cols = evens + odds
+    return cols
+
+
+@triton.jit
+def _joined_columns(cols, BLOCK_D: tl.constexpr, V: tl.constexpr, LOG_V: tl.constexpr):
+    """The [BLOCK_D, V] tile of V columns (each [BLOCK_D, 1]): the inverse of ``_columns``."""
+    for level in tl.static_range(LOG_V):
+        joined = ()
+        for i in tl.static_range(V >> (level + 1)):
+            pair = tl.join(cols[i], cols[i + (V >> (level + 1))])
+            joined = joined + (tl.reshape(pair, [BLOCK_D, 2 << level]),)
+        cols = joined
+    return cols[0]
+
+
+@triton.jit
+def _load_chunk(rows, mask_d, pos, lo, hi, s_l, V: tl.constexpr, L_CONTIGUOUS: tl.constexpr):
+    """Positions pos .. pos + V - 1 of the rows (pointers to position 0), zero outside
+    [lo, hi), in the rows' dtype: with L contiguous a [BLOCK_D, V] tile (one vector load
+    per thread), else a tuple of V [BLOCK_D, 1] columns (loads of contiguous channels)."""
+    if L_CONTIGUOUS:
+        offs = pos + tl.arange(0, V)[None, :]
+        chunk = tl.load(rows + offs * s_l, mask=mask_d[:, None] & (offs >= lo) & (offs < hi), other=0.0)
+    else:
+        chunk = ()
+        for i in tl.static_range(V):
+            offs = pos + i + tl.arange(0, 1)[None, :]
+            chunk = chunk + (tl.load(rows + offs * s_l, mask=mask_d[:, None] & (offs >= lo) & (offs < hi), other=0.0),)
+    return chunk
+
+
+@triton.jit
+def _chunk_columns(chunk, ACC: tl.constexpr, BLOCK_D: tl.constexpr, V: tl.constexpr, LOG_V: tl.constexpr,
+                   L_CONTIGUOUS: tl.constexpr):
+    """A loaded chunk as V [BLOCK_D, 1] columns in ACC."""
+    if L_CONTIGUOUS:
+        cols = _columns(chunk.to(ACC), BLOCK_D, V, LOG_V)
+    else:
+        cols = ()
+        for i in tl.static_range(V):
+            cols = cols + (chunk[i].to(ACC),)
+    return cols
+
+
+@triton.jit
+def _x_columns(x_rows, init_rows, mask_d, pos, L, s_xl, s_ik,
+               KEEP: tl.constexpr, HAS_INIT: tl.constexpr, ACC: tl.constexpr,
+               BLOCK_D: tl.constexpr, V: tl.constexpr, LOG_V: tl.constexpr, L_CONTIGUOUS: tl.constexpr):
+    """x at positions pos .. pos + V - 1 as columns; positions -KEEP .. -1 are the initial
+    state's columns when HAS_INIT (init_rows point at its column KEEP), others outside
+    [0, L) zero."""
+    cols = _chunk_columns(_load_chunk(x_rows, mask_d, pos, 0, L, s_xl, V, L_CONTIGUOUS),
+                          ACC, BLOCK_D, V, LOG_V, L_CONTIGUOUS)
+    if HAS_INIT:
+        if pos < 0:
+            init = _chunk_columns(_load_chunk(init_rows, mask_d, pos, -KEEP, 0, s_ik, V, L_CONTIGUOUS),
+                                  ACC, BLOCK_D, V, LOG_V, L_CONTIGUOUS)
+            summed = ()
+            for i in tl.static_range(V):
+                summed = summed + (cols[i] + init[i],)
+            cols = summed
+    return cols
+
+
+@triton.jit
+def _store_chunk(rows, cols, mask_d, pos, lo, hi, s_l,
+                 BLOCK_D: tl.constexpr, V: tl.constexpr, LOG_V: tl.constexpr, L_CONTIGUOUS: tl.constexpr):
+    """Stores V columns (each [BLOCK_D, 1]) at positions pos .. pos + V - 1 of the rows
+    (pointers to position 0), those in [lo, hi) only."""
+    if L_CONTIGUOUS:
+        offs = pos + tl.arange(0, V)[None, :]
+        tile = _joined_columns(cols, BLOCK_D, V, LOG_V)
+        tl.store(rows + offs * s_l, tile.to(rows.dtype.element_ty), mask=mask_d[:, None] & (offs >= lo) & (offs < hi))
+    else:
+        for i in tl.static_range(V):
+            offs = pos + i + tl.arange(0, 1)[None, :]
+            tl.store(rows + offs * s_l, cols[i].to(rows.dtype.element_ty),
+                     mask=mask_d[:, None] & (offs >= lo) & (offs < hi))
+
+
+@triton.jit
+def _g_columns(xs, douts, taps, bias, KEEP: tl.constexpr, V: tl.constexpr, SILU: tl.constexpr,
+               FAST_MATH: tl.constexpr):
+    """g = d out * act'(pre) at V positions, from xs: x at KEEP + V positions ending with
+    theirs, and douts: d out at theirs (columns)."""
+    gs = ()
+    for i in tl.static_range(V):
+        pre = bias
+        for j in tl.static_range(KEEP + 1):
+            pre += taps[j] * xs[i + j]
+        g = douts[i]
+        if SILU:
+            sig = sigmoid(pre, FAST_MATH)
+            g = g * sig * (1.0 + pre * (1.0 - sig))
+        gs = gs + (g,)
+    return gs
+
+
+@triton.jit
+def _last(cols, N: tl.constexpr, V: tl.constexpr):
+    """The last N of V columns."""
+    tail = ()
+    for i in tl.static_range(V - N, V):
+        tail = tail + (cols[i],)
+    return tail
+
+
+@triton.jit
+def _causal_conv1d_bwd_kernel(
+    x_ptr, w_ptr, bias_ptr, init_ptr, dout_ptr, dx_ptr, dinit_ptr, part_ptr, D, L,
+    s_xb, s_xd, s_xl, s_wd, s_wk, s_ib, s_id, s_ik, s_gb, s_gd, s_gl, s_dxb, s_dxd, s_dxl,
+    WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, SILU: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_D: tl.constexpr, V: tl.constexpr, LOG_V: tl.constexpr, CHUNKS: tl.constexpr,
+    L_CONTIGUOUS: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
-    """d xp[e] = sum_k w[k] * g[e - k] over one (BLOCK_D, BLOCK_L) tile of extended
-    positions e: d x for e >= KEEP, d initial_state below."""
+    """The whole backward in one pass along L over chunks of V positions.
+
+    A program owns d x at CHUNKS * V positions from t0 = pid * CHUNKS * V - V (the first
+    program's first chunk, positions -V .. -1, holds d initial_state) and g at the same
+    number of positions one chunk later. Each step loads x and d out one chunk ahead,
+    forms g there from the last KEEP x columns carried over, and emits d x of the current
+    chunk from its g and the next chunk's first KEEP:
+
+        d x[l] = sum_k w[k] * g[l + KEEP - k]
+
+    So g is computed once per position (once more per program for the chunk before its
+    first) and never leaves registers. The program's d weight and d bias sums go to
+    ``part`` (batch, programs, D, WIDTH + 1), reduced afterwards (no atomics).
+    """
     KEEP: tl.constexpr = WIDTH - 1
     pid_l, b, offs_d, mask_d = _program_rows(D, BLOCK_D)
-    e = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
-    g_rows = g_ptr + b * s_gb + offs_d[:, None] * s_gd
-    dxp = tl.zeros((BLOCK_D, BLOCK_L), dtype=ACC)
-    for k in tl.static_range(WIDTH):
-        w_k = tl.load(w_ptr + offs_d * s_wd + k * s_wk, mask=mask_d, other=0.0).to(ACC)[:, None]
-        l = e - k
-        g_k = tl.load(g_rows + l[None, :] * s_gl, mask=mask_d[:, None] & ((l >= 0) & (l < L))[None, :], other=0.0)
-        dxp += w_k * g_k
-    in_x = (e >= KEEP) & (e < L + KEEP)
-    dx_ptrs = dx_ptr + b * s_dxb + offs_d[:, None] * s_dxd + (e - KEEP)[None, :] * s_dxl
-    tl.store(dx_ptrs, dxp.to(dx_ptr.dtype.element_ty), mask=mask_d[:, None] & in_x[None, :])
-    if pid_l * BLOCK_L < KEEP:
-        dinit_ptrs = dinit_ptr + b * D * KEEP + offs_d[:, None] * KEEP + e[None, :]
-        tl.store(dinit_ptrs, dxp.to(dinit_ptr.dtype.element_ty), mask=mask_d[:, None] & (e < KEEP)[None, :])
+    taps, bias = _taps(w_ptr, bias_ptr, offs_d, mask_d, s_wd, s_wk, WIDTH, HAS_BIAS, ACC)
+    x_rows = _rows(x_ptr, b, offs_d, s_xb, s_xd)
+    init_rows = _rows(init_ptr, b, offs_d, s_ib, s_id) + KEEP * s_ik
+    dout_rows = _rows(dout_ptr, b, offs_d, s_gb, s_gd)
+    dx_rows = _rows(dx_ptr, b, offs_d, s_dxb, s_dxd)
+    t0 = pid_l * (CHUNKS * V) - V
+    before = _x_columns(x_rows, init_rows, mask_d, t0 - V, L, s_xl, s_ik, KEEP, HAS_INIT, ACC,
+                        BLOCK_D, V, LOG_V, L_CONTIGUOUS)
+    xs = _x_columns(x_rows, init_rows, mask_d, t0, L, s_xl, s_ik, KEEP, HAS_INIT, ACC, BLOCK_D, V, LOG_V,
+                    L_CONTIGUOUS)
+    douts = _chunk_columns(_load_chunk(dout_rows, mask_d, t0, 0, L, s_gl, V, L_CONTIGUOUS),
+                           ACC, BLOCK_D, V, LOG_V, L_CONTIGUOUS)
+    gs = _g_columns(_last(before, KEEP, V) + xs, douts, taps, bias, KEEP, V, SILU, FAST_MATH)
+    x_tail = _last(xs, KEEP, V)
+    db = tl.zeros_like(bias)
+    dws = ()
+    for j in tl.static_range(WIDTH):
+        dws = dws + (tl.zeros_like(bias),)
+    # Positions from t0 + V on are >= 0: no initial state below. Each step's loads are
+    # issued a step ahead, so that they are in flight while the step before computes.
+    x_ahead = _load_chunk(x_rows, mask_d, t0 + V, 0, L, s_xl, V, L_CONTIGUOUS)
+    d_ahead = _load_chunk(dout_rows, mask_d, t0 + V, 0, L, s_gl, V, L_CONTIGUOUS)
+    for q in range(CHUNKS):
+        c = t0 + q * V
+        x_next = _chunk_columns(x_ahead, ACC, BLOCK_D, V, LOG_V, L_CONTIGUOUS)
+        d_next = _chunk_columns(d_ahead, ACC, BLOCK_D, V, LOG_V, L_CONTIGUOUS)
+        x_ahead = _load_chunk(x_rows, mask_d, c + 2 * V, 0, L, s_xl, V, L_CONTIGUOUS)
+        d_ahead = _load_chunk(dout_rows, mask_d, c + 2 * V, 0, L, s_gl, V, L_CONTIGUOUS)
+        window = x_tail + x_next  # x at c + V - KEEP .. c + 2V - 1
+        g_next = _g_columns(window, d_next, taps, bias, KEEP, V, SILU, FAST_MATH)
+        both = gs + g_next  # g at c .. c + 2V - 1
+        dxs = ()
+        for i in tl.static_range(V):
+            dx = taps[KEEP] * both[i]
+            for k in tl.static_range(KEEP):
+                dx += taps[k] * both[i + KEEP - k]
+            dxs = dxs + (dx,)
+        _store_chunk(dx_rows, dxs, mask_d, c, 0, L, s_dxl, BLOCK_D, V, LOG_V, L_CONTIGUOUS)
+        if c < 0:  # the first program's first chunk: d initial_state at positions -KEEP .. -1
+            dinit_rows = (dinit_ptr + (b * D + offs_d) * KEEP + KEEP)[:, None]
+            _store_chunk(dinit_rows, dxs, mask_d, c, -KEEP, 0, 1, BLOCK_D, V, LOG_V, False)
+        # d bias and d weight from g at c + V .. c + 2V - 1: g[l] * x[l - KEEP + j].
+        summed = ()
+        for j in tl.static_range(WIDTH):
+            acc = dws[j]
+            for i in tl.static_range(V):
+                acc += g_next[i] * window[i + j]
+            summed = summed + (acc,)
+        dws = summed
+        for i in tl.static_range(V):
+            db += g_next[i]
+        gs = g_next
+        x_tail = _last(x_next, KEEP, V)
+    part = ((b * tl.num_programs(0) + pid_l) * D + offs_d) * (WIDTH + 1)
+    for j in tl.static_range(WIDTH):
+        tl.store(part_ptr + part + j, tl.sum(dws[j], axis=1), mask=mask_d)
+    tl.store(part_ptr + part + WIDTH, tl.sum(db, axis=1), mask=mask_d)
 
 
 def _acc_dtype(dtype: torch.dtype) -> tl.dtype:
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
+def _l_contiguous(x: torch.Tensor) -> bool:
+    return x.stride(2) == 1 or x.shape[1] == 1
+
+
 def _tile(x: torch.Tensor, length: int) -> tuple[int, int]:
-    l_contiguous = x.stride(2) == 1 or x.shape[1] == 1
     tiles = INTERPRETER_TILES if triton_interpreter_enabled() else GPU_TILES
-    block_d, block_l = tiles[l_contiguous]
+    block_d, block_l = tiles[_l_contiguous(x)]
     return min(block_d, next_power_of_2(x.shape[1])), min(block_l, next_power_of_2(length))
 
 
@@ -237,35 +382,31 @@ def causal_conv1d_backward(
     dtype (weight's when bias is None). All four are always computed; the caller drops
     those of absent inputs.
 
-    Two kernels: the first computes g = d out * act'(pre) once per output (with d weight
-    and d bias), into an fp32 buffer laid out like x; the second reads g at the width
-    shifts each d x needs. (One kernel would have to recompute g at every shift: width
-    times the activation's work, which made the backward compute-bound.)
+    One kernel streams along L (``_causal_conv1d_bwd_kernel``): x and d out are read
+    once, dx written once, g never stored.
     """
     batch, dim, length = x.shape
     width = weight.shape[1]
+    l_contiguous = _l_contiguous(x)
+    launches = INTERPRETER_BWD_LAUNCH if triton_interpreter_enabled() else GPU_BWD_LAUNCH
+    block_d, chunk, rows, num_warps = launches[l_contiguous]
+    chunks = min(rows // chunk, cdiv(length + chunk, chunk))
+    n_programs = cdiv(length + chunk, chunks * chunk)
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    g = empty_in_stride_order(x.shape, x.stride(), dtype=acc, device=x.device)
-    block_d, block_l = _tile(x, length)
-    tiles = min(INTERPRETER_BWD_TILES if triton_interpreter_enabled() else GPU_BWD_TILES, cdiv(length, block_l))
-    n_lblocks = cdiv(length, block_l * tiles)
-    dw_part = torch.empty((batch, n_lblocks, dim, width), dtype=acc, device=x.device)
-    db_part = torch.empty((batch, n_lblocks, dim), dtype=acc, device=x.device)
-    _causal_conv1d_bwd_g_kernel[(n_lblocks, cdiv(dim, block_d), batch)](
-        x, weight, bias if bias is not None else weight, initial_state if initial_state is not None else x,
-        dout, g, dw_part, db_part, dim, length,
-        *x.stride(), *weight.stride(), *_init_strides(initial_state), *dout.stride(), *g.stride(),
-        WIDTH=width, HAS_BIAS=bias is not None, HAS_INIT=initial_state is not None, SILU=silu,
-        ACC=_acc_dtype(x.dtype), BLOCK_D=block_d, BLOCK_L=block_l, TILES=tiles, FAST_MATH=fast_math(x),
-        num_warps=_NUM_WARPS,
-    )
+    part = torch.empty((batch, n_programs, dim, width + 1), dtype=acc, device=x.device)
     dx = empty_like_layout(x)
     dinit = torch.empty((batch, dim, width - 1), dtype=x.dtype, device=x.device)
-    block_d, block_l = _tile(x, length + width - 1)
-    _causal_conv1d_bwd_dx_kernel[(cdiv(length + width - 1, block_l), cdiv(dim, block_d), batch)](
-        g, weight, dx, dinit, dim, length, *g.stride(), *weight.stride(), *dx.stride(),
-        WIDTH=width, ACC=_acc_dtype(x.dtype), BLOCK_D=block_d, BLOCK_L=block_l, num_warps=_NUM_WARPS,
+    block_d = min(block_d, next_power_of_2(dim))
+    _causal_conv1d_bwd_kernel[(n_programs, cdiv(dim, block_d), batch)](
+        x, weight, bias if bias is not None else weight, initial_state if initial_state is not None else x,
+        dout, dx, dinit, part, dim, length,
+        *x.stride(), *weight.stride(), *_init_strides(initial_state), *dout.stride(), *dx.stride(),
+        WIDTH=width, HAS_BIAS=bias is not None, HAS_INIT=initial_state is not None, SILU=silu,
+        ACC=_acc_dtype(x.dtype), BLOCK_D=block_d, V=chunk, LOG_V=chunk.bit_length() - 1, CHUNKS=chunks,
+        L_CONTIGUOUS=l_contiguous, FAST_MATH=fast_math(x), num_warps=num_warps,
     )
-    dweight = dw_part.sum(dim=(0, 1)).to(weight.dtype)
-    dbias = db_part.sum(dim=(0, 1)).to(bias.dtype if bias is not None else weight.dtype)
+    sums = part.sum(dim=(0, 1))
+    dweight = sums[:, :width].to(weight.dtype)
+    # A copy: outputs of a custom op must not share storage.
+    dbias = sums[:, width].to(bias.dtype if bias is not None else weight.dtype, copy=True)
     return dx, dweight, dbias, dinit

@@ -1,0 +1,101 @@
+"""Launch shapes of the causal_conv1d backward kernel, timed on the GPU.
+
+Each variant ``BLOCK_DxCHUNKxROWSxWARPS`` (channels a program, positions a step,
+positions a program, warps) replaces the kernel module's GPU_BWD_LAUNCH entry for one
+memory layout; the backward (kernel and the weight/bias sum) then runs on the Mamba-130M
+training shape, bf16 x and d out laid out like x, fp32 parameters, width 4, SiLU. Times
+are the device's kernel time per call (torch.profiler over 20 calls), so the host's
+launch cost does not hide them. The first variant of each list is the default's.
+
+    python benchmarks/conv_tuning.py
+    python benchmarks/conv_tuning.py --contiguous 128x8x256x4,64x8x256x2 --channel-last 256x4x256x4
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import pathlib
+import sys
+
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+from kernel_profile import profile_step, rank_kernels  # noqa: E402
+
+CONTIGUOUS = "128x8x256x4,128x8x128x4,128x8x512x4,64x8x256x2,64x8x128x2,256x8x256x8,128x16x256x4"
+CHANNEL_LAST = "256x4x256x4,128x4x256x4,256x4x128x4,512x4x256x4,128x4x128x2,256x8x256x4"
+
+
+def parse_variant(text: str) -> tuple[int, int, int, int]:
+    """'128x8x256x4' -> (128, 8, 256, 4); a clear error for anything else."""
+    parts = text.split("x")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        raise SystemExit(f"conv_tuning: variant {text!r} is not BLOCK_DxCHUNKxROWSxWARPS, e.g. 128x8x256x4")
+    block_d, chunk, rows, warps = (int(p) for p in parts)
+    for name, value in (("BLOCK_D", block_d), ("CHUNK", chunk), ("WARPS", warps)):
+        if value & (value - 1) or value == 0:
+            raise SystemExit(f"conv_tuning: {name} of {text!r} must be a power of two, got {value}")
+    if rows % chunk:
+        raise SystemExit(f"conv_tuning: ROWS of {text!r} must be a multiple of CHUNK ({chunk})")
+    return block_d, chunk, rows, warps
+
+
+def inputs(batch: int, dim: int, length: int, width: int, channel_last: bool) -> tuple[torch.Tensor, ...]:
+    """(x, dout, weight, bias) as the Mamba block hands them to the conv's backward."""
+    g = torch.Generator().manual_seed(0)
+    if channel_last:
+        x = torch.randn(batch, length, 2 * dim, generator=g)[..., :dim].transpose(1, 2)
+        dout = torch.randn(batch, length, dim, generator=g).transpose(1, 2)
+    else:  # (D, batch, L) in memory, a slice of the in_proj product
+        x = torch.randn(2 * dim, batch, length, generator=g)[:dim].permute(1, 0, 2)
+        dout = torch.randn(dim, batch, length, generator=g).permute(1, 0, 2)
+    weight = torch.randn(dim, width, generator=g) / math.sqrt(width)
+    bias = torch.randn(dim, generator=g)
+    return (x.cuda().bfloat16(), dout.cuda().bfloat16(), weight.cuda(), bias.cuda())
+
+
+def time_variant(kernel_module, channel_last: bool, variant: tuple[int, int, int, int],
+                 tensors: tuple[torch.Tensor, ...], calls: int = 20) -> float:
+    x, dout, weight, bias = tensors
+    saved = dict(kernel_module.GPU_BWD_LAUNCH)
+    kernel_module.GPU_BWD_LAUNCH[not channel_last] = variant
+    try:
+        def run() -> None:
+            for _ in range(calls):
+                kernel_module.causal_conv1d_backward(dout, x, weight, bias, None, True)
+
+        run()  # compiles
+        return sum(us for _, us, _ in rank_kernels(profile_step(run))) / 1e3 / calls
+    finally:
+        kernel_module.GPU_BWD_LAUNCH.clear()
+        kernel_module.GPU_BWD_LAUNCH.update(saved)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--contiguous", default=CONTIGUOUS, help="variants for x with L contiguous (the Mamba block's)")
+    p.add_argument("--channel-last", default=CHANNEL_LAST, help="variants for channel-last x")
+    p.add_argument("--shape", default="8,1536,2048,4", help="batch,D,L,width")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        p.error("needs a CUDA device: the interpreter's timings say nothing about the kernel")
+    batch, dim, length, width = (int(v) for v in args.shape.split(","))
+    from seqmamba.kernels.causal_conv1d import kernel as kernel_module
+
+    print(f"device: {torch.cuda.get_device_name()}; causal_conv1d backward, ({batch}, {dim}, {length}), "
+          f"width {width}, bf16, SiLU; kernel ms per call")
+    print("| layout | BLOCK_D x CHUNK x ROWS x WARPS | ms | GB/s (x, d out, dx once) |")
+    print("| --- | --- | --- | --- |")
+    moved = 3 * batch * dim * length * 2
+    for channel_last, variants in ((False, args.contiguous), (True, args.channel_last)):
+        tensors = inputs(batch, dim, length, width, channel_last)
+        for text in variants.split(","):
+            ms = time_variant(kernel_module, channel_last, parse_variant(text), tensors)
+            layout = "channel-last" if channel_last else "L contiguous"
+            print(f"| {layout} | {text} | {ms:.4f} | {moved / ms / 1e6:.0f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
