@@ -21,8 +21,8 @@ reference at the full shape; the script exits with status 1 on a disagreement. T
 are medians of CUDA-event timings (triton.testing.do_bench, L2 flushed between runs); on
 the CPU, medians of wall-clock runs. On CUDA, "fwd+bwd kernels" is the device's kernel
 time per forward and backward (torch.profiler, 10 in a row): a small op's autograd
-backward is launched more slowly than it runs, so its CUDA-event time measures the host. GB/s counts the bytes a forward must move (inputs
-read once, outputs written once).
+backward is launched more slowly than it runs, so its CUDA-event time measures the host.
+GB/s counts the bytes a forward must move (inputs read once, outputs written once).
 
     python benchmarks/bench_ops.py                    # CUDA, Mamba-130M shapes
     python benchmarks/bench_ops.py --device cpu       # tiny shapes, Triton on the interpreter
@@ -180,20 +180,16 @@ def time_ms(fn: Callable[[], object], device: str, grad_to_none: list[torch.Tens
     return 1e3 * statistics.median(times[1:])
 
 
-def kernel_ms(fn: Callable[[], object], grad_to_none: list[torch.Tensor], calls: int = 10) -> float:
-    """GPU kernel time per call, from torch.profiler: what the device spends, without the
-    gaps in which it waits for the host (a fwd+bwd of one small op is launched more slowly
-    than its kernels run, so its wall-clock time measures the host)."""
-    from kernel_profile import profile_step, rank_kernels
+def kernel_ms(fn: Callable[[], object], grad_to_none: list[torch.Tensor]) -> float:
+    """GPU kernel time per call (torch.profiler, 10 calls); gradients reset between calls."""
+    from kernel_profile import kernel_ms_per_call
 
-    def calls_in_a_row() -> None:
-        for _ in range(calls):
-            fn()
-            for t in grad_to_none:
-                t.grad = None
+    def call() -> None:
+        fn()
+        for t in grad_to_none:
+            t.grad = None
 
-    calls_in_a_row()  # warm-up: compilation and allocator
-    return sum(us for _, us, _ in rank_kernels(profile_step(calls_in_a_row))) / 1e3 / calls
+    return kernel_ms_per_call(call, calls=10)
 
 
 def bench(name: str, impls: dict[str, Run], t: dict, fwd_bytes: int, device: str, rows: list) -> bool:
@@ -212,8 +208,11 @@ def bench(name: str, impls: dict[str, Run], t: dict, fwd_bytes: int, device: str
         grads_out = [torch.ones_like(o) for o in run(ins)]
         params = [v for k, v in ins.items() if v.is_leaf]
         fwd = time_ms(lambda: run(ins), device, params)
-        fwd_bwd = time_ms(lambda: torch.autograd.backward(list(run(ins)), grads_out), device, params)
-        kernels = kernel_ms(lambda: torch.autograd.backward(list(run(ins)), grads_out), params) if device == "cuda" else None
+        def step() -> None:
+            torch.autograd.backward(list(run(ins)), grads_out)
+
+        fwd_bwd = time_ms(step, device, params)
+        kernels = kernel_ms(step, params) if device == "cuda" else None
         gbs = fwd_bytes / (fwd * 1e-3) / 1e9
         rows.append((name, impl, f"{fwd:.4f}", f"{fwd_bwd:.4f}", "-" if kernels is None else f"{kernels:.4f}",
                      f"{gbs:.0f}", f"{err:.1e}",

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from kernel_profile import profile_step, rank_kernels  # noqa: E402
+from kernel_profile import kernel_ms_per_call  # noqa: E402
 
 CONTIGUOUS = "128x8x256x4,128x8x128x4,128x8x512x4,64x8x256x2,64x8x128x2,256x8x256x8,128x16x256x4"
 CHANNEL_LAST = "256x4x256x4,128x4x256x4,256x4x128x4,512x4x256x4,128x4x128x2,256x8x256x4"
@@ -56,17 +56,12 @@ def inputs(batch: int, dim: int, length: int, width: int, channel_last: bool) ->
 
 
 def time_variant(kernel_module, channel_last: bool, variant: tuple[int, int, int, int],
-                 tensors: tuple[torch.Tensor, ...], calls: int = 20) -> float:
+                 tensors: tuple[torch.Tensor, ...]) -> float:
     x, dout, weight, bias = tensors
     saved = dict(kernel_module.GPU_BWD_LAUNCH)
     kernel_module.GPU_BWD_LAUNCH[not channel_last] = variant
     try:
-        def run() -> None:
-            for _ in range(calls):
-                kernel_module.causal_conv1d_backward(dout, x, weight, bias, None, True)
-
-        run()  # compiles
-        return sum(us for _, us, _ in rank_kernels(profile_step(run))) / 1e3 / calls
+        return kernel_ms_per_call(lambda: kernel_module.causal_conv1d_backward(dout, x, weight, bias, None, True), 20)
     finally:
         kernel_module.GPU_BWD_LAUNCH.clear()
         kernel_module.GPU_BWD_LAUNCH.update(saved)

@@ -16,6 +16,20 @@ def profile_step(step: Callable[[], object]) -> torch.profiler.profile:
     return prof
 
 
+def kernel_ms_per_call(call: Callable[[], object], calls: int) -> float:
+    """The device's kernel time per call of ``call`` (ms): ``calls`` calls in a row under
+    torch.profiler, after as many unprofiled (compilation, allocator). Gaps in which the
+    device waits for the host do not count: what a small op's kernels cost, also where
+    its launches are slower than its kernels."""
+
+    def in_a_row() -> None:
+        for _ in range(calls):
+            call()
+
+    in_a_row()
+    return sum(us for _, us, _ in rank_kernels(profile_step(in_a_row))) / 1e3 / calls
+
+
 def rank_kernels(prof: torch.profiler.profile) -> list[tuple[str, float, int]]:
     """(kernel name, total microseconds, launches) per kernel name of a profile, costliest first."""
     kernels: dict[str, list[float]] = {}
