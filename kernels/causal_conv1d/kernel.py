@@ -41,11 +41,13 @@ GPU_TILES = {True: (16, 64), False: (64, 16)}
 INTERPRETER_TILES = {True: (32, 128), False: (128, 32)}
 # The backward by memory layout (is L the contiguous axis?): (BLOCK_D channels, chunk
 # of positions a step, positions a program, warps). With L contiguous each thread owns
-# one channel and loads a chunk as one vector (8 x 16 bits: 16 bytes); channel-last,
-# a chunk is that many rows of contiguous channels, 2 a thread. A chunk must be at least
-# width - 1 positions long. The interpreter: fewer positions a program, so that tests
-# walk several programs and the chunk boundaries inside them.
-GPU_BWD_LAUNCH = {True: (128, 8, 256, 4), False: (256, 4, 256, 4)}
+# one channel and loads a chunk as two vectors (16 x 16 bits: 32 bytes); channel-last,
+# a chunk is that many rows of contiguous channels, 4 a thread. A chunk must be at least
+# width - 1 positions long. Chosen by benchmarks/conv_tuning.py on an H200 (notes_conv.md):
+# 16-position chunks halved the contiguous backward's time against 8. The interpreter:
+# fewer positions a program, so that tests walk several programs and the chunk
+# boundaries inside them.
+GPU_BWD_LAUNCH = {True: (128, 16, 512, 4), False: (512, 4, 256, 4)}
 INTERPRETER_BWD_LAUNCH = {True: (32, 8, 32, 4), False: (32, 4, 32, 4)}
 _NUM_WARPS = 4
 
