@@ -29,12 +29,13 @@ _PLAIN = (Tensor, torch.nn.Parameter)
 class KernelOp:
     """A custom op that eager code calls without the dispatcher. Use as
     ``@kernel_op("seqmamba::name")`` over a function of tensors and plain values that
-    returns new tensors (it must not mutate or alias its inputs)."""
+    returns new tensors: it must not alias its inputs, and may write only into the
+    arguments named in ``mutates_args`` (output buffers the caller hands in)."""
 
-    def __init__(self, name: str, fn: Callable[..., Any]) -> None:
+    def __init__(self, name: str, fn: Callable[..., Any], mutates_args: tuple[str, ...] = ()) -> None:
         self.name = name
         self.fn = fn
-        self.op = torch.library.custom_op(name, mutates_args=())(fn)
+        self.op = torch.library.custom_op(name, mutates_args=mutates_args)(fn)
         self._function: type[torch.autograd.Function] | None = None
         self.__doc__ = fn.__doc__
 
@@ -73,9 +74,9 @@ class KernelOp:
         )
 
 
-def kernel_op(name: str) -> Callable[[Callable[..., Any]], KernelOp]:
+def kernel_op(name: str, mutates_args: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], KernelOp]:
     """Decorator: ``@kernel_op("seqmamba::rms_norm_fwd")`` (see :class:`KernelOp`)."""
-    return lambda fn: KernelOp(name, fn)
+    return lambda fn: KernelOp(name, fn, mutates_args)
 
 
 def _any_requires_grad(args: tuple) -> bool:

@@ -80,9 +80,12 @@ def test_custom_ops_pass_opcheck(with_optional):
     out, final, states = torch.ops.seqmamba.selective_scan_fwd(*fwd_args)
     bwd_args = (
         u.detach(), x["delta"], x["A"], x["B"], x["C"], *optional[:3], states.detach(),
-        torch.randn_like(out), torch.randn_like(final), True,
+        torch.randn_like(out), torch.randn_like(final), True, None,
     )
     torch.library.opcheck(torch.ops.seqmamba.selective_scan_bwd.default, bwd_args)
+    # dz written into a given buffer: a strided view of a larger one, as the mixer's backward passes it.
+    buffer = torch.empty(BATCH, 2 * DIM, LENGTH, device=DEVICE)
+    torch.library.opcheck(torch.ops.seqmamba.selective_scan_bwd.default, bwd_args[:-1] + (buffer[:, DIM:],))
 
 
 def test_whole_model_compiles_without_graph_breaks_and_follows_use_backend(monkeypatch):

@@ -35,7 +35,7 @@ def _(x, weight, bias, initial_state, silu):
     return empty_like_layout(x)
 
 
-@kernel_op("seqmamba::causal_conv1d_bwd")
+@kernel_op("seqmamba::causal_conv1d_bwd", mutates_args=("dx_out",))
 def causal_conv1d_bwd(
     dout: torch.Tensor,
     x: torch.Tensor,
@@ -43,20 +43,25 @@ def causal_conv1d_bwd(
     bias: torch.Tensor | None,
     initial_state: torch.Tensor | None,
     silu: bool,
+    dout2: torch.Tensor | None,
+    dx_out: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(dx, dweight, dbias, dinitial_state)``; see ``kernel.causal_conv1d_backward``."""
+    """``(dx, dweight, dbias, dinitial_state)``; see ``kernel.causal_conv1d_backward``.
+    With ``dx_out`` dx is written there and an empty (0,) tensor takes its slot (an op's
+    outputs must not alias its inputs)."""
     from .kernel import causal_conv1d_backward
 
-    return causal_conv1d_backward(dout, x, weight, bias, initial_state, silu)
+    dx, dweight, dbias, dinit = causal_conv1d_backward(dout, x, weight, bias, initial_state, silu, dout2, dx_out)
+    return (dx if dx_out is None else x.new_empty((0,))), dweight, dbias, dinit
 
 
 @causal_conv1d_bwd.register_fake
-def _(dout, x, weight, bias, initial_state, silu):
+def _(dout, x, weight, bias, initial_state, silu, dout2, dx_out):
     batch, dim, _ = x.shape
     width = weight.shape[1]
     bias_dtype = bias.dtype if bias is not None else weight.dtype
     return (
-        empty_like_layout(x),
+        empty_like_layout(x) if dx_out is None else x.new_empty((0,)),
         weight.new_empty(weight.shape),
         weight.new_empty((dim,), dtype=bias_dtype),
         x.new_empty((batch, dim, width - 1)),
@@ -71,7 +76,8 @@ def _setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
 
 def _backward(ctx: Any, dout: torch.Tensor) -> tuple:
     x, weight, bias, initial_state = ctx.saved_tensors
-    dx, dweight, dbias, dinit = causal_conv1d_bwd(dout, x, weight, bias, initial_state, ctx.silu)
+    # Every argument passed: the dispatcher finds the mutable one by its position.
+    dx, dweight, dbias, dinit = causal_conv1d_bwd(dout, x, weight, bias, initial_state, ctx.silu, None, None)
     return (
         dx,
         dweight,

@@ -220,6 +220,33 @@ def _store_chunk(rows, cols, mask_d, pos, lo, hi, s_l,
 
 
 @triton.jit
+def _load_douts(dout_rows, dout2_rows, mask_d, pos, L, s_gl, s_g2l,
+                V: tl.constexpr, L_CONTIGUOUS: tl.constexpr, HAS_DOUT2: tl.constexpr):
+    """d out at positions pos .. pos + V - 1 as loaded: (its chunk, the second addend's
+    chunk), the first twice without a second addend."""
+    first = _load_chunk(dout_rows, mask_d, pos, 0, L, s_gl, V, L_CONTIGUOUS)
+    if HAS_DOUT2:
+        second = _load_chunk(dout2_rows, mask_d, pos, 0, L, s_g2l, V, L_CONTIGUOUS)
+    else:
+        second = first
+    return first, second
+
+
+@triton.jit
+def _dout_columns(loaded, ACC: tl.constexpr, BLOCK_D: tl.constexpr, V: tl.constexpr, LOG_V: tl.constexpr,
+                  L_CONTIGUOUS: tl.constexpr, HAS_DOUT2: tl.constexpr):
+    """The columns of d out from ``_load_douts``, summed with the second addend's in ACC."""
+    cols = _chunk_columns(loaded[0], ACC, BLOCK_D, V, LOG_V, L_CONTIGUOUS)
+    if HAS_DOUT2:
+        more = _chunk_columns(loaded[1], ACC, BLOCK_D, V, LOG_V, L_CONTIGUOUS)
+        summed = ()
+        for i in tl.static_range(V):
+            summed = summed + (cols[i] + more[i],)
+        cols = summed
+    return cols
+
+
+@triton.jit
 def _g_columns(xs, douts, taps, bias, KEEP: tl.constexpr, V: tl.constexpr, SILU: tl.constexpr,
                FAST_MATH: tl.constexpr):
     """g = d out * act'(pre) at V positions, from xs: x at KEEP + V positions ending with
@@ -248,11 +275,11 @@ def _last(cols, N: tl.constexpr, V: tl.constexpr):
 
 @triton.jit
 def _causal_conv1d_bwd_kernel(
-    x_ptr, w_ptr, bias_ptr, init_ptr, dout_ptr, dx_ptr, dinit_ptr, part_ptr, D, L,
-    s_xb, s_xd, s_xl, s_wd, s_wk, s_ib, s_id, s_ik, s_gb, s_gd, s_gl, s_dxb, s_dxd, s_dxl,
+    x_ptr, w_ptr, bias_ptr, init_ptr, dout_ptr, dout2_ptr, dx_ptr, dinit_ptr, part_ptr, D, L,
+    s_xb, s_xd, s_xl, s_wd, s_wk, s_ib, s_id, s_ik, s_gb, s_gd, s_gl, s_g2b, s_g2d, s_g2l, s_dxb, s_dxd, s_dxl,
     WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, SILU: tl.constexpr,
     ACC: tl.constexpr, BLOCK_D: tl.constexpr, V: tl.constexpr, LOG_V: tl.constexpr, CHUNKS: tl.constexpr,
-    L_CONTIGUOUS: tl.constexpr, FAST_MATH: tl.constexpr,
+    L_CONTIGUOUS: tl.constexpr, FAST_MATH: tl.constexpr, HAS_DOUT2: tl.constexpr,
 ):
     """The whole backward in one pass along L over chunks of V positions.
 
@@ -266,7 +293,8 @@ def _causal_conv1d_bwd_kernel(
 
     So g is computed once per position (once more per program for the chunk before its
     first) and never leaves registers. The program's d weight and d bias sums go to
-    ``part`` (batch, programs, D, WIDTH + 1), reduced afterwards (no atomics).
+    ``part`` (batch, programs, D, WIDTH + 1), reduced afterwards (no atomics). With
+    HAS_DOUT2, d out is the sum of two tensors (two branches' gradients), added here.
     """
     KEEP: tl.constexpr = WIDTH - 1
     pid_l, b, offs_d, mask_d = _program_rows(D, BLOCK_D)
@@ -274,14 +302,15 @@ def _causal_conv1d_bwd_kernel(
     x_rows = _rows(x_ptr, b, offs_d, s_xb, s_xd)
     init_rows = _rows(init_ptr, b, offs_d, s_ib, s_id) + KEEP * s_ik
     dout_rows = _rows(dout_ptr, b, offs_d, s_gb, s_gd)
+    dout2_rows = _rows(dout2_ptr, b, offs_d, s_g2b, s_g2d)
     dx_rows = _rows(dx_ptr, b, offs_d, s_dxb, s_dxd)
     t0 = pid_l * (CHUNKS * V) - V
     before = _x_columns(x_rows, init_rows, mask_d, t0 - V, L, s_xl, s_ik, KEEP, HAS_INIT, ACC,
                         BLOCK_D, V, LOG_V, L_CONTIGUOUS)
     xs = _x_columns(x_rows, init_rows, mask_d, t0, L, s_xl, s_ik, KEEP, HAS_INIT, ACC, BLOCK_D, V, LOG_V,
                     L_CONTIGUOUS)
-    douts = _chunk_columns(_load_chunk(dout_rows, mask_d, t0, 0, L, s_gl, V, L_CONTIGUOUS),
-                           ACC, BLOCK_D, V, LOG_V, L_CONTIGUOUS)
+    douts = _dout_columns(_load_douts(dout_rows, dout2_rows, mask_d, t0, L, s_gl, s_g2l, V, L_CONTIGUOUS, HAS_DOUT2),
+                          ACC, BLOCK_D, V, LOG_V, L_CONTIGUOUS, HAS_DOUT2)
     gs = _g_columns(_last(before, KEEP, V) + xs, douts, taps, bias, KEEP, V, SILU, FAST_MATH)
     x_tail = _last(xs, KEEP, V)
     db = tl.zeros_like(bias)
@@ -291,13 +320,13 @@ def _causal_conv1d_bwd_kernel(
     # Positions from t0 + V on are >= 0: no initial state below. Each step's loads are
     # issued a step ahead, so that they are in flight while the step before computes.
     x_ahead = _load_chunk(x_rows, mask_d, t0 + V, 0, L, s_xl, V, L_CONTIGUOUS)
-    d_ahead = _load_chunk(dout_rows, mask_d, t0 + V, 0, L, s_gl, V, L_CONTIGUOUS)
+    d_ahead = _load_douts(dout_rows, dout2_rows, mask_d, t0 + V, L, s_gl, s_g2l, V, L_CONTIGUOUS, HAS_DOUT2)
     for q in range(CHUNKS):
         c = t0 + q * V
         x_next = _chunk_columns(x_ahead, ACC, BLOCK_D, V, LOG_V, L_CONTIGUOUS)
-        d_next = _chunk_columns(d_ahead, ACC, BLOCK_D, V, LOG_V, L_CONTIGUOUS)
+        d_next = _dout_columns(d_ahead, ACC, BLOCK_D, V, LOG_V, L_CONTIGUOUS, HAS_DOUT2)
         x_ahead = _load_chunk(x_rows, mask_d, c + 2 * V, 0, L, s_xl, V, L_CONTIGUOUS)
-        d_ahead = _load_chunk(dout_rows, mask_d, c + 2 * V, 0, L, s_gl, V, L_CONTIGUOUS)
+        d_ahead = _load_douts(dout_rows, dout2_rows, mask_d, c + 2 * V, L, s_gl, s_g2l, V, L_CONTIGUOUS, HAS_DOUT2)
         window = x_tail + x_next  # x at c + V - KEEP .. c + 2V - 1
         g_next = _g_columns(window, d_next, taps, bias, KEEP, V, SILU, FAST_MATH)
         both = gs + g_next  # g at c .. c + 2V - 1
@@ -376,8 +405,13 @@ def causal_conv1d_backward(
     bias: torch.Tensor | None,
     initial_state: torch.Tensor | None,
     silu: bool,
+    dout2: torch.Tensor | None = None,
+    dx_out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients ``(dx, dweight, dbias, dinitial_state)`` for d out (batch, D, L).
+    """Gradients ``(dx, dweight, dbias, dinitial_state)`` for d out (batch, D, L), plus
+    ``dout2`` (batch, D, L) if given (the output feeds two branches: their gradients are
+    summed as they are read, not beforehand); dx is written into ``dx_out`` if given (a
+    (batch, D, L) tensor of x's dtype, any strides: a slice of a larger gradient buffer).
 
     dx (batch, D, L) in x's dtype and memory layout, dinitial_state (batch, D, width-1)
     contiguous in x's dtype; dweight (D, width) in weight's dtype; dbias (D,) in bias's
@@ -396,16 +430,17 @@ def causal_conv1d_backward(
     n_programs = cdiv(length + chunk, chunks * chunk)
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     part = torch.empty((batch, n_programs, dim, width + 1), dtype=acc, device=x.device)
-    dx = empty_like_layout(x)
+    dx = dx_out if dx_out is not None else empty_like_layout(x)
     dinit = torch.empty((batch, dim, width - 1), dtype=x.dtype, device=x.device)
     block_d = min(block_d, next_power_of_2(dim))
     _causal_conv1d_bwd_kernel[(n_programs, cdiv(dim, block_d), batch)](
         x, weight, bias if bias is not None else weight, initial_state if initial_state is not None else x,
-        dout, dx, dinit, part, dim, length,
-        *x.stride(), *weight.stride(), *_init_strides(initial_state), *dout.stride(), *dx.stride(),
+        dout, dout2 if dout2 is not None else dout, dx, dinit, part, dim, length,
+        *x.stride(), *weight.stride(), *_init_strides(initial_state), *dout.stride(),
+        *(dout2 if dout2 is not None else dout).stride(), *dx.stride(),
         WIDTH=width, HAS_BIAS=bias is not None, HAS_INIT=initial_state is not None, SILU=silu,
         ACC=_acc_dtype(x.dtype), BLOCK_D=block_d, V=chunk, LOG_V=chunk.bit_length() - 1, CHUNKS=chunks,
-        L_CONTIGUOUS=l_contiguous, FAST_MATH=fast_math(x), num_warps=num_warps,
+        L_CONTIGUOUS=l_contiguous, FAST_MATH=fast_math(x), HAS_DOUT2=dout2 is not None, num_warps=num_warps,
     )
     sums = part.sum(dim=(0, 1))
     dweight = sums[:, :width].to(weight.dtype)

@@ -59,7 +59,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save_s
     return out, final, states
 
 
-@kernel_op("seqmamba::selective_scan_bwd")
+@kernel_op("seqmamba::selective_scan_bwd", mutates_args=("dz_out",))
 def selective_scan_bwd(
     u: Tensor,
     delta: Tensor,
@@ -73,20 +73,24 @@ def selective_scan_bwd(
     dout: Tensor,
     dfinal: Tensor | None,
     delta_softplus: bool,
-) -> list[Tensor]:
-    """Returns [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state].
+    dz_out: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Returns (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state).
 
     An absent optional input gets an empty (0,) tensor in its slot: custom ops return
-    tensors only.
+    tensors only. With ``dz_out`` (a (batch, D, L) view of a larger gradient buffer, so
+    that no copy joins dz to it afterwards) dz is written there and its slot is empty
+    too: an op's outputs must not alias its inputs.
     """
     from .triton_bwd import scan_bwd
 
-    grads = scan_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, states, SAVE_EVERY, dout, dfinal)
-    return [g if g is not None else u.new_empty((0,)) for g in grads]
+    grads = scan_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, states, SAVE_EVERY, dout, dfinal,
+                     dz_out=dz_out)
+    return tuple(g if g is not None and g is not dz_out else u.new_empty((0,)) for g in grads)
 
 
 @selective_scan_bwd.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, states, dout, dfinal, delta_softplus):
+def _(u, delta, A, B, C, D, z, delta_bias, states, dout, dfinal, delta_softplus, dz_out):
     batch, dim, _ = u.shape
 
     def like(x: Tensor | None) -> Tensor:  # dA, dB, dC, dD, ddelta_bias: contiguous sums, as the kernel's
@@ -96,10 +100,11 @@ def _(u, delta, A, B, C, D, z, delta_bias, states, dout, dfinal, delta_softplus)
         return empty_like_layout(x) if x is not None else u.new_empty((0,))
 
     dinit = u.new_empty((batch, dim, A.shape[1]), dtype=torch.float32)
-    return [
-        laid_out_like(u), laid_out_like(delta), like(A), like(B), like(C), like(D), laid_out_like(z), like(delta_bias),
+    return (
+        laid_out_like(u), laid_out_like(delta), like(A), like(B), like(C), like(D),
+        laid_out_like(z if dz_out is None else None), like(delta_bias),
         dinit,
-    ]
+    )
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -125,8 +130,8 @@ def _backward(ctx, dout: Tensor, dfinal: Tensor | None, _dstates: Tensor | None)
             "grad when it ran); run it with grad enabled"
         )
     du, ddelta, dA, dB, dC, dD, dz, dbias, dinit = selective_scan_bwd(
-        u, delta, A, B, C, D, z, delta_bias, states, dout, dfinal, ctx.delta_softplus
-    )
+        u, delta, A, B, C, D, z, delta_bias, states, dout, dfinal, ctx.delta_softplus, None
+    )  # every argument passed: the dispatcher finds the mutable one by its position
     return (
         du, ddelta, dA, dB, dC,
         dD if has_D else None,

@@ -533,11 +533,14 @@ def scan_bwd(
     dfinal: torch.Tensor | None,
     *,
     config: BwdConfig | None = None,
+    dz_out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """Gradients of ``selective_scan`` from the forward's saved states.
 
     states: (batch, D, cdiv(L, save_every), N) fp32 from ``scan_fwd``; dout (batch, D, L);
-    dfinal: (batch, D, N) gradient of the final state, or None.
+    dfinal: (batch, D, N) gradient of the final state, or None; dz_out: a (batch, D, L)
+    tensor of z's dtype, any strides, to write dz into (a slice of a larger gradient
+    buffer), or None for a new one.
     Returns (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state): each in its
     input's dtype and shape, None for an absent optional input; dinitial_state fp32.
     """
@@ -563,7 +566,10 @@ def scan_bwd(
 
     du = empty_like_layout(u)
     ddelta = empty_like_layout(delta)
-    dz = empty_like_layout(z) if z is not None else du
+    if z is None:
+        dz = du
+    else:
+        dz = dz_out if dz_out is not None else empty_like_layout(z)
     # Sums over time: one partial per (segment, batch, channel), added up below.
     dA = torch.empty((n_seg, batch, dim, n_state), dtype=f32, device=dev)
     atomic = not torch.are_deterministic_algorithms_enabled()

@@ -19,7 +19,7 @@ from torch import nn
 from seqmamba.kernels import causal_conv1d, selective_scan
 
 from .config import DT_INITS, ModelConfig
-from .recompute import recompute_region
+from .recompute import mixer_region
 from .region import RegionWeights, scan_inputs
 from .split import split_channels
 
@@ -101,18 +101,19 @@ class Mamba(nn.Module):
     A_log and D stay float32 at construction (as mamba_ssm's do); the scan reads them in
     float32 whatever the module's dtype.
 
-    With ``recompute=True`` the part after in_proj runs as one autograd Function
-    (:func:`~seqmamba.models.recompute.recompute_region`), the design of mamba_ssm's
-    ``mamba_inner_fn`` at ``checkpoint_lvl=1``. On the Triton kernels it stores the
-    in_proj output xz (batch, 2 * d_inner, L), x_proj's output (batch * L, dt_rank +
-    2 * d_state) and the scan's chunk states (about d_state / 16 bytes per channel and
-    step); its backward reruns the convolution and its SiLU and dt_proj (Δ), reads B
-    and C from the stored x_proj output, and runs the scan's backward from the chunk
-    states, without rerunning the scan's forward. On the plain-PyTorch reference it
-    stores xz alone and reruns the whole part in the backward. out_proj keeps its
-    input, the scan output (batch, d_inner, L), either way. Without it the forward also
-    keeps the convolution output and Δ, each (batch, d_inner, L), and copies of B and
-    C. Same parameters, same results.
+    The part after in_proj runs through :func:`~seqmamba.models.recompute.mixer_region`:
+    on the Triton kernels one autograd Function whose backward is chained by hand, the
+    design of mamba_ssm's ``mamba_inner_fn``. It stores the in_proj output xz (batch,
+    2 * d_inner, L), the convolution output (batch, d_inner, L), x_proj's output
+    (batch * L, dt_rank + 2 * d_state) and the scan's chunk states (about d_state / 16
+    bytes per channel and step); its backward rebuilds Δ (dt_proj) and reads B and C
+    from the stored x_proj output, runs the scan's backward from the chunk states
+    without rerunning the scan's forward, and writes xz's gradient in one buffer. With
+    ``recompute=True`` (``checkpoint_lvl=1`` there) it does not store the convolution
+    output but reruns the convolution. On the plain-PyTorch reference the region runs op
+    by op under autograd, or, recomputing, stores xz alone and reruns the whole region in
+    the backward. out_proj keeps its input, the scan output (batch, d_inner, L), either
+    way. Same parameters, same results.
     """
 
     def __init__(
@@ -198,10 +199,9 @@ class Mamba(nn.Module):
             self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias,
             self.A_log, self.D,
         )
-        if self.recompute:
-            y, conv_state, ssm_state = recompute_region(self._after_in_proj, xz, conv_state, ssm_state, weights)
-        else:
-            y, conv_state, ssm_state = self._after_in_proj(xz, conv_state, ssm_state, weights)
+        y, conv_state, ssm_state = mixer_region(
+            self._after_in_proj, xz, conv_state, ssm_state, weights, recompute=self.recompute
+        )
         out = self.out_proj(rearrange(y, "b d l -> b l d"))
         return (out, MixerState(conv=conv_state, ssm=ssm_state)) if return_state else out
 

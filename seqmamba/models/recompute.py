@@ -1,25 +1,28 @@
-"""The memory-saving mixer (``ModelConfig.mixer_recompute``): the part after in_proj as
-one autograd Function that stores little and recomputes the rest in its backward.
+"""The mixer's region after in_proj as one autograd Function, with its gradients chained
+by hand, and its memory-saving form (``ModelConfig.mixer_recompute``).
 
 The region maps the in_proj output xz (batch, 2 * d_inner, L) to the gated scan output
 y (batch, d_inner, L) and the final conv and SSM states: convolution and SiLU, x_proj
 (Δ's low-rank input, B, C), dt_proj (Δ), selective scan. On the Triton kernels
-(:class:`_FusedRegion`) the forward stores only xz, x_proj's output x_dbl
+(:class:`_FusedRegion`) the forward stores xz, x_proj's output x_dbl
 (batch * L, dt_rank + 2 * d_state), the scan's chunk states (about d_state / 16 bytes
-per channel and step), the weights and the initial states. The backward reruns the
-convolution and rebuilds Δ, B and C from x_dbl, calls the scan's backward on the
-stored chunk states (the scan forward runs once), and chains the gradients through
-dt_proj, x_proj and the convolution by hand, with the same operations, in the same
-dtypes, that autograd runs for the plain mixer. Every call goes straight to an ATen op
-or a kernel op; nothing intercepts the ops, so the host does the plain mixer's work plus
-the recomputed ops.
+per channel and step), the weights, the initial states and, unless it recomputes, the
+convolution output. The backward reruns the convolution if it was not stored, rebuilds
+Δ, B and C from x_dbl, calls the scan's backward on the stored chunk states (the scan
+forward runs once), and chains the gradients through dt_proj, x_proj and the
+convolution by hand, with the same matrix products, in the same dtypes, that autograd
+runs for the region op by op. Written by hand, the backward also saves what autograd
+cannot: the scan writes dz and the convolution dx straight into the two halves of xz's
+gradient (no copies joining them), and the convolution's backward adds the gradient
+reaching its output through x_proj as it reads the scan's (no separate add).
 
 On any other backend (the plain-PyTorch reference, a CPU without the Triton
-interpreter) the scan is ordinary autograd ops with no chunk states to reuse:
-:class:`_RecomputedRegion` then stores xz, the weights and the initial states, and its
-backward reruns the whole region under autograd (activation checkpointing of the
-region). Both record the backend and autocast state of their forward and use them in
-the backward, wherever the backward runs.
+interpreter) the scan is ordinary autograd ops with no chunk states to reuse: the
+region runs op by op under autograd, or, recomputing, as :class:`_RecomputedRegion`,
+which stores xz, the weights and the initial states and reruns the whole region under
+autograd in its backward (activation checkpointing of the region). Both Functions record
+the backend and autocast state of their forward and use them in the backward, wherever
+the backward runs.
 """
 from __future__ import annotations
 
@@ -46,18 +49,21 @@ _SCAN_BACKENDS = ("triton", "reference", "sequential")
 Region = Callable[[Tensor, Tensor | None, Tensor | None, RegionWeights], tuple[Tensor, Tensor, Tensor]]
 
 
-def recompute_region(
+def mixer_region(
     region: Region,
     xz: Tensor,
     conv_state: Tensor | None,
     ssm_state: Tensor | None,
     weights: RegionWeights,
+    *,
+    recompute: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``region(xz, conv_state, ssm_state, weights)``, storing only what the module
-    docstring says.
+    """``region(xz, conv_state, ssm_state, weights)``, differentiated as the module
+    docstring says; ``recompute`` stores less and reruns more in the backward.
 
     region: the mixer's own region, run as it is where there is nothing to
-        differentiate, and rerun under autograd by the non-Triton backward.
+        differentiate or no fused backward, and rerun under autograd by the non-Triton
+        recomputing backward.
     xz: (batch, 2 * d_inner, L), the in_proj output (x then z along the channels).
     conv_state: (batch, d_inner, d_conv - 1) or None; ssm_state: (batch, d_inner,
         d_state) or None (the start of a sequence).
@@ -69,8 +75,10 @@ def recompute_region(
         return region(xz, conv_state, ssm_state, weights)
     backend = resolve_backend("selective_scan", None, xz.device, _SCAN_BACKENDS)
     if backend == "triton":
-        return _FusedRegion.apply(*inputs)
-    return _RecomputedRegion.apply(region, backend, *inputs)
+        return _FusedRegion.apply(recompute, *inputs)
+    if recompute:
+        return _RecomputedRegion.apply(region, backend, *inputs)
+    return region(xz, conv_state, ssm_state, weights)
 
 
 class _FusedRegion(torch.autograd.Function):
@@ -79,6 +87,7 @@ class _FusedRegion(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx: Any,
+        recompute: bool,
         xz: Tensor,
         conv_state: Tensor | None,
         ssm_state: Tensor | None,
@@ -101,13 +110,13 @@ class _FusedRegion(torch.autograd.Function):
             y, ssm_final, states = selective_scan_fwd(
                 u, scan.delta, scan.A, scan.B, scan.C, scan.D, z, scan.delta_bias, ssm_state, True, True
             )
-        ctx.save_for_backward(xz, x_dbl, states, conv_state, ssm_state, *weights)
+        ctx.save_for_backward(xz, x_dbl, states, None if recompute else u, conv_state, ssm_state, *weights)
         ctx.set_materialize_grads(False)
         return y, conv_final, ssm_final
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor | None, dconv_final: Tensor | None, dssm_final: Tensor | None) -> tuple:
-        xz, x_dbl, states, conv_state, ssm_state, *weights = ctx.saved_tensors
+        xz, x_dbl, states, u, conv_state, ssm_state, *weights = ctx.saved_tensors
         w = RegionWeights(*weights)
         d_inner, dt_rank = w.dt_proj_weight.shape
         length = xz.shape[-1]
@@ -117,13 +126,17 @@ class _FusedRegion(torch.autograd.Function):
 
         # Autocast off as in the forward (a CPU backward runs on the caller's thread, in its autocast state).
         with torch.autocast(xz.device.type, enabled=False):
-            # Recomputed: the convolution output u and the scan's inputs.
-            u = causal_conv1d_fwd(x, conv_weight, w.conv_bias, conv_init, True)  # (batch, d_inner, L)
+            if u is None:  # recomputed: the convolution output (batch, d_inner, L)
+                u = causal_conv1d_fwd(x, conv_weight, w.conv_bias, conv_init, True)
             scan = scan_inputs(x_dbl, w, xz.shape[-1])
             if dy is None:
                 dy = torch.zeros_like(u)
-            du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dssm_init = selective_scan_bwd(
-                u, scan.delta, scan.A, scan.B, scan.C, scan.D, z, scan.delta_bias, states, dy, dssm_final, True
+            # One gradient for xz, laid out like xz (in_proj's product), whose backward
+            # then reads it in place; the scan writes its z half, the convolution its x half.
+            dxz = empty_like_layout(xz)
+            du, ddelta, dA, dB, dC, dD, _, ddelta_bias, dssm_init = selective_scan_bwd(
+                u, scan.delta, scan.A, scan.B, scan.C, scan.D, z, scan.delta_bias, states, dy, dssm_final, True,
+                dxz[:, d_inner:],
             )
 
             # Δ = W_dt @ dt^T with dt = x_dbl[:, :dt_rank]; the products as autograd's mm backward forms them.
@@ -137,15 +150,11 @@ class _FusedRegion(torch.autograd.Function):
             u2 = rearrange(u, "b d l -> (b l) d")
             x_proj_weight = w.x_proj_weight.to(xz.dtype)
             d_x_proj_weight = dx_dbl.t().mm(u2)  # (dt_rank + 2 * d_state, d_inner)
-            du = du + rearrange(x_proj_weight.t().mm(dx_dbl.t()).t(), "(b l) d -> b d l", l=length)
+            du_through_x_proj = rearrange(x_proj_weight.t().mm(dx_dbl.t()).t(), "(b l) d -> b d l", l=length)
 
-            dx, d_conv_weight, d_conv_bias, dconv_init = causal_conv1d_bwd(
-                du, x, conv_weight, w.conv_bias, conv_init, True
+            _, d_conv_weight, d_conv_bias, dconv_init = causal_conv1d_bwd(
+                du, x, conv_weight, w.conv_bias, conv_init, True, du_through_x_proj, dxz[:, :d_inner]
             )
-            # One gradient for xz, laid out like xz (in_proj's product), whose backward then reads it in place.
-            dxz = empty_like_layout(xz)
-            dxz[:, :d_inner].copy_(dx)
-            dxz[:, d_inner:].copy_(dz)
             if dconv_final is not None:
                 # The final conv state is the last d_conv - 1 columns of [conv_init, x].
                 keep = dconv_final.shape[-1]
@@ -155,6 +164,7 @@ class _FusedRegion(torch.autograd.Function):
                     dconv_init[..., length:] += dconv_final[..., : keep - from_x]
 
         return (
+            None,
             dxz,
             None if conv_state is None else dconv_init.to(conv_state.dtype),
             None if ssm_state is None else dssm_init.to(ssm_state.dtype),

@@ -302,4 +302,30 @@ def test_fake_implementations_give_the_kernels_shapes_strides_and_dtypes(channel
     args = [v.detach() if v is not None else None for v in inputs.values()] + [True]  # x, weight, bias, init, silu
     out = torch.ops.seqmamba.causal_conv1d_fwd.default(*args)
     assert_fake_matches_real(torch.ops.seqmamba.causal_conv1d_fwd.default, args)
-    assert_fake_matches_real(torch.ops.seqmamba.causal_conv1d_bwd.default, [torch.randn_like(out)] + args)
+    bwd_args = [torch.randn_like(out)] + args + [None, None]  # dout2, dx_out
+    assert_fake_matches_real(torch.ops.seqmamba.causal_conv1d_bwd.default, bwd_args)
+    buffer = torch.empty((2, 2 * DIM, out.shape[-1]), dtype=out.dtype, device=DEVICE)
+    bwd_args[-2:] = [torch.randn_like(out), buffer[:, :DIM]]
+    assert_fake_matches_real(torch.ops.seqmamba.causal_conv1d_bwd.default, bwd_args)
+
+
+@pytest.mark.parametrize("channel_last", [False, True])
+@pytest.mark.parametrize("length", [5, 37])
+def test_backward_adds_a_second_output_gradient_and_writes_into_a_given_buffer(channel_last, length):
+    # The Mamba block's backward: d out arrives in two parts (the scan's and x_proj's),
+    # and d x goes into one half of the in_proj output's gradient buffer.
+    from seqmamba.kernels.causal_conv1d.autograd import causal_conv1d_bwd
+
+    inputs = {k: v.detach() for k, v in make_inputs(81, length=length, channel_last=channel_last).items()}
+    gen = torch.Generator().manual_seed(82)
+    g1, g2 = (torch.randn(inputs["x"].shape, generator=gen).to(DEVICE) for _ in range(2))
+    args = (inputs["x"], inputs["weight"], inputs["bias"], inputs["initial_state"], True)
+    want = causal_conv1d_bwd(g1 + g2, *args, None, None)
+    buffer = torch.full((2, 2 * DIM, length), float("nan"), device=DEVICE)
+    dx_slot = buffer[:, :DIM]
+    got = causal_conv1d_bwd(g1, *args, g2, dx_slot)
+    assert got[0].numel() == 0  # d x went into the buffer
+    torch.testing.assert_close(dx_slot, want[0], rtol=1e-5, atol=1e-5)
+    for g, w in zip(got[1:], want[1:]):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    assert buffer[:, DIM:].isnan().all()  # the other half untouched

@@ -366,9 +366,34 @@ def test_fake_implementations_give_the_kernels_shapes_strides_and_dtypes(layout)
     names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
     fwd_args = [inputs[k] for k in names] + [True, True]  # delta_softplus, save_states
     out, final, states = torch.ops.seqmamba.selective_scan_fwd.default(*fwd_args)
-    bwd_args = [inputs[k] for k in names[:-1]] + [states, torch.randn_like(out), torch.randn_like(final), True]
+    bwd_args = [inputs[k] for k in names[:-1]] + [states, torch.randn_like(out), torch.randn_like(final), True, None]
     assert_fake_matches_real(torch.ops.seqmamba.selective_scan_fwd.default, fwd_args)
     assert_fake_matches_real(torch.ops.seqmamba.selective_scan_bwd.default, bwd_args)
+    # dz into a given buffer (a view of a larger one): its slot in the outputs is empty.
+    batch, dim, length = out.shape
+    bwd_args[-1] = torch.empty((batch, 2 * dim, length), dtype=inputs["z"].dtype, device=out.device)[:, dim:]
+    assert_fake_matches_real(torch.ops.seqmamba.selective_scan_bwd.default, bwd_args)
+
+
+def test_backward_writes_dz_into_a_given_buffer():
+    # The Mamba block's backward hands in the z half of the in_proj output's gradient.
+    case = Case(length=9, layout="projection", dtype=torch.float32)
+    inputs = make_inputs(case, torch.Generator().manual_seed(23))
+    names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
+    out, final, states = torch.ops.seqmamba.selective_scan_fwd.default(*[inputs[k] for k in names], True, True)
+    gen = torch.Generator().manual_seed(24)
+    dout, dfinal = (torch.randn(t.shape, generator=gen).to(t.device) for t in (out, final))
+    args = [inputs[k].detach() for k in names[:-1]] + [states, dout, dfinal, True]
+    want = torch.ops.seqmamba.selective_scan_bwd.default(*args, None)
+    batch, dim, length = out.shape
+    buffer = torch.full((batch, 2 * dim, length), float("nan"), device=out.device)
+    got = torch.ops.seqmamba.selective_scan_bwd.default(*args, buffer[:, dim:])
+    assert got[6].numel() == 0  # dz went into the buffer
+    torch.testing.assert_close(buffer[:, dim:], want[6])
+    for i, (g, w) in enumerate(zip(got, want)):
+        if i != 6:
+            torch.testing.assert_close(g, w, msg=str(i))
+    assert buffer[:, :dim].isnan().all()  # the other half untouched
 
 
 @pytest.mark.parametrize("save_every", (8, 16))
