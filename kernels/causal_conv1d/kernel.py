@@ -443,7 +443,9 @@ def causal_conv1d_backward(
         L_CONTIGUOUS=l_contiguous, FAST_MATH=fast_math(x), HAS_DOUT2=dout2 is not None, num_warps=num_warps,
     )
     sums = part.sum(dim=(0, 1))
-    dweight = sums[:, :width].to(weight.dtype)
+    # Contiguous in every dtype, as the op's fake implementation says (a bare slice of
+    # the fp32 sums would keep their row stride of width + 1).
+    dweight = sums[:, :width].to(weight.dtype).contiguous()
     # A copy: outputs of a custom op must not share storage.
     dbias = sums[:, width].to(bias.dtype if bias is not None else weight.dtype, copy=True)
     return dx, dweight, dbias, dinit

@@ -104,13 +104,13 @@ class Mamba(nn.Module):
     The part after in_proj runs through :func:`~seqmamba.models.recompute.mixer_region`:
     on the Triton kernels one autograd Function whose backward is chained by hand, the
     design of mamba_ssm's ``mamba_inner_fn``. It stores the in_proj output xz (batch,
-    2 * d_inner, L), the convolution output (batch, d_inner, L), x_proj's output
-    (batch * L, dt_rank + 2 * d_state) and the scan's chunk states (about d_state / 16
-    bytes per channel and step); its backward rebuilds Δ (dt_proj) and reads B and C
-    from the stored x_proj output, runs the scan's backward from the chunk states
-    without rerunning the scan's forward, and writes xz's gradient in one buffer. With
-    ``recompute=True`` (``checkpoint_lvl=1`` there) it does not store the convolution
-    output but reruns the convolution. On the plain-PyTorch reference the region runs op
+    2 * d_inner, L), the convolution output and Δ (each (batch, d_inner, L)), x_proj's
+    output (batch * L, dt_rank + 2 * d_state) and the scan's chunk states (about
+    d_state / 16 bytes per channel and step); its backward reads B and C from the
+    stored x_proj output, runs the scan's backward from the chunk states without
+    rerunning the scan's forward, and writes xz's gradient in one buffer. With
+    ``recompute=True`` (``checkpoint_lvl=1`` there) it stores neither the convolution
+    output nor Δ but reruns the convolution and dt_proj. On the plain-PyTorch reference the region runs op
     by op under autograd, or, recomputing, stores xz alone and reruns the whole region in
     the backward. out_proj keeps its input, the scan output (batch, d_inner, L), either
     way. Same parameters, same results.

@@ -7,8 +7,8 @@ y (batch, d_inner, L) and the final conv and SSM states: convolution and SiLU, x
 (:class:`_FusedRegion`) the forward stores xz, x_proj's output x_dbl
 (batch * L, dt_rank + 2 * d_state), the scan's chunk states (about d_state / 16 bytes
 per channel and step), the weights, the initial states and, unless it recomputes, the
-convolution output. The backward reruns the convolution if it was not stored, rebuilds
-Δ, B and C from x_dbl, calls the scan's backward on the stored chunk states (the scan
+convolution output and Δ (each (batch, d_inner, L)). The backward reruns the
+convolution and dt_proj if their outputs were not stored, takes B and C from x_dbl, calls the scan's backward on the stored chunk states (the scan
 forward runs once), and chains the gradients through dt_proj, x_proj and the
 convolution by hand, with the same matrix products, in the same dtypes, that autograd
 runs for the region op by op. Written by hand, the backward also saves what autograd
@@ -110,13 +110,14 @@ class _FusedRegion(torch.autograd.Function):
             y, ssm_final, states = selective_scan_fwd(
                 u, scan.delta, scan.A, scan.B, scan.C, scan.D, z, scan.delta_bias, ssm_state, True, True
             )
-        ctx.save_for_backward(xz, x_dbl, states, None if recompute else u, conv_state, ssm_state, *weights)
+        kept = (None, None) if recompute else (u, scan.delta)
+        ctx.save_for_backward(xz, x_dbl, states, *kept, conv_state, ssm_state, *weights)
         ctx.set_materialize_grads(False)
         return y, conv_final, ssm_final
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor | None, dconv_final: Tensor | None, dssm_final: Tensor | None) -> tuple:
-        xz, x_dbl, states, u, conv_state, ssm_state, *weights = ctx.saved_tensors
+        xz, x_dbl, states, u, delta, conv_state, ssm_state, *weights = ctx.saved_tensors
         w = RegionWeights(*weights)
         d_inner, dt_rank = w.dt_proj_weight.shape
         length = xz.shape[-1]
@@ -128,7 +129,7 @@ class _FusedRegion(torch.autograd.Function):
         with torch.autocast(xz.device.type, enabled=False):
             if u is None:  # recomputed: the convolution output (batch, d_inner, L)
                 u = causal_conv1d_fwd(x, conv_weight, w.conv_bias, conv_init, True)
-            scan = scan_inputs(x_dbl, w, xz.shape[-1])
+            scan = scan_inputs(x_dbl, w, xz.shape[-1], delta)  # Δ recomputed unless kept
             if dy is None:
                 dy = torch.zeros_like(u)
             # One gradient for xz, laid out like xz (in_proj's product), whose backward

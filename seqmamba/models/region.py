@@ -33,17 +33,20 @@ class ScanInputs(NamedTuple):
     delta_bias: Tensor  # (d_inner,)
 
 
-def scan_inputs(x_dbl: Tensor, w: RegionWeights, length: int) -> ScanInputs:
+def scan_inputs(x_dbl: Tensor, w: RegionWeights, length: int, delta: Tensor | None = None) -> ScanInputs:
     """Δ, A, B, C, D and Δ's bias from x_dbl (batch * L, dt_rank + 2 * d_state), x_proj's
     output: the selective (input-dependent) Δ through dt_proj, whose bias the scan adds
-    before its softplus (delta_bias), as in mamba_ssm; A, D and the bias in fp32."""
+    before its softplus (delta_bias), as in mamba_ssm; A, D and the bias in fp32.
+    ``delta``: Δ as an earlier call gave it, kept instead of recomputed."""
     dt_rank, d_state = w.dt_proj_weight.shape[1], w.A_log.shape[1]
     dt, B, C = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=-1)
     dt_proj_weight = w.dt_proj_weight.to(x_dbl.dtype)
+    if delta is None:
+        # W @ dt^T gives (d_inner, batch * L): L fastest, the layout the scan reads.
+        delta = rearrange(dt_proj_weight @ dt.t(), "d (b l) -> b d l", l=length)
     return ScanInputs(
         dt_proj_weight=dt_proj_weight,
-        # W @ dt^T gives (d_inner, batch * L): L fastest, the layout the scan reads.
-        delta=rearrange(dt_proj_weight @ dt.t(), "d (b l) -> b d l", l=length),
+        delta=delta,
         A=-torch.exp(_fp32(w.A_log)),
         B=rearrange(B, "(b l) n -> b n l", l=length).contiguous(),
         C=rearrange(C, "(b l) n -> b n l", l=length).contiguous(),

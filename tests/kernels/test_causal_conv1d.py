@@ -296,15 +296,16 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
             causal_conv1d(**kwargs)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("channel_last", [False, True])
-def test_fake_implementations_give_the_kernels_shapes_strides_and_dtypes(channel_last):
-    inputs = make_inputs(71, dtype=torch.bfloat16, channel_last=channel_last)
+def test_fake_implementations_give_the_kernels_shapes_strides_and_dtypes(channel_last, dtype):
+    inputs = make_inputs(71, dtype=dtype, channel_last=channel_last)
     args = [v.detach() if v is not None else None for v in inputs.values()] + [True]  # x, weight, bias, init, silu
     out = torch.ops.seqmamba.causal_conv1d_fwd.default(*args)
     assert_fake_matches_real(torch.ops.seqmamba.causal_conv1d_fwd.default, args)
     bwd_args = [torch.randn_like(out)] + args + [None, None]  # dout2, dx_out
     assert_fake_matches_real(torch.ops.seqmamba.causal_conv1d_bwd.default, bwd_args)
-    buffer = torch.empty((2, 2 * DIM, out.shape[-1]), dtype=out.dtype, device=DEVICE)
+    buffer = torch.empty((2, 2 * DIM, out.shape[-1]), dtype=dtype, device=DEVICE)
     bwd_args[-2:] = [torch.randn_like(out), buffer[:, :DIM]]
     assert_fake_matches_real(torch.ops.seqmamba.causal_conv1d_bwd.default, bwd_args)
 
