@@ -43,13 +43,14 @@ class ModelConfig:
         tie_embeddings: the LM head shares the embedding matrix.
         initializer_range: standard deviation of the embedding init.
         rescale_prenorm_residual: divide ``out_proj.weight`` by ``sqrt(n_layer)`` at init.
-        mixer_recompute: memory-saving mixer for training: the part after in_proj is
-            one autograd Function that keeps the in_proj output, x_proj's small output
-            and the scan's compact chunk states for the backward, which reruns the
-            convolution and dt_proj (Δ) and runs the scan's backward without rerunning
-            its forward (on the Triton kernels; the plain-PyTorch reference reruns the
-            whole part). Same parameters and results; about two thirds of the mixer's
-            activation memory, for a second convolution and dt_proj matmul.
+        mixer_recompute: memory-saving mixer for training: the part after in_proj
+            (one autograd Function on the Triton kernels either way) keeps only the
+            in_proj output, x_proj's small output and the scan's compact chunk states
+            for the backward, not the convolution output and Δ, and its backward reruns
+            the convolution and dt_proj (Δ); the scan's forward is not rerun (the
+            plain-PyTorch reference reruns the whole part). Same parameters and results;
+            two fewer (batch, d_inner, L) tensors a layer, for a second convolution and
+            dt_proj matmul.
         checkpoint_every: activation checkpointing of whole blocks, for very long
             sequences: 0 off, k > 0 checkpoints blocks 0, k, 2k, ... (1: every block),
             which then keep only their inputs and rerun their forward in the backward.
