@@ -13,7 +13,7 @@ kernel, so changes still need a GPU run (bench_scan.py, scan_tuning.py) to be ju
 
     python benchmarks/sass_report.py scan --shape 8,1536,2048,16
     python benchmarks/sass_report.py scan --shape 1,1536,131072,16 --dump /tmp/scan  # .ttgir/.ptx/.sass
-    python benchmarks/sass_report.py conv conv_channel_last rmsnorm state_update
+    python benchmarks/sass_report.py conv conv_channel_last conv_in_block rmsnorm state_update
 """
 from __future__ import annotations
 
@@ -262,6 +262,19 @@ def _conv(shape: tuple[int, ...], dtype: torch.dtype, *, channel_last: bool = Fa
     out.backward(torch.empty_like(out))
 
 
+def _conv_in_block(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    """The conv backward as the Mamba block's fused backward calls it: x a slice of the
+    in_proj output ((2D, batch, L) in memory), d out in two parts, d x into the x half
+    of the in_proj output's gradient."""
+    from seqmamba.kernels.causal_conv1d.autograd import causal_conv1d_bwd
+
+    batch, dim, length, width = shape
+    x, dx_buffer = (torch.empty(2 * dim, batch, length, dtype=dtype)[:dim].permute(1, 0, 2) for _ in range(2))
+    dout, dout2 = (torch.empty(batch, dim, length, dtype=dtype) for _ in range(2))
+    weight, bias = torch.zeros(dim, width), torch.zeros(dim)
+    causal_conv1d_bwd(dout, x, weight, bias, None, True, dout2, dx_buffer)
+
+
 def _rmsnorm(shape: tuple[int, ...], dtype: torch.dtype) -> None:
     from seqmamba.kernels import rms_norm
 
@@ -295,6 +308,7 @@ OPS = {
     "scan": Op(_scan, (8, 1536, 2048, 16), "batch,D,L,N"),
     "conv": Op(_conv, (8, 1536, 2048, 4), "batch,D,L,width"),
     "conv_channel_last": Op(functools.partial(_conv, channel_last=True), (8, 1536, 2048, 4), "batch,D,L,width"),
+    "conv_in_block": Op(_conv_in_block, (8, 1536, 2048, 4), "batch,D,L,width"),
     "rmsnorm": Op(_rmsnorm, (16384, 768), "rows,dim"),
     "state_update": Op(_state_update, (64, 1536, 16), "batch,D,N"),
 }

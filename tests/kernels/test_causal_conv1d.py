@@ -158,13 +158,14 @@ def test_long_sequence_several_length_tiles(nan_empty):
         compare(41, length=300, width=4, batch=1, dim=8)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # 16-byte loads of 4 and 8 positions
 @pytest.mark.parametrize("channel_last", [False, True])
-def test_gpu_tile_shapes(nan_empty, monkeypatch, channel_last):
+def test_gpu_tile_shapes(nan_empty, monkeypatch, channel_last, dtype):
     # The interpreter gets other tiles and launches; check the GPU's here once.
     # On a GPU the patch changes nothing: compiled kernels use GPU_TILES anyway.
     monkeypatch.setattr(conv_kernel, "INTERPRETER_TILES", conv_kernel.GPU_TILES)
     monkeypatch.setattr(conv_kernel, "INTERPRETER_BWD_LAUNCH", conv_kernel.GPU_BWD_LAUNCH)
-    compare(42, length=70, width=4, dim=20, channel_last=channel_last, transposed_grad=channel_last)
+    compare(42, length=70, width=4, dim=20, dtype=dtype, channel_last=channel_last, transposed_grad=channel_last)
 
 
 def test_output_layout_and_dtype():
