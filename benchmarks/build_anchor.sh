@@ -19,11 +19,24 @@
 # (benchmarks/trim_gencode.py). Still several minutes on 16 cores (MAX_JOBS, default 16):
 # causal_conv1d alone took 8 minutes on an H200 machine with tests running beside it.
 # Both packages are pip-installed into the running python3; the last line says "anchor ok".
+#
+# The wheels can be built ahead on a machine without a GPU, which saves those minutes of
+# GPU time: ANCHOR_BUILD_ONLY=1 builds them into WHEEL_DIR and stops (no install). That
+# machine needs the CUDA toolkit of the GPU machine's torch (13.0 for torch 2.11+cu130;
+# set CUDA_HOME to it, as nvcc on PATH may sit outside it) and a python3 of the GPU
+# machine's version (3.12 there) with that torch importable (its CUDA libraries on
+# LD_LIBRARY_PATH will do). Each built wheel's libraries are stripped of debug sections
+# (benchmarks/strip_wheel.py), so that both fit in what a GPU call carries: on 2 cores,
+# 265 s and 359 s; 22 and 37 MB. Carry WHEEL_DIR and pass it here on the GPU machine.
 set -euo pipefail
 REPO=$(pwd)
 SDIST=$(cd "${1:?usage: bash benchmarks/build_anchor.sh SDIST_DIR [ARCH]}" && pwd)
 ARCH=${2:-90}
 WHEELS=${3:-}
+if [ -n "${ANCHOR_BUILD_ONLY:-}" ] && [ -z "$WHEELS" ]; then
+    echo "build_anchor: ANCHOR_BUILD_ONLY needs WHEEL_DIR (the third argument) to keep the wheels in" >&2
+    exit 2
+fi
 export MAX_JOBS=${MAX_JOBS:-16}
 check() {
     # torch first: the extensions link against its libraries.
@@ -51,10 +64,16 @@ build() {  # build NAME FORCE_VAR (NAME: the sdist's and the wheel's name prefix
     tar xzf "$SDIST"/"$1"-*.tar.gz
     python3 "$REPO"/benchmarks/trim_gencode.py "$ARCH" "$1"-*/setup.py
     (cd "$1"-* && env "$2"=TRUE python3 -m pip wheel -q --no-build-isolation --no-deps --no-index -w "$OUTDIR" .)
+    python3 "$REPO"/benchmarks/strip_wheel.py "$OUTDIR"/"$1"-*.whl
     echo "$1 built in $((SECONDS - start)) s"
 }
 build causal_conv1d CAUSAL_CONV1D_FORCE_BUILD
 build mamba_ssm MAMBA_FORCE_BUILD
+if [ -n "${ANCHOR_BUILD_ONLY:-}" ]; then
+    ls -l "$OUTDIR"
+    rm -rf "$WORK"
+    exit 0
+fi
 python3 -m pip install -q --no-deps --no-index "$OUTDIR"/causal_conv1d-*.whl "$OUTDIR"/mamba_ssm-*.whl
 cd /
 check

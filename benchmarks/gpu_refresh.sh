@@ -30,7 +30,8 @@
 #   ops         bench_ops.py: causal_conv1d and rms_norm against the causal_conv1d package
 #               and mamba_ssm's layer_norm_fn
 #   conv        conv_tuning.py: the conv backward's launch shapes (CONV_CONTIGUOUS,
-#               CONV_CHANNEL_LAST override its lists)
+#               CONV_CHANNEL_LAST override its lists; CONV_AS_IN_BLOCK=1 times it as the
+#               Mamba block's backward calls it)
 #   train       bench_train.py, the Mamba-130M shape, with a profile of one step
 #               (PROFILE_ROWS of its kernels, default 12)
 #   long        bench_train.py's sequence-length sweep of the DNA-sized model, to 2^23
@@ -107,7 +108,7 @@ for step in "$@"; do
             run ops 300 python3 benchmarks/bench_ops.py ;;
         conv)
             run conv 300 python3 benchmarks/conv_tuning.py ${CONV_CONTIGUOUS:+--contiguous "$CONV_CONTIGUOUS"} \
-                ${CONV_CHANNEL_LAST:+--channel-last "$CONV_CHANNEL_LAST"} ;;
+                ${CONV_CHANNEL_LAST:+--channel-last "$CONV_CHANNEL_LAST"} ${CONV_AS_IN_BLOCK:+--as-in-the-block} ;;
         train)
             run train 560 python3 benchmarks/bench_train.py --sections lm --profile "${PROFILE_ROWS:-12}" --warmup 2 --steps 6 ;;
         long)
