@@ -8,13 +8,14 @@ y (batch, d_inner, L) and the final conv and SSM states: convolution and SiLU, x
 (batch * L, dt_rank + 2 * d_state), the scan's chunk states (about d_state / 16 bytes
 per channel and step), the weights, the initial states and, unless it recomputes, the
 convolution output and Δ (each (batch, d_inner, L)). The backward reruns the
-convolution and dt_proj if their outputs were not stored, takes B and C from x_dbl, calls the scan's backward on the stored chunk states (the scan
-forward runs once), and chains the gradients through dt_proj, x_proj and the
-convolution by hand, with the same matrix products, in the same dtypes, that autograd
-runs for the region op by op. Written by hand, the backward also saves what autograd
-cannot: the scan writes dz and the convolution dx straight into the two halves of xz's
-gradient (no copies joining them), and the convolution's backward adds the gradient
-reaching its output through x_proj as it reads the scan's (no separate add).
+convolution and dt_proj if their outputs were not stored, takes B and C from x_dbl,
+calls the scan's backward on the stored chunk states (the scan forward runs once), and
+chains the gradients through dt_proj, x_proj and the convolution by hand, with the same
+matrix products, in the same dtypes, that autograd runs for the region op by op.
+Written by hand, the backward also saves what autograd cannot: the scan writes dz and
+the convolution dx straight into the two halves of xz's gradient (no copies joining
+them), and the convolution's backward adds the gradient reaching its output through
+x_proj as it reads the scan's (no separate add).
 
 On any other backend (the plain-PyTorch reference, a CPU without the Triton
 interpreter) the scan is ordinary autograd ops with no chunk states to reuse: the
