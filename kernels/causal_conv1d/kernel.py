@@ -462,11 +462,11 @@ def causal_conv1d_backward(
     dinit = torch.empty((batch, dim, width - 1), dtype=x.dtype, device=x.device)
     block_d = min(block_d, next_power_of_2(dim))
     vec = min(chunk, max(1, 16 // x.element_size()))  # positions a 16-byte load holds
+    second = dout2 if dout2 is not None else dout  # a placeholder pointer when absent (HAS_DOUT2 off)
     _causal_conv1d_bwd_kernel[(n_programs, cdiv(dim, block_d), batch)](
         x, weight, bias if bias is not None else weight, initial_state if initial_state is not None else x,
-        dout, dout2 if dout2 is not None else dout, dx, dinit, part, dim, length,
-        *x.stride(), *weight.stride(), *_init_strides(initial_state), *dout.stride(),
-        *(dout2 if dout2 is not None else dout).stride(), *dx.stride(),
+        dout, second, dx, dinit, part, dim, length,
+        *x.stride(), *weight.stride(), *_init_strides(initial_state), *dout.stride(), *second.stride(), *dx.stride(),
         WIDTH=width, HAS_BIAS=bias is not None, HAS_INIT=initial_state is not None, SILU=silu,
         ACC=_acc_dtype(x.dtype), BLOCK_D=block_d, V=chunk, VEC=vec, LOG_VEC=vec.bit_length() - 1, CHUNKS=chunks,
         L_CONTIGUOUS=l_contiguous, FAST_MATH=fast_math(x), HAS_DOUT2=dout2 is not None, num_warps=num_warps,
