@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from seqmamba.kernels import causal_conv1d_update, selective_state_update
+from seqmamba.kernels import proj_conv_update, selective_state_update
 
 from .backbone import MambaBackbone
 from .block import Block
@@ -30,14 +30,15 @@ def mixer_step(mixer: Mamba, hidden_states: torch.Tensor, cache: LayerCache) -> 
     (batch, d_inner, d_conv) and cache.ssm (batch, d_inner, d_state).
     Returns (batch, d_model), the mixer's output for this token.
     """
-    xz = F.linear(hidden_states, mixer.in_proj.weight, mixer.in_proj.bias)
-    x, z = xz.chunk(2, dim=-1)  # (batch, d_inner) each
-
     # The causal conv at the newest position only needs the last d_conv inputs: the op
-    # shifts the window left by one, puts x last (same memory, so a CUDA graph can replay
-    # it) and returns silu(bias + taps . window), accumulated in float32.
+    # projects x and z, shifts the window left by one, puts x last (same memory, so a
+    # CUDA graph can replay it) and returns silu(bias + taps . window), accumulated in
+    # float32; on the GPU the conv step is the product's epilogue, one kernel.
     taps = mixer.conv1d.weight[:, 0, :]  # (d_inner, d_conv); tap d_conv - 1 is the newest input
-    x = causal_conv1d_update(x.to(cache.conv.dtype), cache.conv, taps, mixer.conv1d.bias, "silu").to(xz.dtype)
+    x, z = proj_conv_update(
+        hidden_states, mixer.in_proj.weight, cache.conv, taps, mixer.conv1d.bias,
+        proj_bias=mixer.in_proj.bias, activation="silu",
+    )  # (batch, d_inner) each
 
     dt, B, C = torch.split(F.linear(x, mixer.x_proj.weight), [mixer.dt_rank, mixer.d_state, mixer.d_state], dim=-1)
     # As in the forward: Δ's bias and softplus are applied inside the SSM op, which reads

@@ -1,0 +1,130 @@
+"""Triton kernel: the decode step's input projection with the conv step as its epilogue.
+
+Grid (2 cdiv(D, BLOCK_N), cdiv(batch, BLOCK_M)). A program computes a [BLOCK_M, BLOCK_N]
+tile of ``hidden @ proj_weight.T`` (its rows' whole K loop, float32 accumulation). Tiles
+of the first D columns (x) go on through the conv step: the program shifts its rows'
+and channels' windows left, appends the new x, and writes act(bias + taps . window);
+tiles of the last D columns (z) are written as they are. Every window element belongs
+to one program, so programs need no synchronisation.
+
+At decoding batch sizes the product is a matrix-vector product: bound by reading the
+weight once, and by launch latency. Fusing the conv step removes one kernel per layer
+(its launch, its gap and its re-read of x) from every decoded token.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..backend import triton_interpreter_enabled
+from ..causal_conv1d.kernel import _acc_dtype
+from ..sizes import cdiv, next_power_of_2
+
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
+Launch = tuple[int, int, int, int, int]
+
+
+@triton.jit
+def _proj_conv_kernel(
+    h_ptr, w_ptr, pb_ptr, state_ptr, cw_ptr, cb_ptr, out_ptr,
+    BATCH, D, K,
+    s_hb, s_hk, s_wn, s_wk, s_sb, s_sd, s_sk, s_cd, s_ck, s_ob, s_on,
+    WIDTH: tl.constexpr, BLOCK_W: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, K_CHUNKS: tl.constexpr,
+    HAS_PROJ_BIAS: tl.constexpr, HAS_CONV_BIAS: tl.constexpr, SILU: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, ACC: tl.constexpr,
+):
+    blocks_per_half = tl.cdiv(D, BLOCK_N)
+    pid_n = tl.program_id(0)
+    half = pid_n // blocks_per_half  # 0: x columns, 1: z columns
+    chan = (pid_n % blocks_per_half) * BLOCK_N + tl.arange(0, BLOCK_N)  # channel within the half
+    mask_c = chan < D
+    cols = half * D + chan
+    rows = tl.program_id(1).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask_r = rows < BATCH
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for c in range(0, K_CHUNKS):
+        k = c * BLOCK_K + tl.arange(0, BLOCK_K)
+        mask_k = k < K
+        h = tl.load(h_ptr + rows[:, None] * s_hb + k[None, :] * s_hk, mask=mask_r[:, None] & mask_k[None, :], other=0.0)
+        w = tl.load(w_ptr + cols[None, :] * s_wn + k[:, None] * s_wk, mask=mask_c[None, :] & mask_k[:, None], other=0.0)
+        if UPCAST:
+            h, w = h.to(tl.float32), w.to(tl.float32)
+        acc = tl.dot(h, w, acc, input_precision=PRECISION)
+    if HAS_PROJ_BIAS:
+        acc += tl.load(pb_ptr + cols, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    # Rounded to the model's dtype, as the unfused product's output is.
+    xz = acc.to(out_ptr.dtype.element_ty)
+    mask = mask_r[:, None] & mask_c[None, :]
+    out_ptrs = out_ptr + rows[:, None] * s_ob + cols[None, :] * s_on
+    if half == 1:
+        tl.store(out_ptrs, xz, mask=mask)
+    else:
+        # The conv step on the tile: window (BLOCK_M, BLOCK_N, BLOCK_W), oldest input first.
+        j = tl.arange(0, BLOCK_W)
+        mask_w = mask[:, :, None] & (j < WIDTH)[None, None, :]
+        base = state_ptr + rows[:, None, None] * s_sb + chan[None, :, None] * s_sd + j[None, None, :] * s_sk
+        shifted = tl.load(base + s_sk, mask=mask_w & (j < WIDTH - 1)[None, None, :], other=0.0)
+        x = xz.to(state_ptr.dtype.element_ty)
+        window = tl.where((j == WIDTH - 1)[None, None, :], x[:, :, None], shifted)
+        # A thread may store a column another thread has still to read: all reads first.
+        tl.debug_barrier()
+        tl.store(base, window, mask=mask_w)
+        taps = tl.load(cw_ptr + chan[:, None] * s_cd + j[None, :] * s_ck,
+                       mask=mask_c[:, None] & (j < WIDTH)[None, :], other=0.0).to(ACC)
+        conv = tl.sum(window.to(ACC) * taps[None, :, :], axis=2)
+        if HAS_CONV_BIAS:
+            conv += tl.load(cb_ptr + chan, mask=mask_c, other=0.0).to(ACC)[None, :]
+        if SILU:
+            conv = conv / (1.0 + tl.exp(-conv))
+        # As the unfused step: the conv output in the window's dtype, then the model's.
+        conv = conv.to(state_ptr.dtype.element_ty).to(out_ptr.dtype.element_ty)
+        tl.store(out_ptrs, conv, mask=mask)
+
+
+def default_launch(batch: int, dim: int) -> Launch:
+    """Block sizes for ``batch`` rows and ``dim`` channels a half (see the module doc)."""
+    block_m = min(64, max(16, next_power_of_2(batch)))
+    # Enough programs to put one on most SMs: weight reads in flight set the pace.
+    block_n = 32 if dim >= 1024 else 16
+    return block_m, block_n, 128, 4, 3
+
+
+def proj_conv_update_triton(
+    hidden: torch.Tensor,
+    proj_weight: torch.Tensor,
+    proj_bias: torch.Tensor | None,
+    conv_state: torch.Tensor,
+    conv_weight: torch.Tensor,
+    conv_bias: torch.Tensor | None,
+    silu: bool,
+    launch: Launch | None = None,
+) -> torch.Tensor:
+    """Launches the kernel; updates conv_state in place, returns (batch, 2 D) in hidden's
+    dtype: the conv step's output, then z."""
+    batch, k = hidden.shape
+    dim, width = conv_weight.shape
+    block_m, block_n, block_k, warps, stages = launch or default_launch(batch, dim)
+    # Triton 3.6's interpreter multiplies bfloat16 tiles wrongly (numpy has no bfloat16);
+    # there the tiles go to float32 first, which gives the same products (each product
+    # of two bfloat16 values is exact in float32) and float32 sums as on the GPU.
+    upcast = hidden.dtype == torch.bfloat16 and triton_interpreter_enabled()
+    out = torch.empty((batch, 2 * dim), dtype=hidden.dtype, device=hidden.device)
+    grid = (2 * cdiv(dim, block_n), cdiv(batch, block_m))
+    _proj_conv_kernel[grid](
+        hidden, proj_weight, proj_bias if proj_bias is not None else proj_weight, conv_state, conv_weight,
+        conv_bias if conv_bias is not None else conv_weight, out,
+        batch, dim, k,
+        *hidden.stride(), *proj_weight.stride(), *conv_state.stride(), *conv_weight.stride(), *out.stride(),
+        WIDTH=width, BLOCK_W=next_power_of_2(width),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, K_CHUNKS=cdiv(k, block_k),
+        HAS_PROJ_BIAS=proj_bias is not None, HAS_CONV_BIAS=conv_bias is not None, SILU=silu,
+        # float32 products exactly (no TF32), as F.linear computes them by default.
+        PRECISION="ieee" if hidden.dtype == torch.float32 or upcast else "tf32",
+        UPCAST=upcast,
+        ACC=_acc_dtype(conv_state.dtype),
+        num_warps=warps, num_stages=stages,
+    )
+    return out

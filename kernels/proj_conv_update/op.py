@@ -1,0 +1,128 @@
+"""``proj_conv_update``: a decode step's input projection and conv step in one kernel.
+
+A Mamba layer's decode step starts with ``xz = in_proj(h)``, splits it into x and z and
+advances the causal conv by one step on x. At decoding batch sizes each of those is a
+kernel bound by its launch more than by its arithmetic; on the Triton path the conv step
+runs as the product's epilogue, so the layer launches one kernel fewer per token.
+
+The Triton path is the custom op ``seqmamba::proj_conv_update``, declared as mutating
+``conv_state``, so a CUDA graph or a compiled decode loop keeps the window's update.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..backend import resolve_backend
+from ..causal_conv1d.op import ACTIVATIONS, WIDTHS
+from ..checks import check_tensor, elements_overlap
+from .reference import proj_conv_update_reference
+
+OP = "proj_conv_update"
+BACKENDS = ("triton", "reference")
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def proj_conv_update(
+    hidden: torch.Tensor,
+    proj_weight: torch.Tensor,
+    conv_state: torch.Tensor,
+    conv_weight: torch.Tensor,
+    conv_bias: torch.Tensor | None = None,
+    proj_bias: torch.Tensor | None = None,
+    activation: str | None = None,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``xz = hidden @ proj_weight.T + proj_bias``, then one causal conv1d step on its x half.
+
+    Equal to ``x, z = F.linear(hidden, proj_weight, proj_bias).chunk(2, dim=-1)`` followed
+    by ``x = causal_conv1d_update(x.to(conv_state.dtype), conv_state, conv_weight,
+    conv_bias, activation).to(hidden.dtype)``.
+
+    Args:
+        hidden: (batch, K) the normed input of this token; any strides.
+        proj_weight: (2 D, K) the input projection (x rows, then z rows), hidden's dtype.
+        conv_state: (batch, D, width) the conv window, oldest input first, updated in place
+            (see ``causal_conv1d_update``); its elements must not overlap.
+        conv_weight: (D, width) taps, width 2 to 4.
+        conv_bias: (D,) added before the activation.
+        proj_bias: (2 D,) the projection's bias.
+        activation: None or "silu".
+        backend: None (Triton on CUDA, the reference elsewhere), "triton" or "reference".
+
+    Returns:
+        (x, z), each (batch, D) in hidden's dtype: the conv step's output and the gate
+        input, two halves of one (batch, 2 D) buffer. Not differentiable (a decoding step).
+
+    Raises:
+        ValueError: naming the argument whose shape, dtype, device or layout is wrong,
+            or for a backend that cannot run here.
+    """
+    _check_inputs(hidden, proj_weight, conv_state, conv_weight, conv_bias, proj_bias, activation)
+    silu = activation == "silu"
+    name = resolve_backend(OP, backend, hidden.device, BACKENDS)
+    with torch.no_grad():
+        if name == "triton":
+            for arg, t in (("hidden", hidden), ("conv_state", conv_state)):
+                if t.dtype not in TRITON_DTYPES:
+                    raise ValueError(f"{OP}: the Triton kernel takes {arg} in float16, bfloat16 or float32, "
+                                     f"got {t.dtype}; use backend='reference'")
+            xz = proj_conv_update_op(hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu)
+        else:
+            xz = proj_conv_update_reference(hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu)
+    dim = conv_state.shape[1]
+    return xz[:, :dim], xz[:, dim:]
+
+
+@torch.library.custom_op("seqmamba::proj_conv_update", mutates_args=("conv_state",))
+def proj_conv_update_op(
+    hidden: torch.Tensor,
+    proj_weight: torch.Tensor,
+    proj_bias: torch.Tensor | None,
+    conv_state: torch.Tensor,
+    conv_weight: torch.Tensor,
+    conv_bias: torch.Tensor | None,
+    silu: bool,
+) -> torch.Tensor:
+    """The Triton kernel as one op: updates ``conv_state`` in place, returns (batch, 2 D)."""
+    from .kernel import proj_conv_update_triton
+
+    return proj_conv_update_triton(hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu)
+
+
+@proj_conv_update_op.register_fake
+def _(hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu):
+    return hidden.new_empty(hidden.shape[0], proj_weight.shape[0])
+
+
+def _check_inputs(
+    hidden: torch.Tensor,
+    proj_weight: torch.Tensor,
+    conv_state: torch.Tensor,
+    conv_weight: torch.Tensor,
+    conv_bias: torch.Tensor | None,
+    proj_bias: torch.Tensor | None,
+    activation: str | None,
+) -> None:
+    check_tensor(OP, "hidden", hidden, (None, None), dims="(batch, K)")
+    batch, k = hidden.shape
+    if min(batch, k) < 1:
+        raise ValueError(f"{OP}: hidden must have batch and K of at least 1, got shape {tuple(hidden.shape)}")
+    device = hidden.device
+    check_tensor(OP, "conv_weight", conv_weight, (None, None), dims="(D, width)", device=device)
+    dim, width = conv_weight.shape
+    if width not in WIDTHS:
+        raise ValueError(f"{OP}: conv_weight has width {width} (shape {tuple(conv_weight.shape)}); "
+                         f"supported widths: {WIDTHS}")
+    check_tensor(OP, "proj_weight", proj_weight, (2 * dim, k), dims="(2 D, K)", dtypes=(hidden.dtype,), device=device)
+    check_tensor(OP, "conv_state", conv_state, (batch, dim, width), dims="(batch, D, width)", device=device)
+    if elements_overlap(conv_state):
+        raise ValueError(
+            f"{OP}: conv_state (shape {tuple(conv_state.shape)}, strides {conv_state.stride()}) has overlapping "
+            "elements; it is updated in place, so pass a dense tensor (e.g. torch.zeros(batch, D, width))"
+        )
+    if conv_bias is not None:
+        check_tensor(OP, "conv_bias", conv_bias, (dim,), dims="(D,)", device=device)
+    if proj_bias is not None:
+        check_tensor(OP, "proj_bias", proj_bias, (2 * dim,), dims="(2 D,)", device=device)
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{OP}: activation must be None or 'silu', got {activation!r}")
