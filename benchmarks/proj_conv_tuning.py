@@ -9,9 +9,11 @@ cache). For each batch it times
 
 - ``split``: the product and the conv step as two kernels (F.linear, then the Triton
   ``causal_conv1d_update``), as the decode step ran before the fusion;
-- ``rule``: the fused kernel with its launch rule (kernels/proj_conv_update/kernel.py);
-- every launch shape of the sweep, (BLOCK_N, BLOCK_K, warps, stages) with the rule's
-  BLOCK_M, each first checked against the reference on random inputs.
+- ``rule``: the op as it runs (kernels/proj_conv_update/kernel.py): the fused kernel
+  with its launch rule, or, above FUSED_MAX_BATCH rows, the same two kernels as split;
+- every launch shape of the sweep for the fused kernel, (BLOCK_N, BLOCK_K, warps,
+  stages) with the fewest rows a tile covering the batch takes, each first checked
+  against the reference on random inputs.
 
 and prints ms per token (median of replays), fastest first.
 
@@ -29,7 +31,7 @@ import torch.nn.functional as F
 from bench_scan import rel_err
 from seqmamba.kernels import causal_conv1d_update
 from seqmamba.kernels.proj_conv_update import kernel as fused_kernel
-from seqmamba.kernels.proj_conv_update.kernel import Launch, default_launch, proj_conv_update_triton
+from seqmamba.kernels.proj_conv_update.kernel import Launch, default_launch, proj_conv_update_triton, smallest_block_m
 from seqmamba.kernels.proj_conv_update.reference import proj_conv_update_reference
 from seqmamba.models import decode
 
@@ -101,7 +103,9 @@ def sweep(batch: int, top: int, replays: int) -> None:
         decode.proj_conv_update = split_step
         rows.append((measure(), "split (F.linear + conv step)", None))
         decode.proj_conv_update = original_op
-        for launch in [rule] + [s for s in launch_shapes(rule[0]) if s != rule]:
+        if rule is None:
+            rows.append((measure(), "rule: two kernels", None))
+        for launch in [s for s in [rule] if s] + [s for s in launch_shapes(smallest_block_m(batch)) if s != rule]:
             try:
                 err = check_launch(launch, batch)
             except Exception as e:  # noqa: BLE001 (a shape the GPU cannot launch, e.g. out of shared memory)
@@ -114,11 +118,15 @@ def sweep(batch: int, top: int, replays: int) -> None:
         decode.proj_conv_update, fused_kernel.default_launch = original_op, original_rule
     split_ms = rows[0][0]
     print(f"batch {batch}: decode step of the Mamba-130M shape from a CUDA graph, ms per token "
-          f"(split {split_ms:.4f}; rule {next(ms for ms, label, _ in rows if label.startswith('rule')):.4f})")
+          f"(split {split_ms:.4f}; rule {next(ms for ms, label, _ in rows if label_is_rule(label)):.4f})")
     shown = sorted(rows, key=lambda r: r[0])[:top]
-    for ms, label, err in shown + [r for r in rows if r not in shown and (r[2] is None or r[1].startswith("rule"))]:
+    for ms, label, err in shown + [r for r in rows if r not in shown and (r[2] is None or label_is_rule(r[1]))]:
         checked = "" if err is None else f"  (rel err {err:.1e})"
         print(f"    {label:32s} {ms:.4f}  {split_ms / ms:.3f}x split{checked}")
+
+
+def label_is_rule(label: str) -> bool:
+    return label.startswith("rule")
 
 
 def main() -> None:

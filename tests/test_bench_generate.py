@@ -94,7 +94,7 @@ def test_profiled_steps_continue_the_prompt(bench):
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="profiles CUDA kernels")
 def test_profile_prints_the_decode_step_kernels(bench, capsys):
-    assert bench.main(["--tiny", "--impls", "ours", "--workloads", "2x5x3", "--repeats", "1", "--profile", "4"]) == 0
+    assert bench.main(["--tiny", "--impls", "ours", "--workloads", "2x5x3", "--repeats", "1", "--profile", "10"]) == 0
     printed = capsys.readouterr().out
     assert "one eager decode step of ours at batch 2:" in printed
     assert "_selective_state_update_kernel" in printed

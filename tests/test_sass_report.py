@@ -106,13 +106,3 @@ def test_scan_backward_sums_channels_with_fewer_shuffles(tmp_path):
     assert "STL" not in s and "LDL" not in s
     assert {p.suffix for p in tmp_path.iterdir()} == {".ttgir", ".ptx", ".sass"}
 
-
-@needs_tools
-def test_conv_backward_splits_its_chunks_in_registers():
-    """The conv backward as the Mamba block calls it (L contiguous, 16-position bf16
-    chunks, two d out parts): its loop splits the loaded chunks into columns without
-    shared memory or barriers, within the 128-register cap (4 programs a SM)."""
-    block = _kernel_block(_report("conv_in_block", "--shape", "2,256,1024,4"), "_causal_conv1d_bwd_kernel")
-    loop = _last_loop(block)
-    assert not {"STS", "LDS", "BAR"} & loop.keys(), block
-    assert int(re.search(r"regs=(\d+)", block).group(1)) <= 128, block

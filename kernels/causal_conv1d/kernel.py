@@ -49,12 +49,6 @@ INTERPRETER_TILES = {True: (32, 128), False: (128, 32)}
 # boundaries inside them.
 GPU_BWD_LAUNCH = {True: (128, 16, 512, 4), False: (512, 4, 256, 4)}
 INTERPRETER_BWD_LAUNCH = {True: (32, 8, 32, 4), False: (32, 4, 32, 4)}
-# Registers a thread may use in the backward, by layout (None: the compiler's choice).
-# With L contiguous and two d out parts (the Mamba block's call) the compiler takes 142,
-# which leaves room for 3 programs of 4 warps a SM: the training shape's 480 programs
-# then need two waves on 132 SMs. At 128 (sm_90 build: 2 spilled loads a step) 4 fit,
-# one wave. Channel-last spills heavily at 128 (30+ local loads a step): not capped.
-GPU_BWD_MAX_REGISTERS = {True: 128, False: None}
 _NUM_WARPS = 4
 
 
@@ -161,18 +155,13 @@ def _joined_columns(cols, BLOCK_D: tl.constexpr, V: tl.constexpr, LOG_V: tl.cons
 
 
 @triton.jit
-def _load_chunk(rows, mask_d, pos, lo, hi, s_l, V: tl.constexpr, VEC: tl.constexpr, L_CONTIGUOUS: tl.constexpr):
+def _load_chunk(rows, mask_d, pos, lo, hi, s_l, V: tl.constexpr, L_CONTIGUOUS: tl.constexpr):
     """Positions pos .. pos + V - 1 of the rows (pointers to position 0), zero outside
-    [lo, hi), in the rows' dtype: with L contiguous a tuple of V / VEC [BLOCK_D, VEC]
-    tiles (one 16-byte vector load per thread each: a thread keeps its channel's VEC
-    positions, so splitting a tile into columns needs no exchange between threads; a
-    wider tile would spread a channel's positions over two threads and its split over
-    shared memory), else a tuple of V [BLOCK_D, 1] columns (loads of contiguous channels)."""
+    [lo, hi), in the rows' dtype: with L contiguous a [BLOCK_D, V] tile (one vector load
+    per thread), else a tuple of V [BLOCK_D, 1] columns (loads of contiguous channels)."""
     if L_CONTIGUOUS:
-        chunk = ()
-        for part in tl.static_range(V // VEC):
-            offs = pos + part * VEC + tl.arange(0, VEC)[None, :]
-            chunk = chunk + (tl.load(rows + offs * s_l, mask=mask_d[:, None] & (offs >= lo) & (offs < hi), other=0.0),)
+        offs = pos + tl.arange(0, V)[None, :]
+        chunk = tl.load(rows + offs * s_l, mask=mask_d[:, None] & (offs >= lo) & (offs < hi), other=0.0)
     else:
         chunk = ()
         for i in tl.static_range(V):
@@ -182,13 +171,11 @@ def _load_chunk(rows, mask_d, pos, lo, hi, s_l, V: tl.constexpr, VEC: tl.constex
 
 
 @triton.jit
-def _chunk_columns(chunk, ACC: tl.constexpr, BLOCK_D: tl.constexpr, V: tl.constexpr, VEC: tl.constexpr,
-                   LOG_VEC: tl.constexpr, L_CONTIGUOUS: tl.constexpr):
+def _chunk_columns(chunk, ACC: tl.constexpr, BLOCK_D: tl.constexpr, V: tl.constexpr, LOG_V: tl.constexpr,
+                   L_CONTIGUOUS: tl.constexpr):
     """A loaded chunk as V [BLOCK_D, 1] columns in ACC."""
     if L_CONTIGUOUS:
-        cols = ()
-        for part in tl.static_range(V // VEC):
-            cols = cols + _columns(chunk[part].to(ACC), BLOCK_D, VEC, LOG_VEC)
+        cols = _columns(chunk.to(ACC), BLOCK_D, V, LOG_V)
     else:
         cols = ()
         for i in tl.static_range(V):
@@ -199,17 +186,16 @@ def _chunk_columns(chunk, ACC: tl.constexpr, BLOCK_D: tl.constexpr, V: tl.conste
 @triton.jit
 def _x_columns(x_rows, init_rows, mask_d, pos, L, s_xl, s_ik,
                KEEP: tl.constexpr, HAS_INIT: tl.constexpr, ACC: tl.constexpr,
-               BLOCK_D: tl.constexpr, V: tl.constexpr, VEC: tl.constexpr,
-               LOG_VEC: tl.constexpr, L_CONTIGUOUS: tl.constexpr):
+               BLOCK_D: tl.constexpr, V: tl.constexpr, LOG_V: tl.constexpr, L_CONTIGUOUS: tl.constexpr):
     """x at positions pos .. pos + V - 1 as columns; positions -KEEP .. -1 are the initial
     state's columns when HAS_INIT (init_rows point at its column KEEP), others outside
     [0, L) zero."""
-    cols = _chunk_columns(_load_chunk(x_rows, mask_d, pos, 0, L, s_xl, V, VEC, L_CONTIGUOUS),
-                          ACC, BLOCK_D, V, VEC, LOG_VEC, L_CONTIGUOUS)
+    cols = _chunk_columns(_load_chunk(x_rows, mask_d, pos, 0, L, s_xl, V, L_CONTIGUOUS),
+                          ACC, BLOCK_D, V, LOG_V, L_CONTIGUOUS)
     if HAS_INIT:
         if pos < 0:
-            init = _chunk_columns(_load_chunk(init_rows, mask_d, pos, -KEEP, 0, s_ik, V, VEC, L_CONTIGUOUS),
-                                  ACC, BLOCK_D, V, VEC, LOG_VEC, L_CONTIGUOUS)
+            init = _chunk_columns(_load_chunk(init_rows, mask_d, pos, -KEEP, 0, s_ik, V, L_CONTIGUOUS),
+                                  ACC, BLOCK_D, V, LOG_V, L_CONTIGUOUS)
             summed = ()
             for i in tl.static_range(V):
                 summed = summed + (cols[i] + init[i],)
@@ -219,19 +205,13 @@ def _x_columns(x_rows, init_rows, mask_d, pos, L, s_xl, s_ik,
 
 @triton.jit
 def _store_chunk(rows, cols, mask_d, pos, lo, hi, s_l,
-                 BLOCK_D: tl.constexpr, V: tl.constexpr, VEC: tl.constexpr,
-                 LOG_VEC: tl.constexpr, L_CONTIGUOUS: tl.constexpr):
+                 BLOCK_D: tl.constexpr, V: tl.constexpr, LOG_V: tl.constexpr, L_CONTIGUOUS: tl.constexpr):
     """Stores V columns (each [BLOCK_D, 1]) at positions pos .. pos + V - 1 of the rows
     (pointers to position 0), those in [lo, hi) only."""
     if L_CONTIGUOUS:
-        for part in tl.static_range(V // VEC):
-            offs = pos + part * VEC + tl.arange(0, VEC)[None, :]
-            piece = ()
-            for i in tl.static_range(VEC):
-                piece = piece + (cols[part * VEC + i],)
-            tile = _joined_columns(piece, BLOCK_D, VEC, LOG_VEC)
-            tl.store(rows + offs * s_l, tile.to(rows.dtype.element_ty),
-                     mask=mask_d[:, None] & (offs >= lo) & (offs < hi))
+        offs = pos + tl.arange(0, V)[None, :]
+        tile = _joined_columns(cols, BLOCK_D, V, LOG_V)
+        tl.store(rows + offs * s_l, tile.to(rows.dtype.element_ty), mask=mask_d[:, None] & (offs >= lo) & (offs < hi))
     else:
         for i in tl.static_range(V):
             offs = pos + i + tl.arange(0, 1)[None, :]
@@ -241,24 +221,24 @@ def _store_chunk(rows, cols, mask_d, pos, lo, hi, s_l,
 
 @triton.jit
 def _load_douts(dout_rows, dout2_rows, mask_d, pos, L, s_gl, s_g2l,
-                V: tl.constexpr, VEC: tl.constexpr, L_CONTIGUOUS: tl.constexpr, HAS_DOUT2: tl.constexpr):
+                V: tl.constexpr, L_CONTIGUOUS: tl.constexpr, HAS_DOUT2: tl.constexpr):
     """d out at positions pos .. pos + V - 1 as loaded: (its chunk, the second addend's
     chunk), the first twice without a second addend."""
-    first = _load_chunk(dout_rows, mask_d, pos, 0, L, s_gl, V, VEC, L_CONTIGUOUS)
+    first = _load_chunk(dout_rows, mask_d, pos, 0, L, s_gl, V, L_CONTIGUOUS)
     if HAS_DOUT2:
-        second = _load_chunk(dout2_rows, mask_d, pos, 0, L, s_g2l, V, VEC, L_CONTIGUOUS)
+        second = _load_chunk(dout2_rows, mask_d, pos, 0, L, s_g2l, V, L_CONTIGUOUS)
     else:
         second = first
     return first, second
 
 
 @triton.jit
-def _dout_columns(loaded, ACC: tl.constexpr, BLOCK_D: tl.constexpr, V: tl.constexpr, VEC: tl.constexpr,
-                  LOG_VEC: tl.constexpr, L_CONTIGUOUS: tl.constexpr, HAS_DOUT2: tl.constexpr):
+def _dout_columns(loaded, ACC: tl.constexpr, BLOCK_D: tl.constexpr, V: tl.constexpr, LOG_V: tl.constexpr,
+                  L_CONTIGUOUS: tl.constexpr, HAS_DOUT2: tl.constexpr):
     """The columns of d out from ``_load_douts``, summed with the second addend's in ACC."""
-    cols = _chunk_columns(loaded[0], ACC, BLOCK_D, V, VEC, LOG_VEC, L_CONTIGUOUS)
+    cols = _chunk_columns(loaded[0], ACC, BLOCK_D, V, LOG_V, L_CONTIGUOUS)
     if HAS_DOUT2:
-        more = _chunk_columns(loaded[1], ACC, BLOCK_D, V, VEC, LOG_VEC, L_CONTIGUOUS)
+        more = _chunk_columns(loaded[1], ACC, BLOCK_D, V, LOG_V, L_CONTIGUOUS)
         summed = ()
         for i in tl.static_range(V):
             summed = summed + (cols[i] + more[i],)
@@ -298,8 +278,7 @@ def _causal_conv1d_bwd_kernel(
     x_ptr, w_ptr, bias_ptr, init_ptr, dout_ptr, dout2_ptr, dx_ptr, dinit_ptr, part_ptr, D, L,
     s_xb, s_xd, s_xl, s_wd, s_wk, s_ib, s_id, s_ik, s_gb, s_gd, s_gl, s_g2b, s_g2d, s_g2l, s_dxb, s_dxd, s_dxl,
     WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, SILU: tl.constexpr,
-    ACC: tl.constexpr, BLOCK_D: tl.constexpr, V: tl.constexpr, VEC: tl.constexpr,
-    LOG_VEC: tl.constexpr, CHUNKS: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_D: tl.constexpr, V: tl.constexpr, LOG_V: tl.constexpr, CHUNKS: tl.constexpr,
     L_CONTIGUOUS: tl.constexpr, FAST_MATH: tl.constexpr, HAS_DOUT2: tl.constexpr,
 ):
     """The whole backward in one pass along L over chunks of V positions.
@@ -327,12 +306,11 @@ def _causal_conv1d_bwd_kernel(
     dx_rows = _rows(dx_ptr, b, offs_d, s_dxb, s_dxd)
     t0 = pid_l * (CHUNKS * V) - V
     before = _x_columns(x_rows, init_rows, mask_d, t0 - V, L, s_xl, s_ik, KEEP, HAS_INIT, ACC,
-                        BLOCK_D, V, VEC, LOG_VEC, L_CONTIGUOUS)
-    xs = _x_columns(x_rows, init_rows, mask_d, t0, L, s_xl, s_ik, KEEP, HAS_INIT, ACC, BLOCK_D, V, VEC, LOG_VEC,
+                        BLOCK_D, V, LOG_V, L_CONTIGUOUS)
+    xs = _x_columns(x_rows, init_rows, mask_d, t0, L, s_xl, s_ik, KEEP, HAS_INIT, ACC, BLOCK_D, V, LOG_V,
                     L_CONTIGUOUS)
-    douts = _dout_columns(_load_douts(dout_rows, dout2_rows, mask_d, t0, L, s_gl, s_g2l, V, VEC, L_CONTIGUOUS,
-                                      HAS_DOUT2),
-                          ACC, BLOCK_D, V, VEC, LOG_VEC, L_CONTIGUOUS, HAS_DOUT2)
+    douts = _dout_columns(_load_douts(dout_rows, dout2_rows, mask_d, t0, L, s_gl, s_g2l, V, L_CONTIGUOUS, HAS_DOUT2),
+                          ACC, BLOCK_D, V, LOG_V, L_CONTIGUOUS, HAS_DOUT2)
     gs = _g_columns(_last(before, KEEP, V) + xs, douts, taps, bias, KEEP, V, SILU, FAST_MATH)
     x_tail = _last(xs, KEEP, V)
     db = tl.zeros_like(bias)
@@ -341,14 +319,14 @@ def _causal_conv1d_bwd_kernel(
         dws = dws + (tl.zeros_like(bias),)
     # Positions from t0 + V on are >= 0: no initial state below. Each step's loads are
     # issued a step ahead, so that they are in flight while the step before computes.
-    x_ahead = _load_chunk(x_rows, mask_d, t0 + V, 0, L, s_xl, V, VEC, L_CONTIGUOUS)
-    d_ahead = _load_douts(dout_rows, dout2_rows, mask_d, t0 + V, L, s_gl, s_g2l, V, VEC, L_CONTIGUOUS, HAS_DOUT2)
+    x_ahead = _load_chunk(x_rows, mask_d, t0 + V, 0, L, s_xl, V, L_CONTIGUOUS)
+    d_ahead = _load_douts(dout_rows, dout2_rows, mask_d, t0 + V, L, s_gl, s_g2l, V, L_CONTIGUOUS, HAS_DOUT2)
     for q in range(CHUNKS):
         c = t0 + q * V
-        x_next = _chunk_columns(x_ahead, ACC, BLOCK_D, V, VEC, LOG_VEC, L_CONTIGUOUS)
-        d_next = _dout_columns(d_ahead, ACC, BLOCK_D, V, VEC, LOG_VEC, L_CONTIGUOUS, HAS_DOUT2)
-        x_ahead = _load_chunk(x_rows, mask_d, c + 2 * V, 0, L, s_xl, V, VEC, L_CONTIGUOUS)
-        d_ahead = _load_douts(dout_rows, dout2_rows, mask_d, c + 2 * V, L, s_gl, s_g2l, V, VEC, L_CONTIGUOUS, HAS_DOUT2)
+        x_next = _chunk_columns(x_ahead, ACC, BLOCK_D, V, LOG_V, L_CONTIGUOUS)
+        d_next = _dout_columns(d_ahead, ACC, BLOCK_D, V, LOG_V, L_CONTIGUOUS, HAS_DOUT2)
+        x_ahead = _load_chunk(x_rows, mask_d, c + 2 * V, 0, L, s_xl, V, L_CONTIGUOUS)
+        d_ahead = _load_douts(dout_rows, dout2_rows, mask_d, c + 2 * V, L, s_gl, s_g2l, V, L_CONTIGUOUS, HAS_DOUT2)
         window = x_tail + x_next  # x at c + V - KEEP .. c + 2V - 1
         g_next = _g_columns(window, d_next, taps, bias, KEEP, V, SILU, FAST_MATH)
         both = gs + g_next  # g at c .. c + 2V - 1
@@ -358,10 +336,10 @@ def _causal_conv1d_bwd_kernel(
             for k in tl.static_range(KEEP):
                 dx += taps[k] * both[i + KEEP - k]
             dxs = dxs + (dx,)
-        _store_chunk(dx_rows, dxs, mask_d, c, 0, L, s_dxl, BLOCK_D, V, VEC, LOG_VEC, L_CONTIGUOUS)
+        _store_chunk(dx_rows, dxs, mask_d, c, 0, L, s_dxl, BLOCK_D, V, LOG_V, L_CONTIGUOUS)
         if c < 0:  # the first program's first chunk: d initial_state at positions -KEEP .. -1
             dinit_rows = (dinit_ptr + (b * D + offs_d) * KEEP + KEEP)[:, None]
-            _store_chunk(dinit_rows, dxs, mask_d, c, -KEEP, 0, 1, BLOCK_D, V, VEC, LOG_VEC, False)
+            _store_chunk(dinit_rows, dxs, mask_d, c, -KEEP, 0, 1, BLOCK_D, V, LOG_V, False)
         # d bias and d weight from g at c + V .. c + 2V - 1: g[l] * x[l - KEEP + j].
         summed = ()
         for j in tl.static_range(WIDTH):
@@ -378,12 +356,6 @@ def _causal_conv1d_bwd_kernel(
     for j in tl.static_range(WIDTH):
         tl.store(part_ptr + part + j, tl.sum(dws[j], axis=1), mask=mask_d)
     tl.store(part_ptr + part + WIDTH, tl.sum(db, axis=1), mask=mask_d)
-
-
-def _register_cap(l_contiguous: bool) -> dict[str, int]:
-    """The backward's ``maxnreg`` launch option, where one is set (not in the interpreter)."""
-    cap = GPU_BWD_MAX_REGISTERS[l_contiguous]
-    return {} if cap is None or triton_interpreter_enabled() else {"maxnreg": cap}
 
 
 def _acc_dtype(dtype: torch.dtype) -> tl.dtype:
@@ -461,16 +433,14 @@ def causal_conv1d_backward(
     dx = dx_out if dx_out is not None else empty_like_layout(x)
     dinit = torch.empty((batch, dim, width - 1), dtype=x.dtype, device=x.device)
     block_d = min(block_d, next_power_of_2(dim))
-    vec = min(chunk, max(1, 16 // x.element_size()))  # positions a 16-byte load holds
     second = dout2 if dout2 is not None else dout  # a placeholder pointer when absent (HAS_DOUT2 off)
     _causal_conv1d_bwd_kernel[(n_programs, cdiv(dim, block_d), batch)](
         x, weight, bias if bias is not None else weight, initial_state if initial_state is not None else x,
         dout, second, dx, dinit, part, dim, length,
         *x.stride(), *weight.stride(), *_init_strides(initial_state), *dout.stride(), *second.stride(), *dx.stride(),
         WIDTH=width, HAS_BIAS=bias is not None, HAS_INIT=initial_state is not None, SILU=silu,
-        ACC=_acc_dtype(x.dtype), BLOCK_D=block_d, V=chunk, VEC=vec, LOG_VEC=vec.bit_length() - 1, CHUNKS=chunks,
+        ACC=_acc_dtype(x.dtype), BLOCK_D=block_d, V=chunk, LOG_V=chunk.bit_length() - 1, CHUNKS=chunks,
         L_CONTIGUOUS=l_contiguous, FAST_MATH=fast_math(x), HAS_DOUT2=dout2 is not None, num_warps=num_warps,
-        **_register_cap(l_contiguous),
     )
     sums = part.sum(dim=(0, 1))
     # Contiguous in every dtype, as the op's fake implementation says (a bare slice of

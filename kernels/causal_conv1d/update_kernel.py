@@ -56,16 +56,26 @@ def _update_kernel(
     mask_d = offs_d < D
     out = _conv_step(x_ptr, state_ptr, w_ptr, bias_ptr, b, offs_d, mask_d, WIDTH,
                      s_xb, s_xd, s_sb, s_sd, s_sk, s_wd, s_wk, BLOCK_W, HAS_BIAS, SILU, ACC)
-    tl.store(out_ptr + b * s_ob + offs_d * s_od, out.to(out_ptr.dtype.element_ty), mask=mask_d)
+    # Rounded to the window's dtype first, as the step's result is, then to out's.
+    out = out.to(state_ptr.dtype.element_ty).to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + b * s_ob + offs_d * s_od, out, mask=mask_d)
 
 
 def causal_conv1d_update_triton(
-    x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, silu: bool
+    x: torch.Tensor,
+    conv_state: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    silu: bool,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Launches the step kernel; updates conv_state in place, returns out (batch, D)."""
+    """Launches the step kernel; updates conv_state in place, returns out (batch, D), in
+    x's dtype unless an ``out`` buffer is given. ``out`` may be x itself: each program
+    reads its x before it writes the same elements of out."""
     batch, dim = x.shape
     width = weight.shape[1]
-    out = torch.empty((batch, dim), dtype=x.dtype, device=x.device)
+    if out is None:
+        out = torch.empty((batch, dim), dtype=x.dtype, device=x.device)
     grid = (cdiv(dim, BLOCK_D), batch)
     _update_kernel[grid](
         x, conv_state, weight, bias if bias is not None else weight, out,

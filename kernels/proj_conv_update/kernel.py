@@ -9,16 +9,20 @@ to one program, so programs need no synchronisation.
 
 At decoding batch sizes the product is a matrix-vector product: bound by reading the
 weight once, and by launch latency. Fusing the conv step removes one kernel per layer
-(its launch, its gap and its re-read of x) from every decoded token.
+(its launch, its gap and its re-read of x) from every decoded token. Where the batch
+is larger than FUSED_MAX_BATCH the op runs cuBLAS's product and the conv step kernel
+instead (the conv step writing its output over the x half of the product's result).
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
 from ..backend import triton_interpreter_enabled
 from ..causal_conv1d.kernel import _acc_dtype
+from ..causal_conv1d.update_kernel import causal_conv1d_update_triton
 from ..sizes import cdiv, next_power_of_2
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
@@ -84,12 +88,25 @@ def _proj_conv_kernel(
         tl.store(out_ptrs, conv, mask=mask)
 
 
-def default_launch(batch: int, dim: int) -> Launch:
-    """Block sizes for ``batch`` rows and ``dim`` channels a half (see the module doc)."""
-    block_m = min(64, max(16, next_power_of_2(batch)))
-    # Enough programs to put one on most SMs: weight reads in flight set the pace.
-    block_n = 32 if dim >= 1024 else 16
-    return block_m, block_n, 128, 4, 3
+# Up to this many rows the fused kernel is faster than cuBLAS's product plus the conv
+# step kernel; beyond it (64 rows on an H100, proj_conv_tuning.py) the product's tiles
+# need more registers and stages than the epilogue leaves, and the op runs the two.
+FUSED_MAX_BATCH = 16
+
+
+def default_launch(batch: int, dim: int) -> Launch | None:
+    """Block sizes for ``batch`` rows and ``dim`` channels a half, or None where the
+    product and the conv step run as two kernels (see FUSED_MAX_BATCH)."""
+    if batch > FUSED_MAX_BATCH:
+        return None
+    # 16 columns a program: 192 programs at the Mamba-130M shape, every SM streaming
+    # weight rows (an H100 sweep preferred it to 32 and 64 at batch 1 and 16).
+    return 16, 16, 256, 4, 3
+
+
+def smallest_block_m(batch: int) -> int:
+    """The fewest rows a tl.dot tile takes (16) covering ``batch`` up to 64."""
+    return min(64, max(16, next_power_of_2(batch)))
 
 
 def proj_conv_update_triton(
@@ -106,7 +123,12 @@ def proj_conv_update_triton(
     dtype: the conv step's output, then z."""
     batch, k = hidden.shape
     dim, width = conv_weight.shape
-    block_m, block_n, block_k, warps, stages = launch or default_launch(batch, dim)
+    launch = launch or default_launch(batch, dim)
+    if launch is None:
+        xz = F.linear(hidden, proj_weight, proj_bias)
+        causal_conv1d_update_triton(xz[:, :dim], conv_state, conv_weight, conv_bias, silu, out=xz[:, :dim])
+        return xz
+    block_m, block_n, block_k, warps, stages = launch
     # Triton 3.6's interpreter multiplies bfloat16 tiles wrongly (numpy has no bfloat16);
     # there the tiles go to float32 first, which gives the same products (each product
     # of two bfloat16 values is exact in float32) and float32 sums as on the GPU.

@@ -121,3 +121,18 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
     doubles = make(5, dim=8, k=16, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"the Triton kernel takes hidden in float16, bfloat16 or float32, got torch.float64"):
         proj_conv_update(**doubles, backend="triton")
+
+
+def test_fused_kernel_at_launches_the_rule_does_not_pick():
+    """Several row tiles and K chunks (the rule runs one row tile, and two kernels past
+    FUSED_MAX_BATCH rows): the fused kernel at any launch the tuning script may try."""
+    from seqmamba.kernels.proj_conv_update.kernel import FUSED_MAX_BATCH, proj_conv_update_triton
+    from seqmamba.kernels.proj_conv_update.reference import proj_conv_update_reference
+
+    inputs = make(21, batch=FUSED_MAX_BATCH + 21, dtype=torch.bfloat16, proj_bias=True)
+    args = [inputs[k] for k in ("hidden", "proj_weight", "proj_bias", "conv_state", "conv_weight", "conv_bias")]
+    state_ref, state_tri = args[3].clone(), args[3].clone()
+    want = proj_conv_update_reference(*args[:3], state_ref, *args[4:], True)
+    got = proj_conv_update_triton(*args[:3], state_tri, *args[4:], True, launch=(16, 32, 32, 2, 2))
+    torch.testing.assert_close(got.float(), want.float(), rtol=TOL[torch.bfloat16], atol=TOL[torch.bfloat16])
+    torch.testing.assert_close(state_tri.float(), state_ref.float(), rtol=TOL[torch.bfloat16], atol=TOL[torch.bfloat16])
