@@ -92,20 +92,40 @@ def _check_inputs(
     batch, dim = x.shape
     if min(batch, dim) < 1:
         raise ValueError(f"{OP}: x must have batch and D of at least 1, got shape {tuple(x.shape)}")
-    device = x.device
-    check_tensor(OP, "weight", weight, (dim, None), dims="(D, width)", device=device)
-    width = weight.shape[1]
+    check_conv_step(OP, batch, x.device, conv_state, weight, bias, activation, dim=dim, state_dtypes=(x.dtype,))
+
+
+def check_conv_step(
+    op: str,
+    batch: int,
+    device: torch.device,
+    conv_state: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    activation: str | None,
+    *,
+    dim: int | None = None,
+    state_dtypes: tuple[torch.dtype, ...] | None = None,
+    weight_name: str = "weight",
+    bias_name: str = "bias",
+) -> None:
+    """The checks of a conv step's window (batch, D, width, written in place), taps
+    (D, width), bias (D,) and activation, for ``op``'s messages; ``dim``: the D the
+    input has, if known before the taps."""
+    check_tensor(op, weight_name, weight, (dim, None), dims="(D, width)", device=device)
+    dim, width = weight.shape
     if width not in WIDTHS:
-        raise ValueError(f"{OP}: weight has width {width} (shape {tuple(weight.shape)}); supported widths: {WIDTHS}")
-    check_tensor(OP, "conv_state", conv_state, (batch, dim, width), dims="(batch, D, width)",
-                 dtypes=(x.dtype,), device=device)
+        raise ValueError(f"{op}: {weight_name} has width {width} (shape {tuple(weight.shape)}); "
+                         f"supported widths: {WIDTHS}")
+    check_tensor(op, "conv_state", conv_state, (batch, dim, width), dims="(batch, D, width)",
+                 **({"dtypes": state_dtypes} if state_dtypes else {}), device=device)
     if elements_overlap(conv_state):
         raise ValueError(
-            f"{OP}: conv_state (shape {tuple(conv_state.shape)}, strides {conv_state.stride()}) has overlapping "
+            f"{op}: conv_state (shape {tuple(conv_state.shape)}, strides {conv_state.stride()}) has overlapping "
             "elements; it is updated in place, so pass a dense tensor (e.g. torch.zeros(batch, D, width))"
         )
     if bias is not None:
-        check_tensor(OP, "bias", bias, (dim,), dims="(D,)", device=device)
+        check_tensor(op, bias_name, bias, (dim,), dims="(D,)", device=device)
     if activation not in ACTIVATIONS:
-        raise ValueError(f"{OP}: activation must be None or 'silu', got {activation!r}")
+        raise ValueError(f"{op}: activation must be None or 'silu', got {activation!r}")
 

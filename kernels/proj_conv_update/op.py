@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 
 from ..backend import resolve_backend
-from ..causal_conv1d.op import ACTIVATIONS, WIDTHS
-from ..checks import check_tensor, elements_overlap
+from ..causal_conv1d.update import check_conv_step
+from ..checks import check_tensor
 from .reference import proj_conv_update_reference
 
 OP = "proj_conv_update"
@@ -108,21 +108,9 @@ def _check_inputs(
     if min(batch, k) < 1:
         raise ValueError(f"{OP}: hidden must have batch and K of at least 1, got shape {tuple(hidden.shape)}")
     device = hidden.device
-    check_tensor(OP, "conv_weight", conv_weight, (None, None), dims="(D, width)", device=device)
-    dim, width = conv_weight.shape
-    if width not in WIDTHS:
-        raise ValueError(f"{OP}: conv_weight has width {width} (shape {tuple(conv_weight.shape)}); "
-                         f"supported widths: {WIDTHS}")
+    check_conv_step(OP, batch, device, conv_state, conv_weight, conv_bias, activation,
+                    weight_name="conv_weight", bias_name="conv_bias")
+    dim = conv_weight.shape[0]
     check_tensor(OP, "proj_weight", proj_weight, (2 * dim, k), dims="(2 D, K)", dtypes=(hidden.dtype,), device=device)
-    check_tensor(OP, "conv_state", conv_state, (batch, dim, width), dims="(batch, D, width)", device=device)
-    if elements_overlap(conv_state):
-        raise ValueError(
-            f"{OP}: conv_state (shape {tuple(conv_state.shape)}, strides {conv_state.stride()}) has overlapping "
-            "elements; it is updated in place, so pass a dense tensor (e.g. torch.zeros(batch, D, width))"
-        )
-    if conv_bias is not None:
-        check_tensor(OP, "conv_bias", conv_bias, (dim,), dims="(D,)", device=device)
     if proj_bias is not None:
         check_tensor(OP, "proj_bias", proj_bias, (2 * dim,), dims="(2 D,)", device=device)
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"{OP}: activation must be None or 'silu', got {activation!r}")
