@@ -86,6 +86,7 @@ def compile_only(arch: int = 90) -> Iterator[Collected]:
     without running; every compiled kernel is appended to the yielded ``Collected``.
     Ops must be called with ``backend="triton"`` on CPU tensors (allowed inside)."""
     from seqmamba.kernels import backend as backend_module
+    from seqmamba.kernels import dependent_launch
 
     if backend_module.triton_interpreter_enabled():
         raise RuntimeError("sass_report: unset TRITON_INTERPRET; this tool compiles the kernels instead of "
@@ -95,6 +96,7 @@ def compile_only(arch: int = 90) -> Iterator[Collected]:
     driver = _CompileOnlyDriver(GPUTarget("cuda", arch, 32))
     original_run = JITFunction.run
     original_check = backend_module._check_triton
+    original_dependent = dependent_launch.enabled_for
     seen: set[int] = set()
     # Restored as it was: on a machine without a GPU there is no default driver to reset to.
     previous_driver = triton.runtime.driver._active
@@ -114,11 +116,14 @@ def compile_only(arch: int = 90) -> Iterator[Collected]:
     triton.runtime.driver.set_active(driver)
     JITFunction.run = run
     backend_module._check_triton = lambda op, device: None
+    # As on a GPU of that architecture (the CPU tensors would turn it off).
+    dependent_launch.enabled_for = lambda device: arch >= 90 and dependent_launch.ENABLED
     try:
         yield collected
     finally:
         JITFunction.run = original_run
         backend_module._check_triton = original_check
+        dependent_launch.enabled_for = original_dependent
         triton.runtime.driver._active = previous_driver
 
 
@@ -156,6 +161,10 @@ class Sass:
                     loops.add((target, address))
         return sorted(loop for loop in loops
                       if not any(o != loop and loop[0] <= o[0] and o[1] <= loop[1] for o in loops))
+
+    def first(self, opcode: str) -> int | None:
+        """Address of the first instruction with ``opcode`` (modifiers ignored), or None."""
+        return next((a for a, op, _ in self.instructions if op.split(".")[0] == opcode), None)
 
 
 def _cuobjdump(cubin: bytes, option: str) -> str:
@@ -197,6 +206,15 @@ def describe(kernel: CompiledKernel, dump: Path | None = None) -> str:
         f"  constants: {' '.join(f'{k}={v}' for k, v in shown.items())}",
         f"  whole kernel: {_mix(sass.opcodes(), len(sass.instructions))}",
     ]
+    if shown.get("PDL"):
+        # A dependent launch must wait (ACQBULK) before it reads anything an earlier
+        # kernel may still be writing (kernels/dependent_launch.py).
+        wait, load = sass.first("ACQBULK"), sass.first("LDG")
+        order = "waits before its first global load" if wait is not None and (load is None or wait < load) \
+            else "DOES NOT WAIT before its first global load"
+        lines.append(f"  dependent launch: {order} (wait at {wait if wait is None else hex(wait)}, "
+                     f"first load at {load if load is None else hex(load)}, "
+                     f"signals dependants: {sass.first('PREEXIT') is not None})")
     for i, (start, end) in enumerate(sass.innermost_loops()):
         counts = sass.opcodes(start, end)
         lines.append(f"  loop {i} [{start:#x}-{end:#x}]: {_mix(counts, sum(counts.values()))}")
@@ -297,6 +315,22 @@ def _state_update(shape: tuple[int, ...], dtype: torch.dtype) -> None:
     selective_state_update(state, x, dt, A, B, C, D=D, z=z, dt_bias=bias, dt_softplus=True, backend="triton")
 
 
+def _decode_step(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    """The decode step's own kernels at one batch size: add + RMSNorm, the input
+    projection with the conv step (fused up to 16 rows, the conv step kernel beyond),
+    the SSM step."""
+    from seqmamba.kernels import proj_conv_update, rms_norm
+
+    batch, d_model, n = shape
+    d_inner, width = 2 * d_model, 4
+    hidden = torch.empty(batch, d_model, dtype=dtype)
+    normed, _ = rms_norm(hidden, torch.ones(d_model), hidden, residual_in_fp32=True, backend="triton")
+    proj_conv_update(normed, torch.empty(2 * d_inner, d_model, dtype=dtype), torch.empty(batch, d_inner, width, dtype=dtype),
+                     torch.empty(d_inner, width, dtype=dtype), torch.empty(d_inner, dtype=dtype), activation="silu",
+                     backend="triton")
+    _state_update((batch, d_inner, n), dtype)
+
+
 @dataclass(frozen=True)
 class Op:
     run: Callable[[tuple[int, ...], torch.dtype], None]
@@ -311,6 +345,7 @@ OPS = {
     "conv_in_block": Op(_conv_in_block, (8, 1536, 2048, 4), "batch,D,L,width"),
     "rmsnorm": Op(_rmsnorm, (16384, 768), "rows,dim"),
     "state_update": Op(_state_update, (64, 1536, 16), "batch,D,N"),
+    "decode_step": Op(_decode_step, (1, 768, 16), "batch,d_model,N"),
 }
 
 

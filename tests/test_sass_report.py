@@ -106,3 +106,18 @@ def test_scan_backward_sums_channels_with_fewer_shuffles(tmp_path):
     assert "STL" not in s and "LDL" not in s
     assert {p.suffix for p in tmp_path.iterdir()} == {".ttgir", ".ptx", ".sass"}
 
+
+
+@needs_tools
+@pytest.mark.parametrize("batch", [1, 20])
+def test_decode_kernels_wait_for_the_previous_kernel_before_loading(batch):
+    """The decode step's kernels are dependent launches on sm_90: each must wait for the
+    kernel before it ahead of its first global load, at both of the input projection's
+    paths (fused up to 16 rows, the conv step kernel beyond)."""
+    report = _report("decode_step", "--shape", f"{batch},64,16")
+    names = re.findall(r"^(_\w+)  warps=", report, flags=re.M)
+    expected = {"_rms_norm_fwd_kernel", "_selective_state_update_kernel",
+                "_proj_conv_kernel" if batch <= 16 else "_update_kernel"}
+    assert set(names) == expected, report
+    assert report.count("dependent launch: waits before its first global load") == len(names), report
+    assert "signals dependants: False" not in report

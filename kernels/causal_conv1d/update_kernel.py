@@ -10,6 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import dependent_launch
 from ..sizes import cdiv, next_power_of_2
 from .kernel import _acc_dtype
 
@@ -49,11 +50,14 @@ def _update_kernel(
     D, WIDTH,
     s_xb, s_xd, s_sb, s_sd, s_sk, s_wd, s_wk, s_ob, s_od,
     BLOCK_D: tl.constexpr, BLOCK_W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
-    ACC: tl.constexpr,
+    ACC: tl.constexpr, PDL: tl.constexpr,
 ):
     b = tl.program_id(1).to(tl.int64)
     offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
+    if PDL:  # a dependent launch (kernels/dependent_launch.py): wait before any load
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     out = _conv_step(x_ptr, state_ptr, w_ptr, bias_ptr, b, offs_d, mask_d, WIDTH,
                      s_xb, s_xd, s_sb, s_sd, s_sk, s_wd, s_wk, BLOCK_W, HAS_BIAS, SILU, ACC)
     # Rounded to the window's dtype first, as the step's result is, then to out's.
@@ -77,11 +81,12 @@ def causal_conv1d_update_triton(
     if out is None:
         out = torch.empty((batch, dim), dtype=x.dtype, device=x.device)
     grid = (cdiv(dim, BLOCK_D), batch)
+    pdl = dependent_launch.enabled_for(x.device)
     _update_kernel[grid](
         x, conv_state, weight, bias if bias is not None else weight, out,
         dim, width,
         *x.stride(), *conv_state.stride(), *weight.stride(), *out.stride(),
         BLOCK_D=BLOCK_D, BLOCK_W=next_power_of_2(width), HAS_BIAS=bias is not None, SILU=silu,
-        ACC=_acc_dtype(x.dtype),
+        ACC=_acc_dtype(x.dtype), PDL=pdl, launch_pdl=pdl,
     )
     return out

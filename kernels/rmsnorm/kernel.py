@@ -22,6 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import dependent_launch
 from ..sizes import cdiv, next_power_of_2
 
 MAX_BLOCK_N = 4096  # widest row kept in registers as one tile (fp32: 16 KiB per program)
@@ -42,9 +43,13 @@ def _load_sum(x_ptr, res_ptr, row, s_x, s_r, cols, mask, HAS_RES: tl.constexpr, 
 def _rms_norm_fwd_kernel(
     x_ptr, res_ptr, w_ptr, out_ptr, new_res_ptr, N, s_x, s_r, eps,
     HAS_RES: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr, N_CHUNKS: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     RES_TY: tl.constexpr = new_res_ptr.dtype.element_ty
+    if PDL:  # a dependent launch (kernels/dependent_launch.py): wait before any load
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     if N_CHUNKS == 1:
         cols = tl.arange(0, BLOCK_N)
         mask = cols < N
@@ -166,11 +171,12 @@ def rms_norm_forward(
     normed = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     new_residual = torch.empty(x.shape, dtype=residual_dtype, device=x.device)
     block_n, n_chunks, num_warps = _block(hidden)
+    pdl = dependent_launch.enabled_for(x.device)
     _rms_norm_fwd_kernel[(x2.shape[0],)](
         x2, res2 if res2 is not None else x2, weight, normed, new_residual, hidden,
         x2.stride(0), res2.stride(0) if res2 is not None else 0, eps,
         HAS_RES=res2 is not None, ACC=_acc_dtype(x.dtype)[1], BLOCK_N=block_n, N_CHUNKS=n_chunks,
-        num_warps=num_warps,
+        PDL=pdl, launch_pdl=pdl, num_warps=num_warps,
     )
     return normed, new_residual
 
