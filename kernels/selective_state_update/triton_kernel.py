@@ -99,12 +99,18 @@ def _selective_state_update_kernel(
     if HAS_D:
         D = tl.load(D_ptr + offs_d * s_D, mask=mask_d, other=0.0).to(tl.float32)
 
+    first = tl.program_id(1).to(tl.int64) * ROWS
+    tile = offs_d[:, None] * s_st_d + offs_n[None, :] * s_st_n
+    h_next = tl.load(state_ptr + first * s_st_b + tile, mask=mask_dn & (first < batch), other=0.0)
     for r in range(ROWS):
-        b = tl.program_id(1).to(tl.int64) * ROWS + r
+        b = first + r
         in_batch = b < batch
         mask = mask_dn & in_batch
-        state_ptrs = state_ptr + b * s_st_b + offs_d[:, None] * s_st_d + offs_n[None, :] * s_st_n
-        h = tl.load(state_ptrs, mask=mask, other=0.0).to(tl.float32)
+        state_ptrs = state_ptr + b * s_st_b + tile
+        h = h_next.to(tl.float32)
+        # The next row's state is requested before this row's arithmetic and stores, so
+        # its load overlaps them (rows never share state elements).
+        h_next = tl.load(state_ptrs + s_st_b, mask=mask_dn & (b + 1 < batch) & (r + 1 < ROWS), other=0.0)
         x = tl.load(x_ptr + b * s_x_b + offs_d * s_x_d, mask=mask_d & in_batch, other=0.0).to(tl.float32)
         if DT_PROJ:
             # dt is the low-rank input (batch, rank): project it here, dt = W_dt @ dt_low.
