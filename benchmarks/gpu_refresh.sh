@@ -94,8 +94,7 @@ for step in "$@"; do
                 tests/test_lm_loss.py tests/kernels/test_kernel_op.py tests/kernels/test_rmsnorm.py \
                 tests/kernels/test_triton_math.py tests/kernels/test_causal_conv1d.py \
                 tests/kernels/test_causal_conv1d_update.py tests/kernels/test_selective_state_update.py \
-                tests/kernels/test_proj_conv_update.py tests/kernels/test_norm_proj_conv_update.py \
-                tests/kernels/test_dependent_launch.py \
+                tests/kernels/test_proj_conv_update.py tests/kernels/test_dependent_launch.py \
                 tests/test_generation.py tests/test_compile.py tests/test_recompute.py tests/test_chunked_training.py \
                 tests/test_graphed_step.py tests/test_graphed_task_step.py tests/test_host_checks.py \
                 tests/test_bench_generate.py ;;

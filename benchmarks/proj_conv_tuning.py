@@ -1,25 +1,23 @@
-"""Decode-step tuning: the residual add, RMSNorm, input projection and conv step in one kernel.
+"""Decode-step tuning: the input projection with the conv step as its epilogue.
 
-``seqmamba.kernels.norm_proj_conv_update`` replaces three kernels of every layer's decode
-step (the add + RMSNorm, in_proj's cuBLAS product, the conv step) by one Triton kernel.
-This script judges it where it runs: one whole decode step of the Mamba-130M shape (bf16
-weights, random), recorded in a CUDA graph and replayed token after token, so each
-layer's weights come from memory as in generation (a replayed graph of one layer would
-keep them in the L2 cache). For each batch it times
+``seqmamba.kernels.proj_conv_update`` replaces two kernels of every layer's decode step
+(in_proj's cuBLAS product, then the conv step) by one Triton kernel. This script judges
+it where it runs: one whole decode step of the Mamba-130M shape (bf16 weights, random),
+recorded in a CUDA graph and replayed token after token, so each layer's weights come
+from memory as in generation (a replayed graph of one layer would keep them in the L2
+cache). For each batch it times
 
-- ``split``: three kernels (the Triton add + RMSNorm, F.linear, the Triton
-  ``causal_conv1d_update``), as the decode step ran before any fusion;
-- ``norm apart``: the add + RMSNorm kernel, then ``proj_conv_update`` (the product with
-  the conv step as its epilogue, at its launch rule);
+- ``split``: the product and the conv step as two kernels (F.linear, then the Triton
+  ``causal_conv1d_update``), as the decode step ran before the fusion;
 - ``rule``: the op as it runs (kernels/proj_conv_update/kernel.py): the fused kernel
-  with its launch rule, or, above FUSED_MAX_BATCH rows, the same three kernels as split;
+  with its launch rule, or, above FUSED_MAX_BATCH rows, the same two kernels as split;
 - every launch shape of the sweep for the fused kernel, (BLOCK_N, BLOCK_K, warps,
   stages) with the fewest rows a tile covering the batch takes, each first checked
   against the reference on random inputs.
 
 and prints ms per token (median of replays), fastest first.
 
-    python benchmarks/proj_conv_tuning.py [--batches 1,16,64] [--top 8] [--replays 200] [--block-n 16,32] [--block-k 256]
+    python benchmarks/proj_conv_tuning.py [--batches 1,16,64] [--top 8] [--replays 200]
 """
 from __future__ import annotations
 
@@ -31,61 +29,41 @@ import torch
 import torch.nn.functional as F
 
 from bench_scan import rel_err
-from seqmamba.kernels import causal_conv1d_update, proj_conv_update, rms_norm
+from seqmamba.kernels import causal_conv1d_update
 from seqmamba.kernels.proj_conv_update import kernel as fused_kernel
-from seqmamba.kernels.proj_conv_update.kernel import (
-    Launch,
-    default_launch,
-    norm_proj_conv_update_triton,
-    smallest_block_m,
-)
-from seqmamba.kernels.proj_conv_update.reference import norm_proj_conv_update_reference
+from seqmamba.kernels.proj_conv_update.kernel import Launch, default_launch, proj_conv_update_triton, smallest_block_m
+from seqmamba.kernels.proj_conv_update.reference import proj_conv_update_reference
 from seqmamba.models import decode
 
 D_MODEL, D_INNER, WIDTH = 768, 1536, 4
 
 
-def split_step(x, residual, norm_weight, proj_weight, conv_state, conv_weight, conv_bias=None, proj_bias=None,
-               activation=None, eps=1e-5, residual_in_fp32=False, backend=None):
-    """The three-kernel step the fused op replaced, with norm_proj_conv_update's signature."""
-    normed, residual = rms_norm(x, norm_weight, residual, eps=eps, residual_in_fp32=residual_in_fp32, backend=backend)
-    x, z = F.linear(normed, proj_weight, proj_bias).chunk(2, dim=-1)
-    return causal_conv1d_update(x, conv_state, conv_weight, conv_bias, activation, backend=backend), z, residual
+def split_step(hidden, proj_weight, conv_state, conv_weight, conv_bias=None, proj_bias=None, activation=None,
+               backend=None):
+    """The two-kernel step the fused op replaced, with proj_conv_update's signature."""
+    x, z = F.linear(hidden, proj_weight, proj_bias).chunk(2, dim=-1)
+    return causal_conv1d_update(x, conv_state, conv_weight, conv_bias, activation, backend=backend), z
 
 
-def norm_apart_step(x, residual, norm_weight, proj_weight, conv_state, conv_weight, conv_bias=None, proj_bias=None,
-                    activation=None, eps=1e-5, residual_in_fp32=False, backend=None):
-    """The two-kernel step before the norm joined the fused kernel, with the same signature."""
-    normed, residual = rms_norm(x, norm_weight, residual, eps=eps, residual_in_fp32=residual_in_fp32, backend=backend)
-    x, z = proj_conv_update(normed, proj_weight, conv_state, conv_weight, conv_bias, proj_bias, activation,
-                            backend=backend)
-    return x, z, residual
-
-
-def launch_shapes(block_m: int, block_n: tuple[int, ...] = (16, 32, 64),
-                  block_k: tuple[int, ...] = (64, 128, 256)) -> list[Launch]:
+def launch_shapes(block_m: int) -> list[Launch]:
     """The sweep's (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) for one BLOCK_M."""
-    return [(block_m, n, k, w, s) for n, k, w, s in itertools.product(block_n, block_k, (2, 4), (2, 3))]
+    return [(block_m, n, k, w, s) for n, k, w, s in itertools.product((16, 32, 64), (64, 128, 256), (2, 4), (2, 3))]
 
 
 def check_launch(launch: Launch, batch: int, *, device: str = "cuda", dim: int = D_INNER, k: int = D_MODEL) -> float:
-    """Relative error of the fused kernel with ``launch`` against the reference (output,
-    window and residual)."""
+    """Relative error of the fused kernel with ``launch`` against the reference (output and window)."""
     g = torch.Generator().manual_seed(batch)
     bf = torch.bfloat16
 
-    def randn(*shape: int, scale: float = 1.0, dtype: torch.dtype = bf) -> torch.Tensor:
-        return (torch.randn(*shape, generator=g) * scale).to(device, dtype)
+    def randn(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return (torch.randn(*shape, generator=g) * scale).to(device, bf)
 
-    x, residual, norm_weight = randn(batch, k), randn(batch, k, dtype=torch.float32), randn(k, dtype=torch.float32)
-    weight = randn(2 * dim, k, scale=k**-0.5)
+    hidden, weight = randn(batch, k), randn(2 * dim, k, scale=k**-0.5)
     state, taps, bias = randn(batch, dim, WIDTH), randn(dim, WIDTH, scale=0.5), randn(dim)
     want_state, got_state = state.clone(), state.clone()
-    want, want_res = norm_proj_conv_update_reference(x, residual, norm_weight, 1e-5, True, weight, None, want_state,
-                                                     taps, bias, True)
-    got, got_res = norm_proj_conv_update_triton(x, residual, norm_weight, 1e-5, torch.float32, weight, None,
-                                                got_state, taps, bias, True, launch=launch)
-    return max(rel_err(got, want), rel_err(got_state, want_state), rel_err(got_res, want_res))
+    want = proj_conv_update_reference(hidden, weight, None, want_state, taps, bias, True)
+    got = proj_conv_update_triton(hidden, weight, None, got_state, taps, bias, True, launch=launch)
+    return max(rel_err(got, want), rel_err(got_state, want_state))
 
 
 def graphed_step_ms(batch: int, replays: int) -> Callable[[], float]:
@@ -116,21 +94,18 @@ def graphed_step_ms(batch: int, replays: int) -> Callable[[], float]:
     return measure
 
 
-def sweep(batch: int, top: int, replays: int, block_n: tuple[int, ...] = (16, 32, 64),
-          block_k: tuple[int, ...] = (64, 128, 256)) -> None:
+def sweep(batch: int, top: int, replays: int) -> None:
     measure = graphed_step_ms(batch, replays)
     rule = default_launch(batch, D_INNER)
     rows = []
-    original_op, original_rule = decode.norm_proj_conv_update, fused_kernel.default_launch
+    original_op, original_rule = decode.proj_conv_update, fused_kernel.default_launch
     try:
-        decode.norm_proj_conv_update = split_step
-        rows.append((measure(), "split (norm, F.linear, conv step)", None))
-        decode.norm_proj_conv_update = norm_apart_step
-        rows.append((measure(), "norm apart (norm, proj_conv)", None))
-        decode.norm_proj_conv_update = original_op
+        decode.proj_conv_update = split_step
+        rows.append((measure(), "split (F.linear + conv step)", None))
+        decode.proj_conv_update = original_op
         if rule is None:
-            rows.append((measure(), "rule: three kernels", None))
-        for launch in [s for s in [rule] if s] + [s for s in launch_shapes(smallest_block_m(batch), block_n, block_k) if s != rule]:
+            rows.append((measure(), "rule: two kernels", None))
+        for launch in [s for s in [rule] if s] + [s for s in launch_shapes(smallest_block_m(batch)) if s != rule]:
             try:
                 err = check_launch(launch, batch)
             except Exception as e:  # noqa: BLE001 (a shape the GPU cannot launch, e.g. out of shared memory)
@@ -140,7 +115,7 @@ def sweep(batch: int, top: int, replays: int, block_n: tuple[int, ...] = (16, 32
             label = f"{'rule ' if launch == rule else ''}M{launch[0]} N{launch[1]} K{launch[2]} w{launch[3]} s{launch[4]}"
             rows.append((measure(), label, err))
     finally:
-        decode.norm_proj_conv_update, fused_kernel.default_launch = original_op, original_rule
+        decode.proj_conv_update, fused_kernel.default_launch = original_op, original_rule
     split_ms = rows[0][0]
     print(f"batch {batch}: decode step of the Mamba-130M shape from a CUDA graph, ms per token "
           f"(split {split_ms:.4f}; rule {next(ms for ms, label, _ in rows if label_is_rule(label)):.4f})")
@@ -159,14 +134,11 @@ def main() -> None:
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--top", type=int, default=8)
     p.add_argument("--replays", type=int, default=200)
-    p.add_argument("--block-n", default="16,32,64", help="BLOCK_N values of the sweep")
-    p.add_argument("--block-k", default="64,128,256", help="BLOCK_K values of the sweep")
     args = p.parse_args()
     if not torch.cuda.is_available():
         p.error("needs a CUDA device")
-    block_n, block_k = (tuple(map(int, v.split(","))) for v in (args.block_n, args.block_k))
     for batch in map(int, args.batches.split(",")):
-        sweep(batch, args.top, args.replays, block_n, block_k)
+        sweep(batch, args.top, args.replays)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 The step as the model's decode runs it (seqmamba.models.decode.mixer_step): bf16
 strided slices of the projections for x, z, the low-rank Δ input, B and C; A as a bf16
 A_log; dt_proj's bf16 weight applied inside the kernel; D and dt_bias in bf16. For
-each batch and state dtype, every (BLOCK_D, num_warps, rows per program) of the sweep is
+each batch and state dtype, every (BLOCK_D, num_warps) of the sweep is
 checked against the reference and timed from a CUDA graph (median); the table lists
 the fastest few and the current launch rule's choice. mamba_ssm's kernel (with a
 separate Δ matrix product, as mamba_ssm's decode runs it) is timed beside them when
@@ -18,7 +18,7 @@ launch for steps this short.) ``--in-model`` does that judging for every launch 
 it profiles the decode step of the Mamba-130M shape with each shape in turn and reports
 the SSM step kernel's mean time there.
 
-    python benchmarks/state_update_tuning.py [--batches 1,16,64] [--top 6] [--in-model] [--rows 1,2,4] [--warps 1,2]
+    python benchmarks/state_update_tuning.py [--batches 1,16,64] [--top 6] [--in-model]
 """
 from __future__ import annotations
 
@@ -33,11 +33,7 @@ from bench_scan import rel_err
 from kernel_profile import profile_step, rank_kernels
 from seqmamba.kernels.selective_state_update import triton_kernel
 from seqmamba.kernels.selective_state_update.reference import selective_state_update_reference
-from seqmamba.kernels.selective_state_update.triton_kernel import (
-    launch_config,
-    rows_per_program,
-    selective_state_update_triton,
-)
+from seqmamba.kernels.selective_state_update.triton_kernel import launch_config, selective_state_update_triton
 
 D_MODEL, D_INNER, N_STATE, RANK = 768, 1536, 16, 48
 
@@ -87,23 +83,13 @@ def graph_us(fn) -> float:
     return 1e3 * triton.testing.do_bench_cudagraph(fn, return_mode="median")
 
 
-def launch_shapes(dim: int = D_INNER, rows: tuple[int, ...] = (1,),
-                  warps: tuple[int, ...] = (1, 2, 4, 8)) -> list[tuple[int, int, int]]:
-    """(BLOCK_D, num_warps, rows per program) of the sweep: tiles of 256-4096 state
-    elements, no idle warp, each with every count of batch rows in ``rows``."""
-    return [(tile // N_STATE, w, r)
-            for tile, w, r in itertools.product((256, 512, 1024, 2048, 4096), warps, rows)
-            if tile // N_STATE <= dim and tile >= 128 * w]
+def launch_shapes(dim: int = D_INNER) -> list[tuple[int, int]]:
+    """(BLOCK_D, num_warps) of the sweep: tiles of 256-4096 state elements, no idle warp."""
+    return [(tile // N_STATE, warps) for tile, warps in itertools.product((256, 512, 1024, 2048, 4096), (1, 2, 4, 8))
+            if tile // N_STATE <= dim and tile >= 128 * warps]
 
 
-def rule_of(batch: int, dim: int) -> tuple[int, int, int]:
-    """The kernel's own launch choice, as (BLOCK_D, num_warps, rows per program)."""
-    block_d, _, warps = launch_config(batch, dim, N_STATE)
-    return block_d, warps, rows_per_program(batch, dim, N_STATE)
-
-
-def in_model_sweep(batch: int, state_dtype: torch.dtype, top: int, steps: int = 3, rows: tuple[int, ...] = (1,),
-                   warps: tuple[int, ...] = (1, 2, 4, 8)) -> None:
+def in_model_sweep(batch: int, state_dtype: torch.dtype, top: int, steps: int = 3) -> None:
     """The SSM step kernel's mean time inside ``steps`` eager decode steps of the
     Mamba-130M shape (bf16, random weights), for every launch shape of the sweep."""
     from seqmamba.models import MambaLM, ModelConfig, allocate_inference_cache
@@ -114,13 +100,12 @@ def in_model_sweep(batch: int, state_dtype: torch.dtype, top: int, steps: int = 
     model = MambaLM(config).to(device="cuda", dtype=torch.bfloat16).eval()
     ids = torch.randint(0, config.vocab_size, (batch, 16), device="cuda")
     cache = allocate_inference_cache(model, batch, state_dtype=state_dtype)
-    rule, timings = rule_of(batch, D_INNER), []
+    rule, timings = launch_config(batch, D_INNER, N_STATE), []
     with torch.inference_mode():
         prefill(model, ids, cache)
         try:
-            for shape in launch_shapes(rows=rows, warps=warps):
-                triton_kernel.launch_config = lambda b, d, n, shape=shape: (shape[0], N_STATE, shape[1])
-                triton_kernel.rows_per_program = lambda b, d, n, shape=shape: shape[2]
+            for block_d, warps in launch_shapes():
+                triton_kernel.launch_config = lambda b, d, n, shape=(block_d, warps): (shape[0], N_STATE, shape[1])
 
                 def run_steps() -> None:
                     for _ in range(steps):
@@ -129,42 +114,41 @@ def in_model_sweep(batch: int, state_dtype: torch.dtype, top: int, steps: int = 
                 run_steps()  # compiles this launch shape
                 kernels = rank_kernels(profile_step(run_steps))
                 us = [t / n for name, t, n in kernels if name.startswith("_selective_state_update_kernel")]
-                timings.append((us[0], shape, None))
+                timings.append((us[0], (block_d, warps), None))
         finally:
-            triton_kernel.launch_config, triton_kernel.rows_per_program = launch_config, rows_per_program
+            triton_kernel.launch_config = launch_config
     timings.sort(key=lambda t: t[0])
-    report(batch, state_dtype, rule, timings, top, "in the model's decode step")
+    report(batch, state_dtype, (rule[0], rule[2]), timings, top, "in the model's decode step")
 
 
-def report(batch: int, state_dtype: torch.dtype, rule: tuple[int, int, int], timings: list, top: int,
-           where: str) -> None:
+def report(batch: int, state_dtype: torch.dtype, rule: tuple[int, int], timings: list, top: int, where: str) -> None:
     name = {torch.float32: "fp32", torch.bfloat16: "bf16"}[state_dtype]
     print(f"batch {batch}, state {name}, {where}: rule {rule} -> "
           f"{next((us for us, cfg, _ in timings if cfg == rule), float('nan')):.2f} us")
     for us, cfg, err in timings[:top]:
         checked = "" if err is None else f"  (rel err {err:.1e})"
-        print(f"    BLOCK_D {cfg[0]:4d} warps {cfg[1]} rows {cfg[2]}: {us:6.2f} us{checked}")
+        print(f"    BLOCK_D {cfg[0]:4d} warps {cfg[1]}: {us:6.2f} us{checked}")
 
 
 def sweep(batch: int, state_dtype: torch.dtype, top: int, *, device: str = "cuda", dim: int = D_INNER,
-          timer=None, rows: tuple[int, ...] = (1,), warps: tuple[int, ...] = (1, 2, 4, 8)) -> list:
+          timer=None) -> list:
     """Every launch shape checked against the reference and timed (``timer``: default
-    graph_us); prints the fastest ``top`` and returns all as (us, (BLOCK_D, warps, rows), err)."""
+    graph_us); prints the fastest ``top`` and returns all as (us, (BLOCK_D, warps), err)."""
     timer = timer or graph_us
     inputs = model_step_inputs(batch, state_dtype, device=device, dim=dim)
+    rule = launch_config(batch, dim, N_STATE)
     timings = []
-    for block_d, w, r in launch_shapes(dim, rows, warps):
-        launch = dict(block_d=block_d, num_warps=w, rows=r)
+    for block_d, warps in launch_shapes(dim):
         ref_state = inputs["state"].clone()
         y_ref = selective_state_update_reference(**{**inputs, "state": ref_state})
         state = inputs["state"].clone()
-        y = run({**inputs, "state": state}, **launch)
+        y = run({**inputs, "state": state}, block_d=block_d, num_warps=warps)
         err = max(rel_err(y, y_ref), rel_err(state, ref_state))
         work = {**inputs, "state": inputs["state"].clone()}
-        us = timer(lambda: run(work, **launch))
-        timings.append((us, (block_d, w, r), err))
+        us = timer(lambda: run(work, block_d=block_d, num_warps=warps))
+        timings.append((us, (block_d, warps), err))
     timings.sort(key=lambda t: t[0])
-    report(batch, state_dtype, rule_of(batch, dim), timings, top, "one step from a CUDA graph")
+    report(batch, state_dtype, (rule[0], rule[2]), timings, top, "one step from a CUDA graph")
     if device == "cuda":
         try:
             step = mamba_ssm_step({**inputs, "state": inputs["state"].clone()})
@@ -179,16 +163,12 @@ def main() -> None:
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--top", type=int, default=6)
     p.add_argument("--in-model", action="store_true", help="time each launch shape inside the model's decode step")
-    p.add_argument("--rows", default="1", help="batch rows per program to try, comma-separated")
-    p.add_argument("--warps", default="1,2,4,8", help="warps per program to try, comma-separated")
-    p.add_argument("--state-dtypes", default="fp32,bf16")
     args = p.parse_args()
     if not torch.cuda.is_available():
         p.error("needs a CUDA device")
-    rows, warps = tuple(map(int, args.rows.split(","))), tuple(map(int, args.warps.split(",")))
-    for state_dtype in ({"fp32": torch.float32, "bf16": torch.bfloat16}[n] for n in args.state_dtypes.split(",")):
+    for state_dtype in (torch.float32, torch.bfloat16):
         for batch in map(int, args.batches.split(",")):
-            (in_model_sweep if args.in_model else sweep)(batch, state_dtype, args.top, rows=rows, warps=warps)
+            (in_model_sweep if args.in_model else sweep)(batch, state_dtype, args.top)
 
 
 if __name__ == "__main__":

@@ -23,16 +23,14 @@ def test_every_launch_shape_is_checked_and_timed(tuning, capsys):
         timed.append(fn)
         return float(len(timed))  # the first shape is the "fastest"
 
-    # 5 batch rows: programs of 2 rows leave the last one a row short.
-    timings = tuning.sweep(5, torch.float32, 2, device="cpu", dim=40, timer=timer, rows=(1, 2))
-    shapes = tuning.launch_shapes(40, rows=(1, 2))
+    timings = tuning.sweep(3, torch.float32, 2, device="cpu", dim=40, timer=timer)
+    shapes = tuning.launch_shapes(40)
     assert shapes and [cfg for _, cfg, _ in timings] == shapes and len(timed) == len(shapes)
-    assert {r for _, _, r in shapes} == {1, 2}
-    assert all(block_d <= 40 and block_d * tuning.N_STATE >= 128 * warps for block_d, warps, _ in shapes)
+    assert all(block_d <= 40 and block_d * tuning.N_STATE >= 128 * warps for block_d, warps in shapes)
     # bf16 inputs and output against the float32 reference: within bf16's rounding.
     assert all(err < 1e-2 for _, _, err in timings)
     printed = capsys.readouterr().out
-    assert printed.startswith("batch 5, state fp32, one step from a CUDA graph: rule (") and "BLOCK_D   16" in printed
+    assert printed.startswith("batch 3, state fp32, one step from a CUDA graph: rule (") and "BLOCK_D   16" in printed
 
 
 def test_refuses_to_run_without_cuda(tuning, monkeypatch):

@@ -20,11 +20,10 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ..backend import triton_interpreter_enabled
 from .. import dependent_launch
+from ..backend import triton_interpreter_enabled
 from ..causal_conv1d.kernel import _acc_dtype
 from ..causal_conv1d.update_kernel import causal_conv1d_update_triton
-from ..rmsnorm.kernel import rms_norm_forward
 from ..sizes import cdiv, next_power_of_2
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
@@ -33,13 +32,12 @@ Launch = tuple[int, int, int, int, int]
 
 @triton.jit
 def _proj_conv_kernel(
-    h_ptr, w_ptr, pb_ptr, state_ptr, cw_ptr, cb_ptr, out_ptr, res_ptr, nw_ptr, new_res_ptr,
+    h_ptr, w_ptr, pb_ptr, state_ptr, cw_ptr, cb_ptr, out_ptr,
     BATCH, D, K,
-    s_hb, s_hk, s_wn, s_wk, s_sb, s_sd, s_sk, s_cd, s_ck, s_ob, s_on, s_rb, s_rk, eps,
+    s_hb, s_hk, s_wn, s_wk, s_sb, s_sd, s_sk, s_cd, s_ck, s_ob, s_on,
     WIDTH: tl.constexpr, BLOCK_W: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, K_CHUNKS: tl.constexpr,
     HAS_PROJ_BIAS: tl.constexpr, HAS_CONV_BIAS: tl.constexpr, SILU: tl.constexpr,
-    NORM: tl.constexpr, HAS_RES: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr, ACC: tl.constexpr, PDL: tl.constexpr,
 ):
     blocks_per_half = tl.cdiv(D, BLOCK_N)
@@ -55,30 +53,14 @@ def _proj_conv_kernel(
         tl.extra.cuda.gdc_launch_dependents()
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    sum_sq = tl.zeros((BLOCK_M,), dtype=tl.float32)
     for c in range(0, K_CHUNKS):
         k = c * BLOCK_K + tl.arange(0, BLOCK_K)
         mask_k = k < K
-        mask_rk = mask_r[:, None] & mask_k[None, :]
-        h = tl.load(h_ptr + rows[:, None] * s_hb + k[None, :] * s_hk, mask=mask_rk, other=0.0)
-        if NORM:
-            # The residual add, stored once (by the first column block), and the norm's
-            # sum of squares of the stored value; the product takes (h * weight) and is
-            # scaled by each row's 1 / rms after the loop.
-            h = h.to(tl.float32)
-            if HAS_RES:
-                h += tl.load(res_ptr + rows[:, None] * s_rb + k[None, :] * s_rk, mask=mask_rk, other=0.0).to(tl.float32)
-            h = h.to(new_res_ptr.dtype.element_ty)
-            tl.store(new_res_ptr + rows[:, None] * K + k[None, :], h, mask=mask_rk & (pid_n == 0))
-            h = h.to(tl.float32)
-            sum_sq += tl.sum(h * h, axis=1)
-            h = (h * tl.load(nw_ptr + k, mask=mask_k, other=0.0).to(tl.float32)[None, :]).to(w_ptr.dtype.element_ty)
+        h = tl.load(h_ptr + rows[:, None] * s_hb + k[None, :] * s_hk, mask=mask_r[:, None] & mask_k[None, :], other=0.0)
         w = tl.load(w_ptr + cols[None, :] * s_wn + k[:, None] * s_wk, mask=mask_c[None, :] & mask_k[:, None], other=0.0)
         if UPCAST:
             h, w = h.to(tl.float32), w.to(tl.float32)
         acc = tl.dot(h, w, acc, input_precision=PRECISION)
-    if NORM:
-        acc *= (1.0 / tl.sqrt(sum_sq / K + eps))[:, None]
     if HAS_PROJ_BIAS:
         acc += tl.load(pb_ptr + cols, mask=mask_c, other=0.0).to(tl.float32)[None, :]
     # Rounded to the model's dtype, as the unfused product's output is.
@@ -143,83 +125,29 @@ def proj_conv_update_triton(
 ) -> torch.Tensor:
     """Launches the kernel; updates conv_state in place, returns (batch, 2 D) in hidden's
     dtype: the conv step's output, then z."""
-    dim = conv_weight.shape[0]
-    launch = launch or default_launch(hidden.shape[0], dim)
-    if launch is None:
-        return _split_step(hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu)
-    return _launch(launch, hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu)
-
-
-def norm_proj_conv_update_triton(
-    x: torch.Tensor,
-    residual: torch.Tensor | None,
-    norm_weight: torch.Tensor,
-    eps: float,
-    residual_dtype: torch.dtype,
-    proj_weight: torch.Tensor,
-    proj_bias: torch.Tensor | None,
-    conv_state: torch.Tensor,
-    conv_weight: torch.Tensor,
-    conv_bias: torch.Tensor | None,
-    silu: bool,
-    launch: Launch | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The residual add and RMSNorm as the kernel's prologue: returns ((batch, 2 D) as
-    :func:`proj_conv_update_triton`, the new residual (batch, K) in residual_dtype)."""
-    dim = conv_weight.shape[0]
-    launch = launch or default_launch(x.shape[0], dim)
-    if launch is None:
-        normed, new_residual = rms_norm_forward(x, norm_weight, residual, eps, residual_dtype)
-        return _split_step(normed, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu), new_residual
-    new_residual = torch.empty(x.shape, dtype=residual_dtype, device=x.device)
-    xz = _launch(launch, x, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu,
-                 norm=(residual, norm_weight, eps, new_residual))
-    return xz, new_residual
-
-
-def _split_step(hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu) -> torch.Tensor:
-    """cuBLAS's product, then the conv step kernel writing over the product's x half."""
-    dim = conv_weight.shape[0]
-    xz = F.linear(hidden, proj_weight, proj_bias)
-    causal_conv1d_update_triton(xz[:, :dim], conv_state, conv_weight, conv_bias, silu, out=xz[:, :dim])
-    return xz
-
-
-def _launch(
-    launch: Launch,
-    hidden: torch.Tensor,
-    proj_weight: torch.Tensor,
-    proj_bias: torch.Tensor | None,
-    conv_state: torch.Tensor,
-    conv_weight: torch.Tensor,
-    conv_bias: torch.Tensor | None,
-    silu: bool,
-    norm: tuple[torch.Tensor | None, torch.Tensor, float, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """One launch of the fused kernel; ``norm`` = (residual, norm weight, eps, new
-    residual buffer) adds the residual and normalises hidden first."""
     batch, k = hidden.shape
     dim, width = conv_weight.shape
+    launch = launch or default_launch(batch, dim)
+    if launch is None:
+        xz = F.linear(hidden, proj_weight, proj_bias)
+        causal_conv1d_update_triton(xz[:, :dim], conv_state, conv_weight, conv_bias, silu, out=xz[:, :dim])
+        return xz
     block_m, block_n, block_k, warps, stages = launch
     # Triton 3.6's interpreter multiplies bfloat16 tiles wrongly (numpy has no bfloat16);
     # there the tiles go to float32 first, which gives the same products (each product
     # of two bfloat16 values is exact in float32) and float32 sums as on the GPU.
     upcast = hidden.dtype == torch.bfloat16 and triton_interpreter_enabled()
     out = torch.empty((batch, 2 * dim), dtype=hidden.dtype, device=hidden.device)
-    residual, norm_weight, eps, new_residual = norm if norm is not None else (None, hidden, 0.0, hidden)
     grid = (2 * cdiv(dim, block_n), cdiv(batch, block_m))
     pdl = dependent_launch.enabled_for(hidden.device)
     _proj_conv_kernel[grid](
         hidden, proj_weight, proj_bias if proj_bias is not None else proj_weight, conv_state, conv_weight,
         conv_bias if conv_bias is not None else conv_weight, out,
-        residual if residual is not None else hidden, norm_weight, new_residual,
         batch, dim, k,
         *hidden.stride(), *proj_weight.stride(), *conv_state.stride(), *conv_weight.stride(), *out.stride(),
-        *(residual.stride() if residual is not None else (0, 0)), eps,
         WIDTH=width, BLOCK_W=next_power_of_2(width),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, K_CHUNKS=cdiv(k, block_k),
         HAS_PROJ_BIAS=proj_bias is not None, HAS_CONV_BIAS=conv_bias is not None, SILU=silu,
-        NORM=norm is not None, HAS_RES=residual is not None,
         # float32 products exactly (no TF32), as F.linear computes them by default.
         PRECISION="ieee" if hidden.dtype == torch.float32 or upcast else "tf32",
         UPCAST=upcast,

@@ -5,14 +5,8 @@ advances the causal conv by one step on x. At decoding batch sizes each of those
 kernel bound by its launch more than by its arithmetic; on the Triton path the conv step
 runs as the product's epilogue, so the layer launches one kernel fewer per token.
 
-``norm_proj_conv_update`` also takes the pre-norm block's residual add and RMSNorm
-into the same kernel, as its prologue: each program adds its rows' residual, sums their
-squares while it streams them through the product, and scales its tile by 1 / rms at
-the end (the norm is a per-row factor, so it commutes with the product).
-
-The Triton paths are custom ops (``seqmamba::proj_conv_update``,
-``seqmamba::norm_proj_conv_update``) declared as mutating ``conv_state``, so a CUDA graph
-or a compiled decode loop keeps the window's update.
+The Triton path is the custom op ``seqmamba::proj_conv_update``, declared as mutating
+``conv_state``, so a CUDA graph or a compiled decode loop keeps the window's update.
 """
 from __future__ import annotations
 
@@ -21,12 +15,9 @@ import torch
 from ..backend import resolve_backend
 from ..causal_conv1d.update import check_conv_step
 from ..checks import check_tensor
-from ..rmsnorm.op import check_rms_norm_inputs
-from ..rmsnorm.reference import residual_dtype
-from .reference import norm_proj_conv_update_reference, proj_conv_update_reference
+from .reference import proj_conv_update_reference
 
 OP = "proj_conv_update"
-NORM_OP = "norm_proj_conv_update"
 BACKENDS = ("triton", "reference")
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -66,12 +57,15 @@ def proj_conv_update(
         ValueError: naming the argument whose shape, dtype, device or layout is wrong,
             or for a backend that cannot run here.
     """
-    _check_inputs(OP, hidden, proj_weight, conv_state, conv_weight, conv_bias, proj_bias, activation)
+    _check_inputs(hidden, proj_weight, conv_state, conv_weight, conv_bias, proj_bias, activation)
     silu = activation == "silu"
     name = resolve_backend(OP, backend, hidden.device, BACKENDS)
     with torch.no_grad():
         if name == "triton":
-            _check_triton_dtypes(OP, hidden=hidden, conv_state=conv_state)
+            for arg, t in (("hidden", hidden), ("conv_state", conv_state)):
+                if t.dtype not in TRITON_DTYPES:
+                    raise ValueError(f"{OP}: the Triton kernel takes {arg} in float16, bfloat16 or float32, "
+                                     f"got {t.dtype}; use backend='reference'")
             xz = proj_conv_update_op(hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu)
         else:
             xz = proj_conv_update_reference(hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu)
@@ -100,103 +94,7 @@ def _(hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu):
     return hidden.new_empty(hidden.shape[0], proj_weight.shape[0])
 
 
-def norm_proj_conv_update(
-    x: torch.Tensor,
-    residual: torch.Tensor | None,
-    norm_weight: torch.Tensor,
-    proj_weight: torch.Tensor,
-    conv_state: torch.Tensor,
-    conv_weight: torch.Tensor,
-    conv_bias: torch.Tensor | None = None,
-    proj_bias: torch.Tensor | None = None,
-    activation: str | None = None,
-    eps: float = 1e-5,
-    residual_in_fp32: bool = False,
-    backend: str | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A pre-norm Mamba block's decode step up to its conv: residual add, RMSNorm, input
-    projection, conv step.
-
-    Equal to ``normed, new_residual = rms_norm(x, norm_weight, residual, eps,
-    residual_in_fp32)`` followed by ``proj_conv_update(normed, proj_weight, conv_state,
-    conv_weight, conv_bias, proj_bias, activation)``. The Triton kernel applies the norm's
-    1 / rms to the product's float32 sums instead of to its input, so in 16-bit dtypes
-    its results differ from the two ops' by a rounding of the normed input.
-
-    Args:
-        x: (batch, K) the previous mixer's output (or the embeddings); any strides.
-        residual: (batch, K) the residual stream before it, or None (the first block).
-        norm_weight: (K,) the RMSNorm's scale.
-        proj_weight, conv_state, conv_weight, conv_bias, proj_bias, activation: as
-            :func:`proj_conv_update` (proj_weight in x's dtype; conv_state updated in place).
-        eps: the norm's epsilon, > 0.
-        residual_in_fp32: keep the new residual in float32 (else in x's dtype).
-        backend: None (Triton on CUDA, the reference elsewhere), "triton" or "reference".
-
-    Returns:
-        (x_conv, z, new_residual): the conv step's output and the gate input, (batch, D)
-        each in x's dtype, and the residual stream after the add, (batch, K).
-
-    Raises:
-        ValueError: naming the argument whose shape, dtype, device or layout is wrong,
-            or for a backend that cannot run here.
-    """
-    _check_inputs(NORM_OP, x, proj_weight, conv_state, conv_weight, conv_bias, proj_bias, activation, hidden_name="x")
-    check_rms_norm_inputs(NORM_OP, x, norm_weight, residual, eps, weight_name="norm_weight")
-    silu = activation == "silu"
-    name = resolve_backend(NORM_OP, backend, x.device, BACKENDS)
-    with torch.no_grad():
-        if name == "triton":
-            _check_triton_dtypes(NORM_OP, x=x, conv_state=conv_state)
-            xz, new_residual = norm_proj_conv_update_op(x, residual, norm_weight, float(eps), residual_in_fp32,
-                                                        proj_weight, proj_bias, conv_state, conv_weight, conv_bias,
-                                                        silu)
-        else:
-            xz, new_residual = norm_proj_conv_update_reference(x, residual, norm_weight, eps, residual_in_fp32,
-                                                               proj_weight, proj_bias, conv_state, conv_weight,
-                                                               conv_bias, silu)
-    dim = conv_state.shape[1]
-    return xz[:, :dim], xz[:, dim:], new_residual
-
-
-@torch.library.custom_op("seqmamba::norm_proj_conv_update", mutates_args=("conv_state",))
-def norm_proj_conv_update_op(
-    x: torch.Tensor,
-    residual: torch.Tensor | None,
-    norm_weight: torch.Tensor,
-    eps: float,
-    residual_in_fp32: bool,
-    proj_weight: torch.Tensor,
-    proj_bias: torch.Tensor | None,
-    conv_state: torch.Tensor,
-    conv_weight: torch.Tensor,
-    conv_bias: torch.Tensor | None,
-    silu: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Triton kernel as one op: updates ``conv_state`` in place, returns ((batch, 2 D),
-    the new residual)."""
-    from .kernel import norm_proj_conv_update_triton
-
-    return norm_proj_conv_update_triton(x, residual, norm_weight, eps, residual_dtype(x.dtype, residual_in_fp32),
-                                        proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu)
-
-
-@norm_proj_conv_update_op.register_fake
-def _(x, residual, norm_weight, eps, residual_in_fp32, proj_weight, proj_bias, conv_state, conv_weight, conv_bias,
-      silu):
-    return (x.new_empty(x.shape[0], proj_weight.shape[0]),
-            x.new_empty(x.shape, dtype=residual_dtype(x.dtype, residual_in_fp32)))
-
-
-def _check_triton_dtypes(op: str, **tensors: torch.Tensor) -> None:
-    for arg, t in tensors.items():
-        if t.dtype not in TRITON_DTYPES:
-            raise ValueError(f"{op}: the Triton kernel takes {arg} in float16, bfloat16 or float32, "
-                             f"got {t.dtype}; use backend='reference'")
-
-
 def _check_inputs(
-    op: str,
     hidden: torch.Tensor,
     proj_weight: torch.Tensor,
     conv_state: torch.Tensor,
@@ -204,16 +102,15 @@ def _check_inputs(
     conv_bias: torch.Tensor | None,
     proj_bias: torch.Tensor | None,
     activation: str | None,
-    hidden_name: str = "hidden",
 ) -> None:
-    check_tensor(op, hidden_name, hidden, (None, None), dims="(batch, K)")
+    check_tensor(OP, "hidden", hidden, (None, None), dims="(batch, K)")
     batch, k = hidden.shape
     if min(batch, k) < 1:
-        raise ValueError(f"{op}: {hidden_name} must have batch and K of at least 1, got shape {tuple(hidden.shape)}")
+        raise ValueError(f"{OP}: hidden must have batch and K of at least 1, got shape {tuple(hidden.shape)}")
     device = hidden.device
-    check_conv_step(op, batch, device, conv_state, conv_weight, conv_bias, activation,
+    check_conv_step(OP, batch, device, conv_state, conv_weight, conv_bias, activation,
                     weight_name="conv_weight", bias_name="conv_bias")
     dim = conv_weight.shape[0]
-    check_tensor(op, "proj_weight", proj_weight, (2 * dim, k), dims="(2 D, K)", dtypes=(hidden.dtype,), device=device)
+    check_tensor(OP, "proj_weight", proj_weight, (2 * dim, k), dims="(2 D, K)", dtypes=(hidden.dtype,), device=device)
     if proj_bias is not None:
-        check_tensor(op, "proj_bias", proj_bias, (2 * dim,), dims="(2 D,)", device=device)
+        check_tensor(OP, "proj_bias", proj_bias, (2 * dim,), dims="(2 D,)", device=device)

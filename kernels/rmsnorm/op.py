@@ -45,7 +45,7 @@ def rms_norm(
         ValueError: naming the argument whose shape, dtype, device or value is wrong,
             or for a backend that cannot run here.
     """
-    check_rms_norm_inputs(OP, x, weight, residual, eps)
+    _check_inputs(x, weight, residual, eps)
     name = resolve_backend(OP, backend, x.device, BACKENDS)
     if name == "triton":
         from .autograd import rms_norm_fwd
@@ -54,21 +54,16 @@ def rms_norm(
     return rms_norm_reference(x, weight, residual, eps=eps, residual_in_fp32=residual_in_fp32)
 
 
-def check_rms_norm_inputs(
-    op: str, x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None, eps: float,
-    *, weight_name: str = "weight",
-) -> None:
-    """The residual add + RMSNorm's input checks, errors naming ``op`` (also used by the
-    decode step's op that fuses the norm into the input projection)."""
+def _check_inputs(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None, eps: float) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() < 1:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{op}: x must be a tensor of shape (..., hidden), got {got}")
-    check_tensor(op, "x", x, tuple(x.shape), dims="(..., hidden)")
+        raise ValueError(f"{OP}: x must be a tensor of shape (..., hidden), got {got}")
+    check_tensor(OP, "x", x, tuple(x.shape), dims="(..., hidden)")
     if x.numel() == 0:
-        raise ValueError(f"{op}: x must not be empty, got shape {tuple(x.shape)}")
+        raise ValueError(f"{OP}: x must not be empty, got shape {tuple(x.shape)}")
     hidden = x.shape[-1]
-    check_tensor(op, weight_name, weight, (hidden,), dims="(hidden,)", device=x.device)
+    check_tensor(OP, "weight", weight, (hidden,), dims="(hidden,)", device=x.device)
     if residual is not None:
-        check_tensor(op, "residual", residual, tuple(x.shape), dims="x's shape (..., hidden)", device=x.device)
+        check_tensor(OP, "residual", residual, tuple(x.shape), dims="x's shape (..., hidden)", device=x.device)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
-        raise ValueError(f"{op}: eps must be a positive finite number, got {eps!r}")
+        raise ValueError(f"{OP}: eps must be a positive finite number, got {eps!r}")

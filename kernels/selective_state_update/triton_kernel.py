@@ -64,7 +64,7 @@ def _load_bc(row_ptr, offs_d, offs_n, n_state, mask, dim_per_group, s_g, s_n, GR
 @triton.jit
 def _selective_state_update_kernel(
     state_ptr, x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dt_bias_ptr, y_ptr, w_dt_ptr,
-    batch, dim, n_state, dim_per_group_B, dim_per_group_C, rank, s_w_d, s_w_r,
+    dim, n_state, dim_per_group_B, dim_per_group_C, rank, s_w_d, s_w_r,
     s_st_b, s_st_d, s_st_n,
     s_x_b, s_x_d, s_dt_b, s_dt_d,
     s_A_d, s_A_n,
@@ -72,73 +72,54 @@ def _selective_state_update_kernel(
     s_D, s_z_b, s_z_d, s_bias, s_y_b, s_y_d,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_GROUPED: tl.constexpr, C_GROUPED: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-    A_IS_LOG: tl.constexpr, DT_PROJ: tl.constexpr, BLOCK_R: tl.constexpr, ROWS: tl.constexpr,
-    PDL: tl.constexpr,
+    A_IS_LOG: tl.constexpr, DT_PROJ: tl.constexpr, BLOCK_R: tl.constexpr, PDL: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     mask_d = offs_d < dim
-    mask_dn = mask_d[:, None] & (offs_n < n_state)[None, :]
+    mask = mask_d[:, None] & (offs_n < n_state)[None, :]
     if PDL:  # a dependent launch (kernels/dependent_launch.py): wait before any load
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
-
-    # The channels' parameters, read once for the program's ROWS batch rows (at large
-    # batches, re-reading them from L2 for every row cost as much as the state's traffic).
-    A = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n, mask=mask_dn, other=0.0).to(tl.float32)
-    if A_IS_LOG:
-        A = -tl.exp(A)
+    state_ptrs = state_ptr + b * s_st_b + offs_d[:, None] * s_st_d + offs_n[None, :] * s_st_n
+    h = tl.load(state_ptrs, mask=mask, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + b * s_x_b + offs_d * s_x_d, mask=mask_d, other=0.0).to(tl.float32)
     if DT_PROJ:
+        # dt is the low-rank input (batch, rank): project it here, dt = W_dt @ dt_low.
         offs_r = tl.arange(0, BLOCK_R)
         mask_r = offs_r < rank
-        w_dt = tl.load(w_dt_ptr + offs_d[:, None] * s_w_d + offs_r[None, :] * s_w_r,
-                       mask=mask_d[:, None] & mask_r[None, :], other=0.0).to(tl.float32)
+        dt_low = tl.load(dt_ptr + b * s_dt_b + offs_r * s_dt_d, mask=mask_r, other=0.0).to(tl.float32)
+        w = tl.load(w_dt_ptr + offs_d[:, None] * s_w_d + offs_r[None, :] * s_w_r,
+                    mask=mask_d[:, None] & mask_r[None, :], other=0.0).to(tl.float32)
+        dt = tl.sum(w * dt_low[None, :], axis=1)
+    else:
+        dt = tl.load(dt_ptr + b * s_dt_b + offs_d * s_dt_d, mask=mask_d, other=0.0).to(tl.float32)
     if HAS_BIAS:
-        dt_bias = tl.load(dt_bias_ptr + offs_d * s_bias, mask=mask_d, other=0.0).to(tl.float32)
+        dt += tl.load(dt_bias_ptr + offs_d * s_bias, mask=mask_d, other=0.0).to(tl.float32)
+    if SOFTPLUS:
+        dt = _softplus(dt)
+    A = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n, mask=mask, other=0.0).to(tl.float32)
+    if A_IS_LOG:
+        A = -tl.exp(A)
+    B = _load_bc(B_ptr + b * s_B_b, offs_d, offs_n, n_state, mask, dim_per_group_B, s_B_g, s_B_n, B_GROUPED)
+    C = _load_bc(C_ptr + b * s_C_b, offs_d, offs_n, n_state, mask, dim_per_group_C, s_C_g, s_C_n, C_GROUPED)
+
+    h = tl.exp(dt[:, None] * A) * h + (dt * x)[:, None] * B
+    # If the layout gives one element to threads of two warps (a tile smaller than the
+    # program), a warp that stored early could feed a late warp's load the new state,
+    # advancing it twice: every warp finishes its loads before any stores.
+    tl.debug_barrier()
+    tl.store(state_ptrs, h.to(state_ptr.dtype.element_ty), mask=mask)
+
+    y = tl.sum(h * C, axis=1)
     if HAS_D:
-        D = tl.load(D_ptr + offs_d * s_D, mask=mask_d, other=0.0).to(tl.float32)
-
-    first = tl.program_id(1).to(tl.int64) * ROWS
-    tile = offs_d[:, None] * s_st_d + offs_n[None, :] * s_st_n
-    h_next = tl.load(state_ptr + first * s_st_b + tile, mask=mask_dn & (first < batch), other=0.0)
-    for r in range(ROWS):
-        b = first + r
-        in_batch = b < batch
-        mask = mask_dn & in_batch
-        state_ptrs = state_ptr + b * s_st_b + tile
-        h = h_next.to(tl.float32)
-        # The next row's state is requested before this row's arithmetic and stores, so
-        # its load overlaps them (rows never share state elements).
-        h_next = tl.load(state_ptrs + s_st_b, mask=mask_dn & (b + 1 < batch) & (r + 1 < ROWS), other=0.0)
-        x = tl.load(x_ptr + b * s_x_b + offs_d * s_x_d, mask=mask_d & in_batch, other=0.0).to(tl.float32)
-        if DT_PROJ:
-            # dt is the low-rank input (batch, rank): project it here, dt = W_dt @ dt_low.
-            dt_low = tl.load(dt_ptr + b * s_dt_b + offs_r * s_dt_d, mask=mask_r & in_batch, other=0.0).to(tl.float32)
-            dt = tl.sum(w_dt * dt_low[None, :], axis=1)
-        else:
-            dt = tl.load(dt_ptr + b * s_dt_b + offs_d * s_dt_d, mask=mask_d & in_batch, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dt += dt_bias
-        if SOFTPLUS:
-            dt = _softplus(dt)
-        B = _load_bc(B_ptr + b * s_B_b, offs_d, offs_n, n_state, mask, dim_per_group_B, s_B_g, s_B_n, B_GROUPED)
-        C = _load_bc(C_ptr + b * s_C_b, offs_d, offs_n, n_state, mask, dim_per_group_C, s_C_g, s_C_n, C_GROUPED)
-
-        h = tl.exp(dt[:, None] * A) * h + (dt * x)[:, None] * B
-        # If the layout gives one element to threads of two warps (a tile smaller than the
-        # program), a warp that stored early could feed a late warp's load the new state,
-        # advancing it twice: every warp finishes its loads before any stores.
-        tl.debug_barrier()
-        tl.store(state_ptrs, h.to(state_ptr.dtype.element_ty), mask=mask)
-
-        y = tl.sum(h * C, axis=1)
-        if HAS_D:
-            y += x * D
-        if HAS_Z:
-            z = tl.load(z_ptr + b * s_z_b + offs_d * s_z_d, mask=mask_d & in_batch, other=0.0).to(tl.float32)
-            y *= z * tl.sigmoid(z)
-        tl.store(y_ptr + b * s_y_b + offs_d * s_y_d, y.to(y_ptr.dtype.element_ty), mask=mask_d & in_batch)
+        y += x * tl.load(D_ptr + offs_d * s_D, mask=mask_d, other=0.0).to(tl.float32)
+    if HAS_Z:
+        z = tl.load(z_ptr + b * s_z_b + offs_d * s_z_d, mask=mask_d, other=0.0).to(tl.float32)
+        y *= z * tl.sigmoid(z)
+    tl.store(y_ptr + b * s_y_b + offs_d * s_y_d, y.to(y_ptr.dtype.element_ty), mask=mask_d)
 
 
 def launch_config(batch: int, dim: int, n_state: int) -> tuple[int, int, int]:
@@ -158,12 +139,6 @@ def launch_config(batch: int, dim: int, n_state: int) -> tuple[int, int, int]:
     block_d = max(1, min(next_power_of_2(dim), tile // block_n))
     num_warps = min(8, max(1, block_d * block_n // per_warp))
     return block_d, block_n, num_warps
-
-
-def rows_per_program(batch: int, dim: int, n_state: int) -> int:
-    """How many batch rows one program steps, reading its channels' parameters (A, the
-    Δ projection's weight, biases) once for all of them."""
-    return 1
 
 
 def _channels_per_group(X: torch.Tensor, dim: int) -> int:
@@ -194,28 +169,25 @@ def selective_state_update_triton(
     *,
     block_d: int | None = None,
     num_warps: int | None = None,
-    rows: int | None = None,
 ) -> torch.Tensor:
     """Launch the kernel: updates ``state`` (batch, D, N) in place, returns y (batch, D).
 
     Inputs are assumed checked by the public op (shapes, dtypes, device, a state
-    whose elements do not overlap). ``block_d`` (a power of two), ``num_warps`` and
-    ``rows`` (batch rows a program steps) override :func:`launch_config` and
-    :func:`rows_per_program`, for tuning measurements.
+    whose elements do not overlap). ``block_d`` (a power of two) and ``num_warps``
+    override :func:`launch_config`, for tuning measurements.
     """
     batch, dim, n_state = state.shape
     y = torch.empty(batch, dim, device=x.device, dtype=x.dtype)
     chosen_d, block_n, chosen_warps = launch_config(batch, dim, n_state)
     block_d = block_d or chosen_d
     num_warps = num_warps or chosen_warps
-    rows = rows or rows_per_program(batch, dim, n_state)
-    grid = (cdiv(dim, block_d), cdiv(batch, rows))
+    grid = (cdiv(dim, block_d), batch)
     pdl = dependent_launch.enabled_for(state.device)
     _selective_state_update_kernel[grid](
         state, x, dt, A, B, C,
         D if D is not None else x, z if z is not None else x, dt_bias if dt_bias is not None else x, y,
         dt_weight if dt_weight is not None else x,
-        batch, dim, n_state, _channels_per_group(B, dim), _channels_per_group(C, dim),
+        dim, n_state, _channels_per_group(B, dim), _channels_per_group(C, dim),
         dt.shape[1] if dt_weight is not None else 0, *(dt_weight.stride() if dt_weight is not None else (0, 0)),
         *state.stride(), *x.stride(), *dt.stride(), *A.stride(),
         *_strides_bc(B), *_strides_bc(C),
@@ -226,7 +198,7 @@ def selective_state_update_triton(
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus,
         B_GROUPED=B.dim() == 3, C_GROUPED=C.dim() == 3,
         BLOCK_D=block_d, BLOCK_N=block_n, A_IS_LOG=A_is_log, DT_PROJ=dt_weight is not None,
-        BLOCK_R=next_power_of_2(dt.shape[1]) if dt_weight is not None else 1, ROWS=rows,
+        BLOCK_R=next_power_of_2(dt.shape[1]) if dt_weight is not None else 1,
         PDL=pdl, launch_pdl=pdl, num_warps=num_warps,
     )
     return y

@@ -13,14 +13,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from seqmamba.kernels import norm_proj_conv_update, proj_conv_update, selective_state_update
+from seqmamba.kernels import proj_conv_update, selective_state_update
 
 from .backbone import MambaBackbone
 from .block import Block
 from .cache import InferenceCache, LayerCache
 from .lm import MambaLM
 from .mixer import Mamba
-from .norm import RMSNorm, add_norm
+from .norm import add_norm
 
 
 def mixer_step(mixer: Mamba, hidden_states: torch.Tensor, cache: LayerCache) -> torch.Tensor:
@@ -34,21 +34,12 @@ def mixer_step(mixer: Mamba, hidden_states: torch.Tensor, cache: LayerCache) -> 
     # projects x and z, shifts the window left by one, puts x last (same memory, so a
     # CUDA graph can replay it) and returns silu(bias + taps . window), accumulated in
     # float32; on the GPU the conv step is the product's epilogue, one kernel.
+    taps = mixer.conv1d.weight[:, 0, :]  # (d_inner, d_conv); tap d_conv - 1 is the newest input
     x, z = proj_conv_update(
-        hidden_states, mixer.in_proj.weight, cache.conv, _conv_taps(mixer), mixer.conv1d.bias,
+        hidden_states, mixer.in_proj.weight, cache.conv, taps, mixer.conv1d.bias,
         proj_bias=mixer.in_proj.bias, activation="silu",
     )  # (batch, d_inner) each
-    return _ssm_step(mixer, x, z, cache)
 
-
-def _conv_taps(mixer: Mamba) -> torch.Tensor:
-    """(d_inner, d_conv) the depthwise conv's taps; tap d_conv - 1 is the newest input."""
-    return mixer.conv1d.weight[:, 0, :]
-
-
-def _ssm_step(mixer: Mamba, x: torch.Tensor, z: torch.Tensor, cache: LayerCache) -> torch.Tensor:
-    """The mixer's step after its conv: x (batch, d_inner) the conv's output, z the gate
-    input; returns (batch, d_model)."""
     dt, B, C = torch.split(F.linear(x, mixer.x_proj.weight), [mixer.dt_rank, mixer.d_state, mixer.d_state], dim=-1)
     # As in the forward: Δ's bias and softplus are applied inside the SSM op, which reads
     # the strided slices of the projections and the parameters in their own dtypes (it
@@ -75,18 +66,8 @@ def _block_step(
     block: Block, hidden_states: torch.Tensor, residual: torch.Tensor | None, cache: LayerCache
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:meth:`Block.forward` for one token (batch, d_model), with the recurrent mixer."""
-    if not isinstance(block.norm, RMSNorm):
-        normed, residual = add_norm(block.norm, hidden_states, residual, residual_in_fp32=block.residual_in_fp32)
-        return mixer_step(block.mixer, normed, cache), residual
-    # The same step, with the residual add and the RMSNorm inside the op that projects
-    # and convolves (on the GPU, the prologue of the same kernel).
-    mixer = block.mixer
-    x, z, residual = norm_proj_conv_update(
-        hidden_states, residual, block.norm.weight, mixer.in_proj.weight, cache.conv, _conv_taps(mixer),
-        mixer.conv1d.bias, proj_bias=mixer.in_proj.bias, activation="silu", eps=block.norm.eps,
-        residual_in_fp32=block.residual_in_fp32,
-    )
-    return _ssm_step(mixer, x, z, cache), residual
+    normed, residual = add_norm(block.norm, hidden_states, residual, residual_in_fp32=block.residual_in_fp32)
+    return mixer_step(block.mixer, normed, cache), residual
 
 
 def _final_norm(backbone: MambaBackbone, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:

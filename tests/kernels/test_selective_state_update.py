@@ -225,27 +225,6 @@ def test_any_block_shape_updates_the_state_once(block_d, num_warps):
     assert_close(y, y_ref, torch.float32)
 
 
-@pytest.mark.parametrize("rows", [2, 3])
-@pytest.mark.parametrize("groups", [1, 2])
-def test_programs_of_several_batch_rows(rows, groups):
-    """Each program steps ``rows`` batch rows with its channels' parameters read once
-    (the last program a row or two short of 5), Δ projected inside, A as its log."""
-    inputs = make_inputs(17, batch=5, dim=40, n_state=16, **ALL, groups=groups)
-    gen = torch.Generator().manual_seed(18)
-    dt_low = torch.randn(5, 6, generator=gen).to(DEVICE)
-    weight = (torch.randn(40, 6, generator=gen) / 6**0.5).to(DEVICE)
-    A_log = torch.log(-inputs["A"])
-    expected_state = inputs["state"].clone()
-    y_ref = selective_state_update_reference(**{**inputs, "state": expected_state, "dt": dt_low, "A": A_log},
-                                             A_is_log=True, dt_weight=weight)
-    args = [inputs[k] for k in ("state", "x")] + [dt_low, A_log] + [
-        inputs[k] for k in ("B", "C", "D", "z", "dt_bias", "dt_softplus")]
-    y = triton_kernel.selective_state_update_triton(*args, A_is_log=True, dt_weight=weight, block_d=16, num_warps=1,
-                                                    rows=rows)
-    assert_close(inputs["state"], expected_state, torch.float32)
-    assert_close(y, y_ref, torch.float32)
-
-
 # --- torch.library registration and compilation ----------------------------------------
 
 
