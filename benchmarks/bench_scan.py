@@ -334,7 +334,11 @@ def format_tables(records: Sequence[dict]) -> tuple[str, str]:
 def environment(device: str) -> dict:
     env = {"date": datetime.date.today().isoformat(), "torch": torch.__version__, "device": device}
     if device == "cuda":
+        from seqmamba.kernels import dependent_launch
+
         env["device"] = torch.cuda.get_device_name()
+        # The decode step's kernels run as dependent launches unless switched off.
+        env["dependent_launch"] = dependent_launch.enabled_for(torch.device("cuda"))
     for module in ("triton", "mamba_ssm"):
         try:
             env[module] = __import__(module).__version__

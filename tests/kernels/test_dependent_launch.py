@@ -4,6 +4,10 @@ tokens and logits as one without. (That each kernel waits before it loads is che
 on its sm_90 build: tests/test_sass_report.py.)"""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -39,3 +43,13 @@ def test_graphed_decode_matches_ordinary_launches(monkeypatch, batch):
     with torch.no_grad():
         assert dependent_launch.enabled_for(prompt.device) == (torch.cuda.get_device_capability()[0] >= 9)
         torch.testing.assert_close(generate(True), generate(False), rtol=0, atol=0)
+
+
+def test_switched_off_by_the_environment_variable():
+    """Read once at import: the variable must be set before seqmamba is imported."""
+    code = "from seqmamba.kernels import dependent_launch as d; print(d.ENABLED)"
+    env = {**os.environ, dependent_launch.ENV: "0"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
+    assert dependent_launch.ENABLED == (os.environ.get(dependent_launch.ENV, "1") != "0")
