@@ -24,6 +24,7 @@ import functools
 import os
 
 import torch
+
 from .backend import triton_interpreter_enabled
 
 ENV = "SEQMAMBA_DEPENDENT_LAUNCH"
