@@ -41,6 +41,8 @@
 #               inside the model (state_update_tuning.py --in-model) and one eager step's
 #               kernels at batch 1 and 64
 #               (bench_generate.py --profile), beside mamba_ssm's when installed
+#   decodelinear decode_linear_tuning.py: x_proj and out_proj of the decode step on cuBLAS
+#               or as Triton dependent launches, by batch, and out_proj's launch shapes
 #   projconv    proj_conv_tuning.py: the decode step with in_proj and the conv step in one
 #               kernel against the two-kernel step, and the fused kernel's launch shapes
 #
@@ -94,7 +96,7 @@ for step in "$@"; do
                 tests/test_lm_loss.py tests/kernels/test_kernel_op.py tests/kernels/test_rmsnorm.py \
                 tests/kernels/test_triton_math.py tests/kernels/test_causal_conv1d.py \
                 tests/kernels/test_causal_conv1d_update.py tests/kernels/test_selective_state_update.py \
-                tests/kernels/test_proj_conv_update.py tests/kernels/test_dependent_launch.py \
+                tests/kernels/test_proj_conv_update.py tests/kernels/test_dependent_launch.py tests/kernels/test_decode_linear.py \
                 tests/test_generation.py tests/test_compile.py tests/test_recompute.py tests/test_chunked_training.py \
                 tests/test_graphed_step.py tests/test_graphed_task_step.py tests/test_host_checks.py \
                 tests/test_bench_generate.py ;;
@@ -124,10 +126,12 @@ for step in "$@"; do
             run state_tuning 300 python3 benchmarks/state_update_tuning.py --in-model
             run decode_profile 300 python3 benchmarks/bench_generate.py --impls ours,ours_lowp,mamba_ssm \
                 --workloads 1x128x64,64x128x64 --repeats 1 --profile 14 ;;
+        decodelinear)
+            run decodelinear 300 python3 benchmarks/decode_linear_tuning.py ;;
         projconv)
             run projconv 300 python3 benchmarks/proj_conv_tuning.py ;;
         *)
-            echo "unknown step '$step': choose from setup anchor wait tests tests_scan tuning scan ops conv train long generate decode projconv" >&2
+            echo "unknown step '$step': choose from setup anchor wait tests tests_scan tuning scan ops conv train long generate decode decodelinear projconv" >&2
             exit 2 ;;
     esac
 done

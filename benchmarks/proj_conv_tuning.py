@@ -31,8 +31,9 @@ import torch.nn.functional as F
 from bench_scan import rel_err
 from seqmamba.kernels import causal_conv1d_update
 from seqmamba.kernels.proj_conv_update import kernel as fused_kernel
-from seqmamba.kernels.proj_conv_update.kernel import Launch, default_launch, proj_conv_update_triton, smallest_block_m
+from seqmamba.kernels.proj_conv_update.kernel import Launch, default_launch, proj_conv_update_triton
 from seqmamba.kernels.proj_conv_update.reference import proj_conv_update_reference
+from seqmamba.kernels.sizes import smallest_block_m
 from seqmamba.models import decode
 
 D_MODEL, D_INNER, WIDTH = 768, 1536, 4

@@ -212,9 +212,13 @@ def describe(kernel: CompiledKernel, dump: Path | None = None) -> str:
         wait, load = sass.first("ACQBULK"), sass.first("LDG")
         order = "waits before its first global load" if wait is not None and (load is None or wait < load) \
             else "DOES NOT WAIT before its first global load"
+        # Prefetches into L2 (CCTL.*PF2) may come before the wait: they load no registers.
+        early = sum(1 for address, opcode, _ in sass.instructions
+                    if opcode.startswith("CCTL") and "PF2" in opcode and (wait is None or address < wait))
         lines.append(f"  dependent launch: {order} (wait at {wait if wait is None else hex(wait)}, "
                      f"first load at {load if load is None else hex(load)}, "
-                     f"signals dependants: {sass.first('PREEXIT') is not None})")
+                     f"signals dependants: {sass.first('PREEXIT') is not None}, "
+                     f"L2 prefetches before the wait: {early})")
     for i, (start, end) in enumerate(sass.innermost_loops()):
         counts = sass.opcodes(start, end)
         lines.append(f"  loop {i} [{start:#x}-{end:#x}]: {_mix(counts, sum(counts.values()))}")
@@ -318,8 +322,8 @@ def _state_update(shape: tuple[int, ...], dtype: torch.dtype) -> None:
 def _decode_step(shape: tuple[int, ...], dtype: torch.dtype) -> None:
     """The decode step's own kernels at one batch size: add + RMSNorm, the input
     projection with the conv step (fused up to 16 rows, the conv step kernel beyond),
-    the SSM step."""
-    from seqmamba.kernels import proj_conv_update, rms_norm
+    x_proj's product, the SSM step."""
+    from seqmamba.kernels import decode_linear, proj_conv_update, rms_norm
 
     batch, d_model, n = shape
     d_inner, width = 2 * d_model, 4
@@ -328,6 +332,9 @@ def _decode_step(shape: tuple[int, ...], dtype: torch.dtype) -> None:
     proj_conv_update(normed, torch.empty(2 * d_inner, d_model, dtype=dtype), torch.empty(batch, d_inner, width, dtype=dtype),
                      torch.empty(d_inner, width, dtype=dtype), torch.empty(d_inner, dtype=dtype), activation="silu",
                      backend="triton")
+    dt_rank = -(-d_model // 16)
+    decode_linear(torch.empty(batch, d_inner, dtype=dtype), torch.empty(dt_rank + 2 * n, d_inner, dtype=dtype),
+                  backend="triton")
     _state_update((batch, d_inner, n), dtype)
 
 

@@ -7,6 +7,7 @@ elsewhere, or the one a caller names).
 from .backend import use_backend
 from .causal_conv1d import causal_conv1d, causal_conv1d_update
 from .cross_entropy import softmax_cross_entropy
+from .decode_linear import decode_linear
 from .proj_conv_update import proj_conv_update
 from .rmsnorm import rms_norm
 from .selective_scan import selective_scan
@@ -15,6 +16,7 @@ from .selective_state_update import selective_state_update
 __all__ = [
     "causal_conv1d",
     "causal_conv1d_update",
+    "decode_linear",
     "proj_conv_update",
     "rms_norm",
     "selective_scan",

@@ -15,3 +15,8 @@ def cdiv(a: int, b: int) -> int:
 def next_power_of_2(n: int) -> int:
     """The smallest power of two >= n for n >= 1 (0 for n <= 0, as Triton's)."""
     return 0 if n <= 0 else 1 << (n - 1).bit_length()
+
+
+def smallest_block_m(rows: int) -> int:
+    """The fewest rows a tl.dot tile takes (16) covering ``rows``, up to 64."""
+    return min(64, max(16, next_power_of_2(rows)))

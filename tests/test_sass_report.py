@@ -116,8 +116,11 @@ def test_decode_kernels_wait_for_the_previous_kernel_before_loading(batch):
     paths (fused up to 16 rows, the conv step kernel beyond)."""
     report = _report("decode_step", "--shape", f"{batch},64,16")
     names = re.findall(r"^(_\w+)  warps=", report, flags=re.M)
-    expected = {"_rms_norm_fwd_kernel", "_selective_state_update_kernel",
+    expected = {"_rms_norm_fwd_kernel", "_selective_state_update_kernel", "_decode_linear_kernel",
                 "_proj_conv_kernel" if batch <= 16 else "_update_kernel"}
     assert set(names) == expected, report
     assert report.count("dependent launch: waits before its first global load") == len(names), report
     assert "signals dependants: False" not in report
+    # Each reads something no kernel just before it writes (weights, states, the residual):
+    # those are requested into L2 while it waits.
+    assert "L2 prefetches before the wait: 0)" not in report, report

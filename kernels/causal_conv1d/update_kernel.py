@@ -50,12 +50,15 @@ def _update_kernel(
     D, WIDTH,
     s_xb, s_xd, s_sb, s_sd, s_sk, s_wd, s_wk, s_ob, s_od,
     BLOCK_D: tl.constexpr, BLOCK_W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
-    ACC: tl.constexpr, PDL: tl.constexpr,
+    ACC: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr, LINES_W: tl.constexpr,
 ):
     b = tl.program_id(1).to(tl.int64)
     offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
     if PDL:  # a dependent launch (kernels/dependent_launch.py): wait before any load
+        if PREFETCH:  # ... but the windows and taps can be on their way to L2 meanwhile
+            dependent_launch.prefetch_l2(state_ptr + b * s_sb + offs_d * s_sd, mask_d, WIDTH, s_sk, LINES_W)
+            dependent_launch.prefetch_l2(w_ptr + offs_d * s_wd, mask_d, WIDTH, s_wk, LINES_W)
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
     out = _conv_step(x_ptr, state_ptr, w_ptr, bias_ptr, b, offs_d, mask_d, WIDTH,
@@ -87,6 +90,7 @@ def causal_conv1d_update_triton(
         dim, width,
         *x.stride(), *conv_state.stride(), *weight.stride(), *out.stride(),
         BLOCK_D=BLOCK_D, BLOCK_W=next_power_of_2(width), HAS_BIAS=bias is not None, SILU=silu,
-        ACC=_acc_dtype(x.dtype), PDL=pdl, launch_pdl=pdl,
+        ACC=_acc_dtype(x.dtype), PDL=pdl, launch_pdl=pdl, PREFETCH=dependent_launch.prefetch_for(x.device),
+        LINES_W=dependent_launch.prefetch_lines(width, max(conv_state.dtype, weight.dtype, key=lambda t: t.itemsize)),
     )
     return out

@@ -39,6 +39,7 @@ def _proj_conv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, K_CHUNKS: tl.constexpr,
     HAS_PROJ_BIAS: tl.constexpr, HAS_CONV_BIAS: tl.constexpr, SILU: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr, ACC: tl.constexpr, PDL: tl.constexpr,
+    PREFETCH: tl.constexpr, LINES_K: tl.constexpr, LINES_W: tl.constexpr,
 ):
     blocks_per_half = tl.cdiv(D, BLOCK_N)
     pid_n = tl.program_id(0)
@@ -49,6 +50,12 @@ def _proj_conv_kernel(
     rows = tl.program_id(1).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     mask_r = rows < BATCH
     if PDL:  # a dependent launch (kernels/dependent_launch.py): wait before any load
+        if PREFETCH:  # ... but the weight and the windows can be on their way to L2 meanwhile
+            dependent_launch.prefetch_l2(w_ptr + cols * s_wn, mask_c, K, s_wk, LINES_K)
+            if half == 0:
+                dependent_launch.prefetch_l2(state_ptr + rows[:, None] * s_sb + chan[None, :] * s_sd,
+                                             mask_r[:, None] & mask_c[None, :], WIDTH, s_sk, LINES_W)
+                dependent_launch.prefetch_l2(cw_ptr + chan * s_cd, mask_c, WIDTH, s_ck, LINES_W)
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
 
@@ -108,11 +115,6 @@ def default_launch(batch: int, dim: int) -> Launch | None:
     return 16, 16, 256, 4, 3
 
 
-def smallest_block_m(batch: int) -> int:
-    """The fewest rows a tl.dot tile takes (16) covering ``batch`` up to 64."""
-    return min(64, max(16, next_power_of_2(batch)))
-
-
 def proj_conv_update_triton(
     hidden: torch.Tensor,
     proj_weight: torch.Tensor,
@@ -153,5 +155,8 @@ def proj_conv_update_triton(
         UPCAST=upcast,
         ACC=_acc_dtype(conv_state.dtype),
         PDL=pdl, launch_pdl=pdl, num_warps=warps, num_stages=stages,
+        PREFETCH=dependent_launch.prefetch_for(hidden.device),
+        LINES_K=dependent_launch.prefetch_lines(k, proj_weight.dtype),
+        LINES_W=dependent_launch.prefetch_lines(width, max(conv_state.dtype, conv_weight.dtype, key=lambda t: t.itemsize)),
     )
     return out

@@ -43,11 +43,16 @@ def _load_sum(x_ptr, res_ptr, row, s_x, s_r, cols, mask, HAS_RES: tl.constexpr, 
 def _rms_norm_fwd_kernel(
     x_ptr, res_ptr, w_ptr, out_ptr, new_res_ptr, N, s_x, s_r, eps,
     HAS_RES: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr, N_CHUNKS: tl.constexpr,
-    PDL: tl.constexpr,
+    PDL: tl.constexpr, PREFETCH: tl.constexpr, LINES: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     RES_TY: tl.constexpr = new_res_ptr.dtype.element_ty
     if PDL:  # a dependent launch (kernels/dependent_launch.py): wait before any load
+        if PREFETCH:  # ... but the residual (from layers back) and the weight can be on their way to L2
+            one = tl.full([1], 1, tl.int1)
+            if HAS_RES:
+                dependent_launch.prefetch_l2(res_ptr + row * s_r + tl.zeros([1], tl.int64), one, N, 1, LINES)
+            dependent_launch.prefetch_l2(w_ptr + tl.zeros([1], tl.int64), one, N, 1, LINES)
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
     if N_CHUNKS == 1:
@@ -176,7 +181,8 @@ def rms_norm_forward(
         x2, res2 if res2 is not None else x2, weight, normed, new_residual, hidden,
         x2.stride(0), res2.stride(0) if res2 is not None else 0, eps,
         HAS_RES=res2 is not None, ACC=_acc_dtype(x.dtype)[1], BLOCK_N=block_n, N_CHUNKS=n_chunks,
-        PDL=pdl, launch_pdl=pdl, num_warps=num_warps,
+        PDL=pdl, launch_pdl=pdl, num_warps=num_warps, PREFETCH=dependent_launch.prefetch_for(x.device),
+        LINES=dependent_launch.prefetch_lines(hidden, max(x.dtype, residual_dtype, weight.dtype, key=lambda t: t.itemsize)),
     )
     return normed, new_residual
 

@@ -73,6 +73,7 @@ def _selective_state_update_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_GROUPED: tl.constexpr, C_GROUPED: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
     A_IS_LOG: tl.constexpr, DT_PROJ: tl.constexpr, BLOCK_R: tl.constexpr, PDL: tl.constexpr,
+    PREFETCH: tl.constexpr, LINES_N: tl.constexpr, LINES_R: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -81,6 +82,11 @@ def _selective_state_update_kernel(
     mask_d = offs_d < dim
     mask = mask_d[:, None] & (offs_n < n_state)[None, :]
     if PDL:  # a dependent launch (kernels/dependent_launch.py): wait before any load
+        if PREFETCH:  # ... but the state and parameters can be on their way to L2 meanwhile
+            dependent_launch.prefetch_l2(state_ptr + b * s_st_b + offs_d * s_st_d, mask_d, n_state, s_st_n, LINES_N)
+            dependent_launch.prefetch_l2(A_ptr + offs_d * s_A_d, mask_d, n_state, s_A_n, LINES_N)
+            if DT_PROJ:
+                dependent_launch.prefetch_l2(w_dt_ptr + offs_d * s_w_d, mask_d, rank, s_w_r, LINES_R)
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
     state_ptrs = state_ptr + b * s_st_b + offs_d[:, None] * s_st_d + offs_n[None, :] * s_st_n
@@ -199,6 +205,8 @@ def selective_state_update_triton(
         B_GROUPED=B.dim() == 3, C_GROUPED=C.dim() == 3,
         BLOCK_D=block_d, BLOCK_N=block_n, A_IS_LOG=A_is_log, DT_PROJ=dt_weight is not None,
         BLOCK_R=next_power_of_2(dt.shape[1]) if dt_weight is not None else 1,
-        PDL=pdl, launch_pdl=pdl, num_warps=num_warps,
+        PDL=pdl, launch_pdl=pdl, num_warps=num_warps, PREFETCH=dependent_launch.prefetch_for(state.device),
+        LINES_N=dependent_launch.prefetch_lines(n_state, max(state.dtype, A.dtype, key=lambda t: t.itemsize)),
+        LINES_R=dependent_launch.prefetch_lines(dt.shape[1], dt_weight.dtype) if dt_weight is not None else 1,
     )
     return y

@@ -11,9 +11,8 @@ a step reproduces the parallel forward's logits at the next position.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from seqmamba.kernels import proj_conv_update, selective_state_update
+from seqmamba.kernels import decode_linear, proj_conv_update, selective_state_update
 
 from .backbone import MambaBackbone
 from .block import Block
@@ -40,7 +39,9 @@ def mixer_step(mixer: Mamba, hidden_states: torch.Tensor, cache: LayerCache) -> 
         proj_bias=mixer.in_proj.bias, activation="silu",
     )  # (batch, d_inner) each
 
-    dt, B, C = torch.split(F.linear(x, mixer.x_proj.weight), [mixer.dt_rank, mixer.d_state, mixer.d_state], dim=-1)
+    # x_proj and out_proj: F.linear, on the GPU as products that overlap their neighbours
+    # in the replayed step (kernels/decode_linear).
+    dt, B, C = torch.split(decode_linear(x, mixer.x_proj.weight), [mixer.dt_rank, mixer.d_state, mixer.d_state], dim=-1)
     # As in the forward: Δ's bias and softplus are applied inside the SSM op, which reads
     # the strided slices of the projections and the parameters in their own dtypes (it
     # computes in float32), A as A_log, and projects Δ from its low-rank input itself:
@@ -59,7 +60,7 @@ def mixer_step(mixer: Mamba, hidden_states: torch.Tensor, cache: LayerCache) -> 
         A_is_log=True,
         dt_weight=mixer.dt_proj.weight,
     )
-    return F.linear(y, mixer.out_proj.weight, mixer.out_proj.bias)
+    return decode_linear(y, mixer.out_proj.weight, mixer.out_proj.bias)
 
 
 def _block_step(

@@ -25,7 +25,7 @@ def test_off_when_switched_off(monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("batch", [1, 3, 24])
+@pytest.mark.parametrize("batch", [1, 3, 24, 40])
 def test_graphed_decode_matches_ordinary_launches(monkeypatch, batch):
     from seqmamba.models import MambaLM, ModelConfig
     from seqmamba.models.graphs import graph_decoders
@@ -45,11 +45,18 @@ def test_graphed_decode_matches_ordinary_launches(monkeypatch, batch):
         torch.testing.assert_close(generate(True), generate(False), rtol=0, atol=0)
 
 
-def test_switched_off_by_the_environment_variable():
+@pytest.mark.parametrize(("variable", "flag"), [(dependent_launch.ENV, "ENABLED"),
+                                                (dependent_launch.PREFETCH_ENV, "PREFETCH")])
+def test_switched_off_by_the_environment_variable(variable, flag):
     """Read once at import: the variable must be set before seqmamba is imported."""
-    code = "from seqmamba.kernels import dependent_launch as d; print(d.ENABLED)"
-    env = {**os.environ, dependent_launch.ENV: "0"}
+    code = f"from seqmamba.kernels import dependent_launch as d; print(d.{flag})"
+    env = {**os.environ, variable: "0"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
-    assert dependent_launch.ENABLED == (os.environ.get(dependent_launch.ENV, "1") != "0")
+    assert getattr(dependent_launch, flag) == (os.environ.get(variable, "1") != "0")
+
+
+def test_prefetch_follows_dependent_launch():
+    """Prefetching happens before a kernel's wait, so only in dependent launches."""
+    assert not dependent_launch.prefetch_for(torch.device("cpu"))

@@ -1,0 +1,75 @@
+"""``decode_linear``: ``x @ weight.T + bias`` for the few rows of a decode step.
+
+A decode step's products (x_proj and out_proj of every layer) multiply a handful of rows
+by a weight read once; they take a few microseconds each, and in a replayed CUDA graph a
+cuBLAS product also leaves a gap before and after it, since it neither waits for its
+predecessor programmatically nor lets its successor launch early. On the Triton path the
+product is a dependent launch (kernels/dependent_launch.py) that asks L2 for its weight
+while the kernel before it still runs. Where cuBLAS measured faster inside the decode
+step (kernel.py's ``default_launch``), the op runs ``F.linear``.
+
+The Triton kernel is the custom op ``seqmamba::decode_linear``, so a compiled decode loop
+calls it without a graph break.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..backend import resolve_backend
+from ..checks import check_tensor
+from .reference import decode_linear_reference
+
+OP = "decode_linear"
+BACKENDS = ("triton", "reference")
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def decode_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, backend: str | None = None
+) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for a decode step's rows.
+
+    Args:
+        x: (M, K), any strides (the decode step passes a half of a wider buffer).
+        weight: (N, K) in x's dtype, as nn.Linear keeps it.
+        bias: (N,) or None.
+        backend: None (Triton on CUDA, the reference elsewhere), "triton" or "reference".
+            On the Triton backend, row counts where cuBLAS measured faster run F.linear.
+
+    Returns:
+        (M, N) in x's dtype; not differentiable (a decoding step).
+
+    Raises:
+        ValueError: naming the argument whose shape, dtype or device is wrong, or for a
+            backend that cannot run here.
+    """
+    check_tensor(OP, "x", x, (None, None), dims="(M, K)")
+    m, k = x.shape
+    if min(m, k) < 1:
+        raise ValueError(f"{OP}: x must have M and K of at least 1, got shape {tuple(x.shape)}")
+    check_tensor(OP, "weight", weight, (None, k), dims="(N, K)", dtypes=(x.dtype,), device=x.device)
+    if weight.shape[0] < 1:
+        raise ValueError(f"{OP}: weight must have at least one row (N), got shape {tuple(weight.shape)}")
+    if bias is not None:
+        check_tensor(OP, "bias", bias, (weight.shape[0],), dims="(N,)", dtypes=(x.dtype,), device=x.device)
+    name = resolve_backend(OP, backend, x.device, BACKENDS)
+    with torch.no_grad():
+        if name == "triton":
+            if x.dtype not in TRITON_DTYPES:
+                raise ValueError(f"{OP}: the Triton kernel takes x in float16, bfloat16 or float32, got {x.dtype}; "
+                                 f"use backend='reference'")
+            return decode_linear_op(x, weight, bias)
+        return decode_linear_reference(x, weight, bias)
+
+
+@torch.library.custom_op("seqmamba::decode_linear", mutates_args=())
+def decode_linear_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The Triton kernel (or F.linear where the launch rule says so) as one op."""
+    from .kernel import decode_linear_triton
+
+    return decode_linear_triton(x, weight, bias)
+
+
+@decode_linear_op.register_fake
+def _(x, weight, bias):
+    return x.new_empty(x.shape[0], weight.shape[0])

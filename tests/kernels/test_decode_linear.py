@@ -1,0 +1,82 @@
+"""``decode_linear`` (a decode step's small products): the Triton kernel against the
+reference (F.linear) on random inputs, its launch rule, and the errors it raises."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from seqmamba.kernels import decode_linear
+from seqmamba.kernels.decode_linear.kernel import MAX_ROWS, decode_linear_triton, default_launch
+from seqmamba.kernels.sizes import smallest_block_m
+
+ON_GPU = torch.cuda.is_available()
+DEVICE = "cuda" if ON_GPU else "cpu"
+TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 1e-2}
+# K not a multiple of the K block, N not a multiple of the column block.
+N, K = (300, 1000) if ON_GPU else (37, 300)
+
+
+def make(seed, rows, *, n=N, k=K, dtype=torch.float32, bias=True, strided=False):
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=gen) * scale).to(DEVICE, dtype)
+
+    # As the decode step passes x_proj its input: one half of a (rows, 2 K) buffer.
+    x = rand(rows, 2 * k)[:, k:] if strided else rand(rows, k)
+    return x, rand(n, k, scale=1 / math.sqrt(k)), rand(n) if bias else None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(("rows", "bias", "strided"), [(1, True, False), (3, False, True), (17, True, True),
+                                                      (64, False, False)])
+def test_kernel_matches_reference(dtype, rows, bias, strided):
+    x, weight, b = make(rows, rows, dtype=dtype, bias=bias, strided=strided)
+    want = decode_linear(x, weight, b, backend="reference")
+    # Every row count through the kernel itself, whatever the launch rule picks for it.
+    got = decode_linear_triton(x, weight, b, launch=(smallest_block_m(rows), 16, 256, 4, 3))
+    assert got.dtype == dtype and got.shape == (rows, N)
+    torch.testing.assert_close(got.float(), want.float(), rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("launch", [(16, 16, 64, 4, 2), (16, 32, 128, 2, 3)])
+def test_other_launch_shapes_match(launch):
+    x, weight, b = make(5, 5, dtype=torch.bfloat16)
+    torch.testing.assert_close(decode_linear_triton(x, weight, b, launch=launch).float(),
+                               decode_linear(x, weight, b, backend="reference").float(), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 64])
+def test_op_on_triton_equals_reference(rows):
+    """The public op with backend='triton', kernel or cuBLAS as the rule picks."""
+    x, weight, b = make(100 + rows, rows, n=80)
+    torch.testing.assert_close(decode_linear(x, weight, b, backend="triton"), decode_linear(x, weight, b, backend="reference"),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_launch_rule():
+    # Narrow products (x_proj) on the kernel at every decode batch; wide ones (out_proj)
+    # on it at one row and from 33 rows; larger products on cuBLAS.
+    assert all(default_launch(rows, 80) is not None for rows in (1, 2, 16, 33, 64))
+    assert default_launch(1, 768) == (16, 16, 256, 4, 3)
+    assert default_launch(16, 768) is None and default_launch(32, 768) is None
+    assert default_launch(64, 768) == (64, 16, 256, 4, 3) and default_launch(40, 768)[0] == 64
+    assert default_launch(MAX_ROWS + 1, 80) is None
+
+
+def test_errors_name_the_argument():
+    x, weight, b = make(0, 2)
+    with pytest.raises(ValueError, match=r"decode_linear: weight must have shape \(N, K\)"):
+        decode_linear(x, weight[:, :-1])
+    with pytest.raises(ValueError, match=r"decode_linear: weight has dtype torch.float16"):
+        decode_linear(x, weight.half())
+    with pytest.raises(ValueError, match=r"decode_linear: bias must have shape \(N,\)"):
+        decode_linear(x, weight, b[:-1])
+    with pytest.raises(ValueError, match=r"decode_linear: x must have shape \(M, K\)"):
+        decode_linear(x[0], weight)
+    with pytest.raises(ValueError, match=r"decode_linear: x must have M and K of at least 1"):
+        decode_linear(x[:0], weight[:, :])
+    with pytest.raises(ValueError, match="use backend='reference'"):
+        decode_linear(x.double(), weight.double(), backend="triton")
