@@ -62,9 +62,11 @@ MAX_ROWS = 64
 # Products at least this wide (out_proj: 768 columns at the 130M shape; x_proj has 80) ...
 _WIDE = 256
 # ... ran slower as this kernel than as cuBLAS's inside the graphed decode step at these
-# row counts (H100: 16 rows 0.536 ms a token with cuBLAS's out_proj, 0.641 with this
-# kernel's; at 1 and 64 rows this kernel's was 13% and 8% faster; RESULTS.md, 2026-12-06).
-_WIDE_CUBLAS_ROWS = range(2, 33)
+# row counts (H100, decode_linear_tuning.py: ms a token with out_proj on cuBLAS / this
+# kernel, x_proj on this kernel: 4 rows 0.471 / 0.441, 16 rows 0.499 / 0.643, 32 rows
+# 0.695 / 0.742; at 1 and 64 rows this kernel's was 13% and 8% faster; RESULTS.md,
+# 2026-12-06 morning). Between 4 and 16 rows nothing was measured: the line is at 8.
+_WIDE_CUBLAS_ROWS = range(9, 33)
 
 
 def default_launch(rows: int, out_features: int) -> Launch | None:

@@ -58,10 +58,10 @@ def test_op_on_triton_equals_reference(rows):
 
 def test_launch_rule():
     # Narrow products (x_proj) on the kernel at every decode batch; wide ones (out_proj)
-    # on it at one row and from 33 rows; larger products on cuBLAS.
+    # on it up to 8 rows and from 33 rows; larger products on cuBLAS.
     assert all(default_launch(rows, 80) is not None for rows in (1, 2, 16, 33, 64))
-    assert default_launch(1, 768) == (16, 16, 256, 4, 3)
-    assert default_launch(16, 768) is None and default_launch(32, 768) is None
+    assert default_launch(1, 768) == default_launch(8, 768) == (16, 16, 256, 4, 3)
+    assert default_launch(9, 768) is None and default_launch(16, 768) is None and default_launch(32, 768) is None
     assert default_launch(64, 768) == (64, 16, 256, 4, 3) and default_launch(40, 768)[0] == 64
     assert default_launch(MAX_ROWS + 1, 80) is None
 
