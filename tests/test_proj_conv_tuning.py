@@ -3,7 +3,6 @@ reference before it is timed (here on the CPU, under Triton's interpreter), and 
 two-kernel step it times as the baseline."""
 from __future__ import annotations
 
-import sys
 
 import pytest
 import torch
@@ -34,10 +33,3 @@ def test_the_split_baseline_equals_the_fused_op():
         x_split, z_split = module.split_step(hidden, weight, split_state, taps, activation="silu")
     x, z = proj_conv_update(hidden, weight, fused_state, taps, activation="silu")
     torch.testing.assert_close((x_split, z_split, split_state), (x, z, fused_state))
-
-
-def test_refuses_to_run_without_cuda(tuning, monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(sys, "argv", ["proj_conv_tuning.py"])
-    with pytest.raises(SystemExit):
-        tuning.main()

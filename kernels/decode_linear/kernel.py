@@ -24,6 +24,38 @@ Launch = tuple[int, int, int, int, int]
 
 
 @triton.jit
+def row_tile_product(x_ptr, w_ptr, b_ptr, rows, cols, mask_r, mask_c, K, s_xm, s_xk, s_wn, s_wk,
+                     HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                     K_CHUNKS: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """float32 [BLOCK_M, BLOCK_N] tile of ``x @ w.T (+ bias)`` for ``rows`` x ``cols``,
+    over the whole K loop (also the fused in_proj + conv step's product)."""
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for c in range(0, K_CHUNKS):
+        k = c * BLOCK_K + tl.arange(0, BLOCK_K)
+        mask_k = k < K
+        x = tl.load(x_ptr + rows[:, None] * s_xm + k[None, :] * s_xk, mask=mask_r[:, None] & mask_k[None, :], other=0.0)
+        w = tl.load(w_ptr + cols[None, :] * s_wn + k[:, None] * s_wk, mask=mask_c[None, :] & mask_k[:, None], other=0.0)
+        if UPCAST:
+            x, w = x.to(tl.float32), w.to(tl.float32)
+        acc = tl.dot(x, w, acc, input_precision=PRECISION)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + cols, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    return acc
+
+
+def dot_precision(dtype: torch.dtype) -> tuple[str, bool]:
+    """(PRECISION, UPCAST) for :func:`row_tile_product` on ``dtype`` inputs.
+
+    float32 products exactly (no TF32), as F.linear computes them by default. Triton
+    3.6's interpreter multiplies bfloat16 tiles wrongly (numpy has no bfloat16); there
+    the tiles go to float32 first, which gives the same products (each product of two
+    bfloat16 values is exact in float32) and float32 sums as on the GPU.
+    """
+    upcast = dtype == torch.bfloat16 and triton_interpreter_enabled()
+    return ("ieee" if dtype == torch.float32 or upcast else "tf32"), upcast
+
+
+@triton.jit
 def _decode_linear_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr,
     M, N, K,
@@ -42,17 +74,8 @@ def _decode_linear_kernel(
             dependent_launch.prefetch_l2(w_ptr + cols * s_wn, mask_c, K, s_wk, LINES_K)
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for c in range(0, K_CHUNKS):
-        k = c * BLOCK_K + tl.arange(0, BLOCK_K)
-        mask_k = k < K
-        x = tl.load(x_ptr + rows[:, None] * s_xm + k[None, :] * s_xk, mask=mask_r[:, None] & mask_k[None, :], other=0.0)
-        w = tl.load(w_ptr + cols[None, :] * s_wn + k[:, None] * s_wk, mask=mask_c[None, :] & mask_k[:, None], other=0.0)
-        if UPCAST:
-            x, w = x.to(tl.float32), w.to(tl.float32)
-        acc = tl.dot(x, w, acc, input_precision=PRECISION)
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + cols, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    acc = row_tile_product(x_ptr, w_ptr, b_ptr, rows, cols, mask_r, mask_c, K, s_xm, s_xk, s_wn, s_wk,
+                           HAS_BIAS, BLOCK_M, BLOCK_N, BLOCK_K, K_CHUNKS, PRECISION, UPCAST)
     tl.store(out_ptr + rows[:, None] * s_om + cols[None, :] * s_on, acc.to(out_ptr.dtype.element_ty),
              mask=mask_r[:, None] & mask_c[None, :])
 
@@ -93,9 +116,7 @@ def decode_linear_triton(
     if launch is None:
         return F.linear(x, weight, bias)
     block_m, block_n, block_k, warps, stages = launch
-    # Triton 3.6's interpreter multiplies bfloat16 tiles wrongly (numpy has no bfloat16);
-    # there the tiles go to float32 first: the same products (each exact in float32).
-    upcast = x.dtype == torch.bfloat16 and triton_interpreter_enabled()
+    precision, upcast = dot_precision(x.dtype)
     out = torch.empty((m, n), dtype=x.dtype, device=x.device)
     pdl = dependent_launch.enabled_for(x.device)
     _decode_linear_kernel[(cdiv(n, block_n), cdiv(m, block_m))](
@@ -103,8 +124,7 @@ def decode_linear_triton(
         m, n, k, *x.stride(), *weight.stride(), *out.stride(),
         HAS_BIAS=bias is not None,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, K_CHUNKS=cdiv(k, block_k),
-        # float32 products exactly (no TF32), as F.linear computes them by default.
-        PRECISION="ieee" if x.dtype == torch.float32 or upcast else "tf32", UPCAST=upcast,
+        PRECISION=precision, UPCAST=upcast,
         PDL=pdl, launch_pdl=pdl, PREFETCH=dependent_launch.prefetch_for(x.device),
         LINES_K=dependent_launch.prefetch_lines(k, weight.dtype),
         num_warps=warps, num_stages=stages,

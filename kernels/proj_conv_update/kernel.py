@@ -21,9 +21,9 @@ import triton
 import triton.language as tl
 
 from .. import dependent_launch
-from ..backend import triton_interpreter_enabled
 from ..causal_conv1d.kernel import _acc_dtype
 from ..causal_conv1d.update_kernel import causal_conv1d_update_triton
+from ..decode_linear.kernel import dot_precision, row_tile_product
 from ..sizes import cdiv, next_power_of_2
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
@@ -59,17 +59,8 @@ def _proj_conv_kernel(
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for c in range(0, K_CHUNKS):
-        k = c * BLOCK_K + tl.arange(0, BLOCK_K)
-        mask_k = k < K
-        h = tl.load(h_ptr + rows[:, None] * s_hb + k[None, :] * s_hk, mask=mask_r[:, None] & mask_k[None, :], other=0.0)
-        w = tl.load(w_ptr + cols[None, :] * s_wn + k[:, None] * s_wk, mask=mask_c[None, :] & mask_k[:, None], other=0.0)
-        if UPCAST:
-            h, w = h.to(tl.float32), w.to(tl.float32)
-        acc = tl.dot(h, w, acc, input_precision=PRECISION)
-    if HAS_PROJ_BIAS:
-        acc += tl.load(pb_ptr + cols, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    acc = row_tile_product(h_ptr, w_ptr, pb_ptr, rows, cols, mask_r, mask_c, K, s_hb, s_hk, s_wn, s_wk,
+                           HAS_PROJ_BIAS, BLOCK_M, BLOCK_N, BLOCK_K, K_CHUNKS, PRECISION, UPCAST)
     # Rounded to the model's dtype, as the unfused product's output is.
     xz = acc.to(out_ptr.dtype.element_ty)
     mask = mask_r[:, None] & mask_c[None, :]
@@ -135,10 +126,7 @@ def proj_conv_update_triton(
         causal_conv1d_update_triton(xz[:, :dim], conv_state, conv_weight, conv_bias, silu, out=xz[:, :dim])
         return xz
     block_m, block_n, block_k, warps, stages = launch
-    # Triton 3.6's interpreter multiplies bfloat16 tiles wrongly (numpy has no bfloat16);
-    # there the tiles go to float32 first, which gives the same products (each product
-    # of two bfloat16 values is exact in float32) and float32 sums as on the GPU.
-    upcast = hidden.dtype == torch.bfloat16 and triton_interpreter_enabled()
+    precision, upcast = dot_precision(hidden.dtype)
     out = torch.empty((batch, 2 * dim), dtype=hidden.dtype, device=hidden.device)
     grid = (2 * cdiv(dim, block_n), cdiv(batch, block_m))
     pdl = dependent_launch.enabled_for(hidden.device)
@@ -150,9 +138,7 @@ def proj_conv_update_triton(
         WIDTH=width, BLOCK_W=next_power_of_2(width),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, K_CHUNKS=cdiv(k, block_k),
         HAS_PROJ_BIAS=proj_bias is not None, HAS_CONV_BIAS=conv_bias is not None, SILU=silu,
-        # float32 products exactly (no TF32), as F.linear computes them by default.
-        PRECISION="ieee" if hidden.dtype == torch.float32 or upcast else "tf32",
-        UPCAST=upcast,
+        PRECISION=precision, UPCAST=upcast,
         ACC=_acc_dtype(conv_state.dtype),
         PDL=pdl, launch_pdl=pdl, num_warps=warps, num_stages=stages,
         PREFETCH=dependent_launch.prefetch_for(hidden.device),
