@@ -80,3 +80,17 @@ def test_errors_name_the_argument():
         decode_linear(x[:0], weight[:, :])
     with pytest.raises(ValueError, match="use backend='reference'"):
         decode_linear(x.double(), weight.double(), backend="triton")
+
+
+def test_custom_op_passes_opcheck_and_compiles():
+    from seqmamba.kernels.decode_linear.op import decode_linear_op
+
+    x, weight, b = make(7, 3, n=24, k=40)
+    torch.library.opcheck(decode_linear_op, (x, weight, b))
+    torch.library.opcheck(decode_linear_op, (x, weight, None))
+
+    def step(x):
+        return decode_linear_op(x, weight, b) * 2
+
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), step(x))
