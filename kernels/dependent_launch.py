@@ -60,10 +60,12 @@ def prefetch_for(device: torch.device) -> bool:
     return PREFETCH and enabled_for(device)
 
 
-def prefetch_lines(elements: int, dtype: torch.dtype) -> int:
+def prefetch_lines(elements: int, *dtypes: torch.dtype) -> int:
     """``LINES`` for :func:`prefetch_l2` over rows of up to ``elements`` contiguous
-    ``dtype`` elements: the lines such a row can touch, wherever it starts."""
-    return next_power_of_2(cdiv(elements * dtype.itemsize, _LINE_BYTES.value) + 1)
+    elements of the widest of ``dtypes``: the lines such a row can touch, wherever it
+    starts."""
+    itemsize = max(dtype.itemsize for dtype in dtypes)
+    return next_power_of_2(cdiv(elements * itemsize, _LINE_BYTES.value) + 1)
 
 
 @triton.jit

@@ -91,6 +91,6 @@ def causal_conv1d_update_triton(
         *x.stride(), *conv_state.stride(), *weight.stride(), *out.stride(),
         BLOCK_D=BLOCK_D, BLOCK_W=next_power_of_2(width), HAS_BIAS=bias is not None, SILU=silu,
         ACC=_acc_dtype(x.dtype), PDL=pdl, launch_pdl=pdl, PREFETCH=dependent_launch.prefetch_for(x.device),
-        LINES_W=dependent_launch.prefetch_lines(width, max(conv_state.dtype, weight.dtype, key=lambda t: t.itemsize)),
+        LINES_W=dependent_launch.prefetch_lines(width, conv_state.dtype, weight.dtype),
     )
     return out

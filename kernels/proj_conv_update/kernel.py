@@ -143,6 +143,6 @@ def proj_conv_update_triton(
         PDL=pdl, launch_pdl=pdl, num_warps=warps, num_stages=stages,
         PREFETCH=dependent_launch.prefetch_for(hidden.device),
         LINES_K=dependent_launch.prefetch_lines(k, proj_weight.dtype),
-        LINES_W=dependent_launch.prefetch_lines(width, max(conv_state.dtype, conv_weight.dtype, key=lambda t: t.itemsize)),
+        LINES_W=dependent_launch.prefetch_lines(width, conv_state.dtype, conv_weight.dtype),
     )
     return out

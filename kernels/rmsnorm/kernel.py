@@ -182,7 +182,7 @@ def rms_norm_forward(
         x2.stride(0), res2.stride(0) if res2 is not None else 0, eps,
         HAS_RES=res2 is not None, ACC=_acc_dtype(x.dtype)[1], BLOCK_N=block_n, N_CHUNKS=n_chunks,
         PDL=pdl, launch_pdl=pdl, num_warps=num_warps, PREFETCH=dependent_launch.prefetch_for(x.device),
-        LINES=dependent_launch.prefetch_lines(hidden, max(x.dtype, residual_dtype, weight.dtype, key=lambda t: t.itemsize)),
+        LINES=dependent_launch.prefetch_lines(hidden, x.dtype, residual_dtype, weight.dtype),
     )
     return normed, new_residual
 

@@ -206,7 +206,7 @@ def selective_state_update_triton(
         BLOCK_D=block_d, BLOCK_N=block_n, A_IS_LOG=A_is_log, DT_PROJ=dt_weight is not None,
         BLOCK_R=next_power_of_2(dt.shape[1]) if dt_weight is not None else 1,
         PDL=pdl, launch_pdl=pdl, num_warps=num_warps, PREFETCH=dependent_launch.prefetch_for(state.device),
-        LINES_N=dependent_launch.prefetch_lines(n_state, max(state.dtype, A.dtype, key=lambda t: t.itemsize)),
+        LINES_N=dependent_launch.prefetch_lines(n_state, state.dtype, A.dtype),
         LINES_R=dependent_launch.prefetch_lines(dt.shape[1], dt_weight.dtype) if dt_weight is not None else 1,
     )
     return y
