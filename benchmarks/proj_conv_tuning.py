@@ -67,10 +67,10 @@ def check_launch(launch: Launch, batch: int, *, device: str = "cuda", dim: int =
     return max(rel_err(got, want), rel_err(got_state, want_state))
 
 
-def graphed_step_ms(batch: int, replays: int) -> Callable[[], float]:
-    """A function that records the model's decode step at ``batch`` in a CUDA graph (with
-    whatever op and launch rule are in place when called) and returns its median ms per
-    replay."""
+def step_recorder(batch: int) -> Callable[[], Callable[[], None]]:
+    """A function that records the Mamba-130M shape's decode step at ``batch`` in a CUDA
+    graph (with whatever op and launch rule are in place when called) and returns the
+    graph's replay; the model (random bf16 weights) and its cache are made once."""
     from seqmamba.models import MambaLM, ModelConfig, allocate_inference_cache
     from seqmamba.models.graphs import CUDAGraphRecorder
 
@@ -79,9 +79,20 @@ def graphed_step_ms(batch: int, replays: int) -> Callable[[], float]:
     cache = allocate_inference_cache(model.eval(), batch)
     ids = torch.randint(0, 50277, (batch,), device="cuda")
 
-    def measure() -> float:
+    def record() -> Callable[[], None]:
         with torch.no_grad():
-            _, replay = CUDAGraphRecorder().record(lambda: decode.decode_step(model, ids, cache))
+            return CUDAGraphRecorder().record(lambda: decode.decode_step(model, ids, cache))[1]
+
+    return record
+
+
+def graphed_step_ms(batch: int, replays: int) -> Callable[[], float]:
+    """A function that records the decode step at ``batch`` (:func:`step_recorder`) and
+    returns its median ms per replay."""
+    record = step_recorder(batch)
+
+    def measure() -> float:
+        replay = record()
         times = []
         for _ in range(replays):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

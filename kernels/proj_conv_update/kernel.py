@@ -10,20 +10,20 @@ to one program, so programs need no synchronisation.
 At decoding batch sizes the product is a matrix-vector product: bound by reading the
 weight once, and by launch latency. Fusing the conv step removes one kernel per layer
 (its launch, its gap and its re-read of x) from every decoded token. Where the batch
-is larger than FUSED_MAX_BATCH the op runs cuBLAS's product and the conv step kernel
-instead (the conv step writing its output over the x half of the product's result).
+is larger than FUSED_MAX_BATCH the op runs the product alone (kernels/decode_linear,
+whose rule picks its Triton kernel or cuBLAS's) and then the conv step kernel (writing
+its output over the x half of the product's result).
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
 from .. import dependent_launch
 from ..causal_conv1d.kernel import _acc_dtype
 from ..causal_conv1d.update_kernel import causal_conv1d_update_triton
-from ..decode_linear.kernel import dot_precision, row_tile_product
+from ..decode_linear.kernel import decode_linear_triton, dot_precision, row_tile_product
 from ..sizes import cdiv, next_power_of_2
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
@@ -122,7 +122,7 @@ def proj_conv_update_triton(
     dim, width = conv_weight.shape
     launch = launch or default_launch(batch, dim)
     if launch is None:
-        xz = F.linear(hidden, proj_weight, proj_bias)
+        xz = decode_linear_triton(hidden, proj_weight, proj_bias)
         causal_conv1d_update_triton(xz[:, :dim], conv_state, conv_weight, conv_bias, silu, out=xz[:, :dim])
         return xz
     block_m, block_n, block_k, warps, stages = launch
