@@ -1,15 +1,15 @@
-"""Decode-step tuning: which of a layer's small products run as Triton dependent launches.
+"""Decode-step tuning: how each of a layer's small products runs.
 
 ``seqmamba.kernels.decode_linear`` runs x_proj, out_proj and (above the rows of the fused
 in_proj + conv kernel) in_proj either as its Triton kernel (a dependent launch that
-prefetches its weight) or as cuBLAS's product, by a rule on the row count and the
-product's width (kernels/decode_linear/kernel.py). This script judges the choices where
-they run: a whole decode step of the Mamba-130M shape in a CUDA graph, replayed
-(proj_conv_tuning.graphed_step_ms). For each batch it times x_proj and out_proj each on
-cuBLAS or on the kernel, the rule itself, out_proj on a few other launch shapes of the
-kernel and, where in_proj runs alone, in_proj the same ways; each launch is checked
-against F.linear first; it prints ms per token. ``--timeline`` instead profiles the
-rule's replayed step and charges each kernel the time by which it extends the step.
+prefetches its weight; optionally split over K) or as cuBLAS's product, by a rule on the
+row count and the product's width (kernels/decode_linear/kernel.py). This script judges
+the choices where they run: a whole decode step of the Mamba-130M shape in a CUDA graph,
+replayed (proj_conv_tuning.graphed_step_ms). For each batch it times the rule, then each
+product's candidate launches in turn (cuBLAS, the kernel's tiles and splits of K; each
+checked against F.linear first) with the other products at the rule, then every
+product at its best together, and prints ms per token. ``--timeline`` instead profiles
+the rule's replayed step and charges each kernel the time by which it extends the step.
 
     python benchmarks/decode_linear_tuning.py [--batches 1,2,4,8,16,32,64] [--replays 200] [--timeline]
 """
@@ -32,16 +32,28 @@ X_PROJ_N = 80  # dt_rank 48 + 2 x d_state 16 at the 130M shape
 OUT_PROJ_N = 768
 IN_PROJ_N = 2 * D_INNER
 NAMES = {X_PROJ_N: "x_proj", OUT_PROJ_N: "out_proj", IN_PROJ_N: "in_proj"}
-RULE = "rule"  # in a choice: the product keeps the launch rule's choice
-
-# A choice: label and, per product width, a launch (None: cuBLAS's product) or RULE.
-Choice = tuple[str, dict[int, "Launch | None | str"]]
 
 
-def wide_launches(batch: int) -> list[Launch]:
-    """Launch shapes tried for the wide products (out_proj, in_proj) besides the default."""
+def candidates(batch: int, n: int) -> list[Launch | None]:
+    """Launches tried for the product of width ``n`` at ``batch`` rows (None: cuBLAS's):
+    the kernel's default tile, wider tiles and splits of K (the sixth field)."""
     m = smallest_block_m(batch)
-    return [(m, 16, 256, 2, 3), (m, 32, 256, 4, 3), (m, 32, 128, 2, 3), (m, 16, 256, 4, 2), (m, 16, 128, 4, 4)]
+    out: list[Launch | None] = [None, (m, 16, 256, 4, 3)]
+    if n == X_PROJ_N:
+        out += [(m, 16, 256, 4, 3, 3), (m, 16, 256, 4, 3, 6), (m, 16, 128, 4, 3, 12)]
+        out += [(32, 16, 256, 4, 3, 6)] if m == 64 else []
+    elif n == OUT_PROJ_N:
+        out += [(m, 16, 256, 2, 3), (m, 32, 256, 4, 3), (m, 16, 256, 4, 3, 6), (m, 32, 256, 4, 3, 6),
+                (m, 64, 256, 4, 3, 6), (m, 32, 512, 4, 3, 3)]
+    else:
+        out += [(m, 32, 256, 4, 3), (m, 16, 256, 4, 3, 3), (m, 32, 256, 4, 3, 3), (m, 64, 256, 4, 3, 3),
+                (m, 32, 128, 4, 3, 6)]
+    return out
+
+
+def widths(batch: int) -> list[int]:
+    """The products decode_linear runs at ``batch``: in_proj only above the fused kernel's rows."""
+    return [X_PROJ_N, OUT_PROJ_N] + ([IN_PROJ_N] if batch > FUSED_MAX_BATCH else [])
 
 
 def check(launch: Launch, batch: int, n: int, k: int = D_INNER, device: str = "cuda") -> float:
@@ -52,54 +64,51 @@ def check(launch: Launch, batch: int, n: int, k: int = D_INNER, device: str = "c
     return rel_err(decode_linear_triton(x, w, None, launch), F.linear(x, w))
 
 
-def choices(batch: int) -> list[Choice]:
-    """What is timed at ``batch``: each of x_proj and out_proj on cuBLAS or the kernel,
-    out_proj's other launch shapes; where in_proj runs alone (above the fused kernel's
-    rows), in_proj on cuBLAS, on the kernel and its other launch shapes too."""
-    kernel = (smallest_block_m(batch), 16, 256, 4, 3)
-    out: list[Choice] = [
-        ("cuBLAS x_proj, cuBLAS out_proj", {X_PROJ_N: None, OUT_PROJ_N: None}),
-        ("kernel x_proj, cuBLAS out_proj", {X_PROJ_N: kernel, OUT_PROJ_N: None}),
-        ("cuBLAS x_proj, kernel out_proj", {X_PROJ_N: None, OUT_PROJ_N: kernel}),
-        ("kernel x_proj, kernel out_proj", {X_PROJ_N: kernel, OUT_PROJ_N: kernel}),
-    ]
-    out += [(f"kernel x_proj, out_proj M{m} N{n} K{k} w{w} s{s}", {X_PROJ_N: kernel, OUT_PROJ_N: (m, n, k, w, s)})
-            for m, n, k, w, s in wide_launches(batch)]
-    if batch > FUSED_MAX_BATCH:
-        out += [("in_proj cuBLAS", {IN_PROJ_N: None}), ("in_proj kernel", {IN_PROJ_N: kernel})]
-        out += [(f"in_proj M{m} N{n} K{k} w{w} s{s}", {IN_PROJ_N: (m, n, k, w, s)})
-                for m, n, k, w, s in wide_launches(batch)]
-    return out
+def describe(launch: Launch | None) -> str:
+    if launch is None:
+        return "cuBLAS"
+    m, n, k, w, s, *split = launch
+    return f"M{m} N{n} K{k} w{w} s{s}" + (f" split {split[0]}" if split else "")
 
 
 def describe_rule(batch: int) -> str:
     rule = linear_kernel.default_launch
-    widths = [X_PROJ_N, OUT_PROJ_N] + ([IN_PROJ_N] if batch > FUSED_MAX_BATCH else [])
-    return ", ".join(f"{NAMES[n]} {'kernel' if rule(batch, n) else 'cuBLAS'}" for n in widths)
+    return ", ".join(f"{NAMES[n]} {describe(rule(batch, n))}" for n in widths(batch))
 
 
 def sweep(batch: int, replays: int) -> None:
+    """Each product's candidates in turn, the others at the rule; then every product at
+    its best candidate together."""
     measure = graphed_step_ms(batch, replays)
     rule = linear_kernel.default_launch
-    rows = [(measure(), "rule")]
-    try:
-        for label, launches in choices(batch):
-            errors = [check(launch, batch, n, k=D_MODEL if n == IN_PROJ_N else D_INNER)
-                      for n, launch in launches.items() if launch not in (None, RULE)]
 
-            def chosen(b: int, n: int, launches=launches) -> Launch | None:
-                launch = launches.get(n, RULE)
-                return rule(b, n) if launch == RULE else launch
+    def timed(launches: dict[int, Launch | None]) -> float:
+        def chosen(b: int, n: int) -> Launch | None:
+            return launches[n] if n in launches else rule(b, n)
 
-            linear_kernel.default_launch = chosen
-            err = f"  (rel err {max(errors):.1e})" if errors else ""
-            rows.append((measure(), label + err))
-    finally:
-        linear_kernel.default_launch = rule
+        linear_kernel.default_launch = chosen
+        try:
+            return measure()
+        finally:
+            linear_kernel.default_launch = rule
+
     print(f"batch {batch}: decode step of the Mamba-130M shape from a CUDA graph, ms per token "
           f"(rule: {describe_rule(batch)})")
-    for ms, label in sorted(rows):
-        print(f"    {ms:.4f}  {label}")
+    ruled = measure()
+    print(f"    {ruled:.4f}  rule")
+    best: dict[int, Launch | None] = {}
+    for n in widths(batch):
+        k = D_MODEL if n == IN_PROJ_N else D_INNER
+        rows = []
+        for launch in candidates(batch, n):
+            err = "" if launch is None else f"  (rel err {check(launch, batch, n, k=k):.1e})"
+            rows.append((timed({n: launch}), describe(launch) + err, launch))
+        rows.sort(key=lambda r: r[0])
+        best[n] = rows[0][2]
+        print(f"  {NAMES[n]}, the others at the rule:")
+        for ms, label, _ in rows:
+            print(f"    {ms:.4f}  {label}")
+    print(f"    {timed(best):.4f}  each at its best: " + ", ".join(f"{NAMES[n]} {describe(l)}" for n, l in best.items()))
 
 
 def timeline(batch: int, replays: int) -> None:

@@ -67,16 +67,17 @@ def check_launch(launch: Launch, batch: int, *, device: str = "cuda", dim: int =
     return max(rel_err(got, want), rel_err(got_state, want_state))
 
 
-def step_recorder(batch: int) -> Callable[[], Callable[[], None]]:
+def step_recorder(batch: int, state_dtype: torch.dtype = torch.float32) -> Callable[[], Callable[[], None]]:
     """A function that records the Mamba-130M shape's decode step at ``batch`` in a CUDA
     graph (with whatever op and launch rule are in place when called) and returns the
-    graph's replay; the model (random bf16 weights) and its cache are made once."""
+    graph's replay; the model (random bf16 weights) and its cache (SSM states in
+    ``state_dtype``) are made once."""
     from seqmamba.models import MambaLM, ModelConfig, allocate_inference_cache
     from seqmamba.models.graphs import CUDAGraphRecorder
 
     torch.manual_seed(0)
     model = MambaLM(ModelConfig(d_model=D_MODEL, n_layer=24, vocab_size=50277)).to(device="cuda", dtype=torch.bfloat16)
-    cache = allocate_inference_cache(model.eval(), batch)
+    cache = allocate_inference_cache(model.eval(), batch, state_dtype=state_dtype)
     ids = torch.randint(0, 50277, (batch,), device="cuda")
 
     def record() -> Callable[[], None]:
@@ -86,10 +87,10 @@ def step_recorder(batch: int) -> Callable[[], Callable[[], None]]:
     return record
 
 
-def graphed_step_ms(batch: int, replays: int) -> Callable[[], float]:
+def graphed_step_ms(batch: int, replays: int, state_dtype: torch.dtype = torch.float32) -> Callable[[], float]:
     """A function that records the decode step at ``batch`` (:func:`step_recorder`) and
     returns its median ms per replay."""
-    record = step_recorder(batch)
+    record = step_recorder(batch, state_dtype)
 
     def measure() -> float:
         replay = record()

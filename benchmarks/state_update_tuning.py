@@ -14,9 +14,9 @@ step does not (the other layers' weights pass through the cache in between): tak
 ranking here as a shortlist and judge it in the model, with
 ``bench_generate.py --profile`` (the step's kernels) and its ms/token. (Timing each call
 after a cache flush instead, as triton.testing.do_bench does, measures the host's
-launch for steps this short.) ``--in-model`` does that judging for every launch shape:
-it profiles the decode step of the Mamba-130M shape with each shape in turn and reports
-the SSM step kernel's mean time there.
+launch for steps this short.) ``--in-model`` does that judging: the decode step of the
+Mamba-130M shape in a CUDA graph, replayed, with each launch shape in turn, programs
+of 1 to 8 batch rows among them (ms per token).
 
     python benchmarks/state_update_tuning.py [--batches 1,16,64] [--top 6] [--in-model]
 """
@@ -30,10 +30,13 @@ import torch.nn.functional as F
 import triton.testing
 
 from bench_scan import rel_err
-from kernel_profile import profile_step, rank_kernels
 from seqmamba.kernels.selective_state_update import triton_kernel
 from seqmamba.kernels.selective_state_update.reference import selective_state_update_reference
-from seqmamba.kernels.selective_state_update.triton_kernel import launch_config, selective_state_update_triton
+from seqmamba.kernels.selective_state_update.triton_kernel import (
+    launch_config,
+    rows_per_program,
+    selective_state_update_triton,
+)
 
 D_MODEL, D_INNER, N_STATE, RANK = 768, 1536, 16, 48
 
@@ -89,36 +92,36 @@ def launch_shapes(dim: int = D_INNER) -> list[tuple[int, int]]:
             if tile // N_STATE <= dim and tile >= 128 * warps]
 
 
-def in_model_sweep(batch: int, state_dtype: torch.dtype, top: int, steps: int = 3) -> None:
-    """The SSM step kernel's mean time inside ``steps`` eager decode steps of the
-    Mamba-130M shape (bf16, random weights), for every launch shape of the sweep."""
-    from seqmamba.models import MambaLM, ModelConfig, allocate_inference_cache
-    from seqmamba.models.decode import decode_step, prefill
+def in_model_shapes() -> list[tuple[int, int, int]]:
+    """(batch rows, BLOCK_D, num_warps) tried inside the model: tiles of 512 and 1024
+    state elements over 1-8 batch rows, no idle warp."""
+    return [(rows, tile // (rows * N_STATE), warps)
+            for rows, tile, warps in itertools.product((1, 2, 4, 8), (512, 1024), (1, 2, 4)) if tile >= 128 * warps]
 
-    torch.manual_seed(0)
-    config = ModelConfig(d_model=D_MODEL, n_layer=24, vocab_size=50277)
-    model = MambaLM(config).to(device="cuda", dtype=torch.bfloat16).eval()
-    ids = torch.randint(0, config.vocab_size, (batch, 16), device="cuda")
-    cache = allocate_inference_cache(model, batch, state_dtype=state_dtype)
-    rule, timings = launch_config(batch, D_INNER, N_STATE), []
-    with torch.inference_mode():
-        prefill(model, ids, cache)
-        try:
-            for block_d, warps in launch_shapes():
-                triton_kernel.launch_config = lambda b, d, n, shape=(block_d, warps): (shape[0], N_STATE, shape[1])
 
-                def run_steps() -> None:
-                    for _ in range(steps):
-                        decode_step(model, ids[:, -1], cache)
+def in_model_sweep(batch: int, state_dtype: torch.dtype, top: int, replays: int = 100) -> None:
+    """The decode step of the Mamba-130M shape (bf16, random weights) recorded in a CUDA
+    graph and replayed (ms per token, median), with each launch shape of
+    :func:`in_model_shapes` for its SSM step in turn."""
+    from proj_conv_tuning import graphed_step_ms
 
-                run_steps()  # compiles this launch shape
-                kernels = rank_kernels(profile_step(run_steps))
-                us = [t / n for name, t, n in kernels if name.startswith("_selective_state_update_kernel")]
-                timings.append((us[0], (block_d, warps), None))
-        finally:
-            triton_kernel.launch_config = launch_config
+    measure = graphed_step_ms(batch, replays, state_dtype)
+    block_d, _, warps = launch_config(batch, D_INNER, N_STATE)
+    rule = (rows_per_program(batch, D_INNER, N_STATE), block_d, warps)
+    timings = [(measure(), rule, None)]
+    try:
+        for shape in in_model_shapes():
+            triton_kernel.launch_config = lambda b, d, n, shape=shape: (shape[1], N_STATE, shape[2])
+            triton_kernel.rows_per_program = lambda b, d, n, shape=shape: shape[0]
+            timings.append((measure(), shape, None))
+    finally:
+        triton_kernel.launch_config, triton_kernel.rows_per_program = launch_config, rows_per_program
     timings.sort(key=lambda t: t[0])
-    report(batch, state_dtype, (rule[0], rule[2]), timings, top, "in the model's decode step")
+    name = {torch.float32: "fp32", torch.bfloat16: "bf16"}[state_dtype]
+    print(f"batch {batch}, state {name}, the graphed decode step, ms per token: rule (rows, BLOCK_D, warps) "
+          f"{rule} -> {next(ms for ms, cfg, _ in timings if cfg == rule):.4f}")
+    for ms, (rows, block_d, warps), _ in timings[:top]:
+        print(f"    rows {rows} BLOCK_D {block_d:4d} warps {warps}: {ms:.4f} ms")
 
 
 def report(batch: int, state_dtype: torch.dtype, rule: tuple[int, int], timings: list, top: int, where: str) -> None:
@@ -162,7 +165,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--top", type=int, default=6)
-    p.add_argument("--in-model", action="store_true", help="time each launch shape inside the model's decode step")
+    p.add_argument("--in-model", action="store_true", help="time each launch shape inside the model's graphed decode step")
     args = p.parse_args()
     if not torch.cuda.is_available():
         p.error("needs a CUDA device")

@@ -1,4 +1,4 @@
-"""benchmarks/decode_linear_tuning.py: the launch shapes it tries for the wide products pass its
+"""benchmarks/decode_linear_tuning.py: the launches it tries for each product pass its
 check against F.linear (here on the CPU, under Triton's interpreter), and in_proj is among its choices
 only where the decode step runs it as a product of its own. And every decode
 tuning script refuses to run without CUDA, with a usage error rather than a traceback."""
@@ -11,23 +11,24 @@ import torch
 from bench_modules import benchmark_module
 
 
-def test_wide_launch_shapes_pass_the_check():
+@pytest.mark.parametrize("n", [80, 768, 3072])
+def test_candidate_launches_pass_the_check(n):
     with benchmark_module("decode_linear_tuning") as tuning:
-        shapes = tuning.wide_launches(3)
-        assert len(shapes) == len(set(shapes)) and all(s[0] == 16 for s in shapes)
-        for launch in shapes:
-            assert tuning.check(launch, 3, 40, k=72, device="cpu") < 1e-2
+        launches = tuning.candidates(3, n)
+        assert None in launches and len(launches) == len(set(launches))
+        assert any(len(launch) == 6 for launch in launches if launch)  # splits of K are among them
+        for launch in launches:
+            if launch is not None:
+                assert launch[0] == 16
+                assert tuning.check(launch, 3, 40, k=300, device="cpu") < 1e-2
 
 
-def test_in_proj_is_a_choice_only_where_it_runs_alone():
+def test_in_proj_is_a_product_only_where_it_runs_alone():
     with benchmark_module("decode_linear_tuning") as tuning:
-        def widths(batch):
-            return {n for _, launches in tuning.choices(batch) for n in launches}
-
-        assert tuning.IN_PROJ_N not in widths(tuning.FUSED_MAX_BATCH)
-        assert tuning.IN_PROJ_N in widths(tuning.FUSED_MAX_BATCH + 1)
-        # every choice that names in_proj leaves the other two products to the rule
-        assert all(set(launches) == {tuning.IN_PROJ_N} for label, launches in tuning.choices(64) if "in_proj" in label)
+        assert tuning.IN_PROJ_N not in tuning.widths(tuning.FUSED_MAX_BATCH)
+        assert tuning.IN_PROJ_N in tuning.widths(tuning.FUSED_MAX_BATCH + 1)
+        assert tuning.describe((64, 32, 256, 4, 3, 6)) == "M64 N32 K256 w4 s3 split 6"
+        assert tuning.describe(None) == "cuBLAS"
 
 
 @pytest.mark.parametrize("script", ["decode_linear_tuning", "proj_conv_tuning", "state_update_tuning"])

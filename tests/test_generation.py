@@ -204,6 +204,17 @@ def test_repetition_penalty_on_hand_made_logits():
     assert sample_next(logits, SamplingConfig(temperature=0, repetition_penalty=5.0), seen=seen).item() == 2
 
 
+def test_greedy_picks_the_first_maximum_of_low_precision_logits_as_of_float32():
+    # bfloat16 logits, as the head of a bf16 model gives them (a strided slice, as the
+    # padded vocabulary is cut off), with a tie for the maximum in one row.
+    logits = torch.randn(3, 40, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    logits[1, 7] = logits[1, 30] = 9.0
+    logits = logits[:, :37]
+    got = sample_next(logits, SamplingConfig(temperature=0))
+    assert got.dtype == torch.int64 and got[1].item() == 7
+    assert torch.equal(got, logits.float().argmax(dim=-1))
+
+
 @pytest.mark.parametrize(
     "options, message",
     [

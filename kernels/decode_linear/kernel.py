@@ -1,7 +1,11 @@
 """Triton kernel: ``x @ weight.T + bias`` for the few rows of a decode step.
 
-Grid (cdiv(N, BLOCK_N), cdiv(M, BLOCK_M)). A program computes a [BLOCK_M, BLOCK_N] tile
-over the whole K loop (tl.dot, float32 accumulation). At decoding batch sizes the
+Grid (cdiv(N, BLOCK_N), cdiv(M, BLOCK_M), SPLIT_K). A program computes a [BLOCK_M, BLOCK_N]
+tile over the whole K loop (tl.dot, float32 accumulation), or with SPLIT_K > 1 over its
+share of K, the last of a tile's programs summing the float32 partials. A split is for
+many rows: every program reads its rows of x whole, and an SM's share of L2 bandwidth
+(tens of GB/s) makes 64 rows x 1536 a few microseconds per program; split, each reads a
+slice. At decoding batch sizes the
 product reads its weight once and is bound by that read and by latency, not by
 arithmetic; what a Triton product offers over cuBLAS's is that it is a dependent launch
 (kernels/dependent_launch.py): it asks L2 for its weight rows while the kernel before
@@ -19,8 +23,9 @@ from .. import dependent_launch
 from ..backend import triton_interpreter_enabled
 from ..sizes import cdiv, smallest_block_m
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
-Launch = tuple[int, int, int, int, int]
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages[, SPLIT_K]): SPLIT_K programs share
+# each output tile's K loop (default 1).
+Launch = tuple[int, ...]
 
 
 @triton.jit
@@ -57,27 +62,73 @@ def dot_precision(dtype: torch.dtype) -> tuple[str, bool]:
 
 @triton.jit
 def _decode_linear_kernel(
-    x_ptr, w_ptr, b_ptr, out_ptr,
+    x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr,
     M, N, K,
     s_xm, s_xk, s_wn, s_wk, s_om, s_on,
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, K_CHUNKS: tl.constexpr,
-    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    SPLIT_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     PDL: tl.constexpr, PREFETCH: tl.constexpr, LINES_K: tl.constexpr,
 ):
-    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    rows = tl.program_id(1).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    pid_n, pid_m, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     mask_c = cols < N
     mask_r = rows < M
+    # This program's share of K: K_CHUNKS blocks from k0 (all of K without a split).
+    k0 = pid_k * (K_CHUNKS * BLOCK_K)
+    x_ptr += k0 * s_xk
+    w_ptr += k0 * s_wk
+    k_len = tl.minimum(K - k0, K_CHUNKS * BLOCK_K)
     if PDL:  # a dependent launch (kernels/dependent_launch.py): wait before any load
         if PREFETCH:  # ... but the weight can be on its way to L2 meanwhile
-            dependent_launch.prefetch_l2(w_ptr + cols * s_wn, mask_c, K, s_wk, LINES_K)
+            dependent_launch.prefetch_l2(w_ptr + cols * s_wn, mask_c, k_len, s_wk, LINES_K)
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
-    acc = row_tile_product(x_ptr, w_ptr, b_ptr, rows, cols, mask_r, mask_c, K, s_xm, s_xk, s_wn, s_wk,
-                           HAS_BIAS, BLOCK_M, BLOCK_N, BLOCK_K, K_CHUNKS, PRECISION, UPCAST)
-    tl.store(out_ptr + rows[:, None] * s_om + cols[None, :] * s_on, acc.to(out_ptr.dtype.element_ty),
-             mask=mask_r[:, None] & mask_c[None, :])
+    out_ptrs = out_ptr + rows[:, None] * s_om + cols[None, :] * s_on
+    mask = mask_r[:, None] & mask_c[None, :]
+    if SPLIT_K == 1:
+        acc = row_tile_product(x_ptr, w_ptr, b_ptr, rows, cols, mask_r, mask_c, k_len, s_xm, s_xk, s_wn, s_wk,
+                               HAS_BIAS, BLOCK_M, BLOCK_N, BLOCK_K, K_CHUNKS, PRECISION, UPCAST)
+        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+    else:
+        # Split over K: each program leaves its float32 partial tile in part_ptr
+        # (SPLIT_K, M, N); the last of the tile's programs to finish sums all of them, in
+        # split order (the result does not depend on which one that is), adds the bias
+        # and stores the output. The tile's counter goes back to 0 for the next call.
+        acc = row_tile_product(x_ptr, w_ptr, b_ptr, rows, cols, mask_r, mask_c, k_len, s_xm, s_xk, s_wn, s_wk,
+                               False, BLOCK_M, BLOCK_N, BLOCK_K, K_CHUNKS, PRECISION, UPCAST)
+        part_ptrs = part_ptr + rows[:, None] * N + cols[None, :]
+        tl.store(part_ptrs + pid_k * M * N, acc, mask=mask)
+        # Every thread's partial is stored before the counter moves; the counter's
+        # acquire-release atomic makes them visible to the program that finds itself last.
+        tl.debug_barrier()
+        tile = count_ptr + pid_m * tl.num_programs(0) + pid_n
+        if tl.atomic_add(tile, 1, sem="acq_rel", scope="gpu") == SPLIT_K - 1:
+            total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for s in tl.static_range(SPLIT_K):
+                # .cg: from L2, where the other programs' partials are, never a stale L1 line
+                total += tl.load(part_ptrs + s * M * N, mask=mask, other=0.0, cache_modifier=".cg")
+            if HAS_BIAS:
+                total += tl.load(b_ptr + cols, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+            tl.store(out_ptrs, total.to(out_ptr.dtype.element_ty), mask=mask)
+            tl.store(tile, 0)
+
+
+# Counters of the split-K tiles, one int32 zero-filled buffer per device: every launch
+# leaves them at 0 again. Two split launches on one device must not run at the same time
+# (two streams): they would share counters. A decode step's products run one after another.
+_COUNTERS: dict[torch.device, torch.Tensor] = {}
+_MAX_TILES = 4096
+
+
+def _split_counters(device: torch.device, tiles: int) -> torch.Tensor:
+    if tiles > _MAX_TILES:
+        raise ValueError(f"decode_linear: a split-K launch of {tiles} tiles exceeds {_MAX_TILES}; "
+                         f"use larger blocks or no split")
+    if device not in _COUNTERS:
+        _COUNTERS[device] = torch.zeros(_MAX_TILES, dtype=torch.int32, device=device)
+    return _COUNTERS[device]
 
 
 # Beyond this many rows a product is no longer a decode step's: cuBLAS's kernels take it.
@@ -115,18 +166,28 @@ def decode_linear_triton(
     launch = launch or default_launch(m, n)
     if launch is None:
         return F.linear(x, weight, bias)
-    block_m, block_n, block_k, warps, stages = launch
+    block_m, block_n, block_k, warps, stages, *split = launch
+    # A split of K into more parts than it has blocks would leave programs without work.
+    split_k = min(split[0] if split else 1, cdiv(k, block_k))
+    k_chunks = cdiv(cdiv(k, block_k), split_k)
+    split_k = cdiv(cdiv(k, block_k), k_chunks)
     precision, upcast = dot_precision(x.dtype)
     out = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    grid = (cdiv(n, block_n), cdiv(m, block_m), split_k)
+    if split_k > 1:
+        partials = torch.empty((split_k, m, n), dtype=torch.float32, device=x.device)
+        counters = _split_counters(x.device, grid[0] * grid[1])
+    else:
+        partials = counters = out
     pdl = dependent_launch.enabled_for(x.device)
-    _decode_linear_kernel[(cdiv(n, block_n), cdiv(m, block_m))](
-        x, weight, bias if bias is not None else weight, out,
+    _decode_linear_kernel[grid](
+        x, weight, bias if bias is not None else weight, out, partials, counters,
         m, n, k, *x.stride(), *weight.stride(), *out.stride(),
         HAS_BIAS=bias is not None,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, K_CHUNKS=cdiv(k, block_k),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, K_CHUNKS=k_chunks, SPLIT_K=split_k,
         PRECISION=precision, UPCAST=upcast,
         PDL=pdl, launch_pdl=pdl, PREFETCH=dependent_launch.prefetch_for(x.device),
-        LINES_K=dependent_launch.prefetch_lines(k, weight.dtype),
+        LINES_K=dependent_launch.prefetch_lines(min(k, k_chunks * block_k), weight.dtype),
         num_warps=warps, num_stages=stages,
     )
     return out

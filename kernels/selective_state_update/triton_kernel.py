@@ -1,8 +1,9 @@
 """Triton kernel for one decode step of the selective scan, updating the state in place.
 
-Grid (cdiv(D, BLOCK_D), batch): each program loads a [BLOCK_D, N] tile of the state
-into float32, advances it one step, stores it back where it came from and writes
-BLOCK_D outputs. Every element of the state is read and written by exactly one
+Grid (cdiv(D, BLOCK_D), cdiv(batch, BLOCK_B)): each program loads a [BLOCK_B, BLOCK_D, N]
+tile of the state into float32, advances it one step, stores it back where it came from
+and writes BLOCK_B x BLOCK_D outputs. Its channels' parameters (A, the Δ projection's
+weight, biases) are read once for all its batch rows. Every element of the state is read and written by exactly one
 program, so programs need no synchronisation (inside a program, one barrier orders
 every load of the state before any store).
 
@@ -45,8 +46,9 @@ def _softplus(x):
 
 
 @triton.jit
-def _load_bc(row_ptr, offs_d, offs_n, n_state, mask, dim_per_group, s_g, s_n, GROUPED: tl.constexpr):
-    """B or C for the tile as float32 [BLOCK_D, BLOCK_N] (or [1, BLOCK_N], broadcast).
+def _load_bc(row_ptrs, mask_b, offs_d, offs_n, n_state, mask, dim_per_group, s_g, s_n, GROUPED: tl.constexpr):
+    """B or C for the tile as float32 [BLOCK_B, BLOCK_D, BLOCK_N] (or [BLOCK_B, 1, BLOCK_N],
+    broadcast over the channels); row_ptrs (BLOCK_B,): each row's start.
 
     Ungrouped, every channel reads the same row: one vector load, no per-channel index
     arithmetic. Grouped, each channel gathers its group's row (cache hits after the first).
@@ -54,78 +56,86 @@ def _load_bc(row_ptr, offs_d, offs_n, n_state, mask, dim_per_group, s_g, s_n, GR
     # One return: Triton's code generator rejects returns of different shapes even when a
     # constexpr condition leaves only one of them reachable.
     if GROUPED:
-        group = (offs_d // dim_per_group)[:, None]
-        X = tl.load(row_ptr + group * s_g + offs_n[None, :] * s_n, mask=mask, other=0.0).to(tl.float32)
+        group = (offs_d // dim_per_group)[None, :, None]
+        X = tl.load(row_ptrs[:, None, None] + group * s_g + offs_n[None, None, :] * s_n, mask=mask,
+                    other=0.0).to(tl.float32)
     else:
-        X = tl.load(row_ptr + offs_n * s_n, mask=offs_n < n_state, other=0.0).to(tl.float32)[None, :]
+        X = tl.load(row_ptrs[:, None] + offs_n[None, :] * s_n, mask=mask_b[:, None] & (offs_n < n_state)[None, :],
+                    other=0.0).to(tl.float32)[:, None, :]
     return X
 
 
 @triton.jit
 def _selective_state_update_kernel(
     state_ptr, x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dt_bias_ptr, y_ptr, w_dt_ptr,
-    dim, n_state, dim_per_group_B, dim_per_group_C, rank, s_w_d, s_w_r,
+    batch, dim, n_state, dim_per_group_B, dim_per_group_C, rank, s_w_d, s_w_r,
     s_st_b, s_st_d, s_st_n,
     s_x_b, s_x_d, s_dt_b, s_dt_d,
     s_A_d, s_A_n,
     s_B_b, s_B_g, s_B_n, s_C_b, s_C_g, s_C_n,
     s_D, s_z_b, s_z_d, s_bias, s_y_b, s_y_d,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    B_GROUPED: tl.constexpr, C_GROUPED: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    B_GROUPED: tl.constexpr, C_GROUPED: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
     A_IS_LOG: tl.constexpr, DT_PROJ: tl.constexpr, BLOCK_R: tl.constexpr, PDL: tl.constexpr,
     PREFETCH: tl.constexpr, LINES_N: tl.constexpr, LINES_R: tl.constexpr,
 ):
-    pid_d = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    rows = tl.program_id(1).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     offs_n = tl.arange(0, BLOCK_N)
     mask_d = offs_d < dim
-    mask = mask_d[:, None] & (offs_n < n_state)[None, :]
+    mask_b = rows < batch
+    mask_bd = mask_b[:, None] & mask_d[None, :]  # (BLOCK_B, BLOCK_D)
+    mask = mask_bd[:, :, None] & (offs_n < n_state)[None, None, :]
     if PDL:  # a dependent launch (kernels/dependent_launch.py): wait before any load
         if PREFETCH:  # ... but the state and parameters can be on their way to L2 meanwhile
-            dependent_launch.prefetch_l2(state_ptr + b * s_st_b + offs_d * s_st_d, mask_d, n_state, s_st_n, LINES_N)
+            dependent_launch.prefetch_l2(state_ptr + rows[:, None] * s_st_b + offs_d[None, :] * s_st_d, mask_bd,
+                                         n_state, s_st_n, LINES_N)
             dependent_launch.prefetch_l2(A_ptr + offs_d * s_A_d, mask_d, n_state, s_A_n, LINES_N)
             if DT_PROJ:
                 dependent_launch.prefetch_l2(w_dt_ptr + offs_d * s_w_d, mask_d, rank, s_w_r, LINES_R)
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
-    state_ptrs = state_ptr + b * s_st_b + offs_d[:, None] * s_st_d + offs_n[None, :] * s_st_n
-    h = tl.load(state_ptrs, mask=mask, other=0.0).to(tl.float32)
-    x = tl.load(x_ptr + b * s_x_b + offs_d * s_x_d, mask=mask_d, other=0.0).to(tl.float32)
+    state_ptrs = state_ptr + rows[:, None, None] * s_st_b + offs_d[None, :, None] * s_st_d + offs_n[None, None, :] * s_st_n
+    h = tl.load(state_ptrs, mask=mask, other=0.0).to(tl.float32)  # (BLOCK_B, BLOCK_D, BLOCK_N)
+    x = tl.load(x_ptr + rows[:, None] * s_x_b + offs_d[None, :] * s_x_d, mask=mask_bd, other=0.0).to(tl.float32)
     if DT_PROJ:
         # dt is the low-rank input (batch, rank): project it here, dt = W_dt @ dt_low.
+        # The program's channels read their rows of W_dt once for all its batch rows.
         offs_r = tl.arange(0, BLOCK_R)
         mask_r = offs_r < rank
-        dt_low = tl.load(dt_ptr + b * s_dt_b + offs_r * s_dt_d, mask=mask_r, other=0.0).to(tl.float32)
+        dt_low = tl.load(dt_ptr + rows[:, None] * s_dt_b + offs_r[None, :] * s_dt_d,
+                         mask=mask_b[:, None] & mask_r[None, :], other=0.0).to(tl.float32)
         w = tl.load(w_dt_ptr + offs_d[:, None] * s_w_d + offs_r[None, :] * s_w_r,
                     mask=mask_d[:, None] & mask_r[None, :], other=0.0).to(tl.float32)
-        dt = tl.sum(w * dt_low[None, :], axis=1)
+        dt = tl.sum(w[None, :, :] * dt_low[:, None, :], axis=2)
     else:
-        dt = tl.load(dt_ptr + b * s_dt_b + offs_d * s_dt_d, mask=mask_d, other=0.0).to(tl.float32)
+        dt = tl.load(dt_ptr + rows[:, None] * s_dt_b + offs_d[None, :] * s_dt_d, mask=mask_bd, other=0.0).to(tl.float32)
     if HAS_BIAS:
-        dt += tl.load(dt_bias_ptr + offs_d * s_bias, mask=mask_d, other=0.0).to(tl.float32)
+        dt += tl.load(dt_bias_ptr + offs_d * s_bias, mask=mask_d, other=0.0).to(tl.float32)[None, :]
     if SOFTPLUS:
         dt = _softplus(dt)
-    A = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n, mask=mask, other=0.0).to(tl.float32)
+    A = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n, mask=mask_d[:, None] & (offs_n < n_state)[None, :],
+                other=0.0).to(tl.float32)
     if A_IS_LOG:
         A = -tl.exp(A)
-    B = _load_bc(B_ptr + b * s_B_b, offs_d, offs_n, n_state, mask, dim_per_group_B, s_B_g, s_B_n, B_GROUPED)
-    C = _load_bc(C_ptr + b * s_C_b, offs_d, offs_n, n_state, mask, dim_per_group_C, s_C_g, s_C_n, C_GROUPED)
+    B = _load_bc(B_ptr + rows * s_B_b, mask_b, offs_d, offs_n, n_state, mask, dim_per_group_B, s_B_g, s_B_n, B_GROUPED)
+    C = _load_bc(C_ptr + rows * s_C_b, mask_b, offs_d, offs_n, n_state, mask, dim_per_group_C, s_C_g, s_C_n, C_GROUPED)
 
-    h = tl.exp(dt[:, None] * A) * h + (dt * x)[:, None] * B
+    h = tl.exp(dt[:, :, None] * A[None, :, :]) * h + (dt * x)[:, :, None] * B
     # If the layout gives one element to threads of two warps (a tile smaller than the
     # program), a warp that stored early could feed a late warp's load the new state,
     # advancing it twice: every warp finishes its loads before any stores.
     tl.debug_barrier()
     tl.store(state_ptrs, h.to(state_ptr.dtype.element_ty), mask=mask)
 
-    y = tl.sum(h * C, axis=1)
+    y = tl.sum(h * C, axis=2)  # (BLOCK_B, BLOCK_D)
     if HAS_D:
-        y += x * tl.load(D_ptr + offs_d * s_D, mask=mask_d, other=0.0).to(tl.float32)
+        y += x * tl.load(D_ptr + offs_d * s_D, mask=mask_d, other=0.0).to(tl.float32)[None, :]
     if HAS_Z:
-        z = tl.load(z_ptr + b * s_z_b + offs_d * s_z_d, mask=mask_d, other=0.0).to(tl.float32)
+        z = tl.load(z_ptr + rows[:, None] * s_z_b + offs_d[None, :] * s_z_d, mask=mask_bd, other=0.0).to(tl.float32)
         y *= z * tl.sigmoid(z)
-    tl.store(y_ptr + b * s_y_b + offs_d * s_y_d, y.to(y_ptr.dtype.element_ty), mask=mask_d)
+    tl.store(y_ptr + rows[:, None] * s_y_b + offs_d[None, :] * s_y_d, y.to(y_ptr.dtype.element_ty), mask=mask_bd)
 
 
 def launch_config(batch: int, dim: int, n_state: int) -> tuple[int, int, int]:
@@ -145,6 +155,11 @@ def launch_config(batch: int, dim: int, n_state: int) -> tuple[int, int, int]:
     block_d = max(1, min(next_power_of_2(dim), tile // block_n))
     num_warps = min(8, max(1, block_d * block_n // per_warp))
     return block_d, block_n, num_warps
+
+
+def rows_per_program(batch: int, dim: int, n_state: int) -> int:
+    """Batch rows a program steps (its tile is rows x BLOCK_D channels x N): one."""
+    return 1
 
 
 def _channels_per_group(X: torch.Tensor, dim: int) -> int:
@@ -175,25 +190,28 @@ def selective_state_update_triton(
     *,
     block_d: int | None = None,
     num_warps: int | None = None,
+    block_b: int | None = None,
 ) -> torch.Tensor:
     """Launch the kernel: updates ``state`` (batch, D, N) in place, returns y (batch, D).
 
     Inputs are assumed checked by the public op (shapes, dtypes, device, a state
-    whose elements do not overlap). ``block_d`` (a power of two) and ``num_warps``
-    override :func:`launch_config`, for tuning measurements.
+    whose elements do not overlap). ``block_d`` (a power of two), ``num_warps`` and
+    ``block_b`` (batch rows a program, a power of two) override :func:`launch_config` and
+    :func:`rows_per_program`, for tuning measurements.
     """
     batch, dim, n_state = state.shape
     y = torch.empty(batch, dim, device=x.device, dtype=x.dtype)
     chosen_d, block_n, chosen_warps = launch_config(batch, dim, n_state)
     block_d = block_d or chosen_d
     num_warps = num_warps or chosen_warps
-    grid = (cdiv(dim, block_d), batch)
+    block_b = block_b or rows_per_program(batch, dim, n_state)
+    grid = (cdiv(dim, block_d), cdiv(batch, block_b))
     pdl = dependent_launch.enabled_for(state.device)
     _selective_state_update_kernel[grid](
         state, x, dt, A, B, C,
         D if D is not None else x, z if z is not None else x, dt_bias if dt_bias is not None else x, y,
         dt_weight if dt_weight is not None else x,
-        dim, n_state, _channels_per_group(B, dim), _channels_per_group(C, dim),
+        batch, dim, n_state, _channels_per_group(B, dim), _channels_per_group(C, dim),
         dt.shape[1] if dt_weight is not None else 0, *(dt_weight.stride() if dt_weight is not None else (0, 0)),
         *state.stride(), *x.stride(), *dt.stride(), *A.stride(),
         *_strides_bc(B), *_strides_bc(C),
@@ -203,7 +221,7 @@ def selective_state_update_triton(
         *y.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus,
         B_GROUPED=B.dim() == 3, C_GROUPED=C.dim() == 3,
-        BLOCK_D=block_d, BLOCK_N=block_n, A_IS_LOG=A_is_log, DT_PROJ=dt_weight is not None,
+        BLOCK_B=block_b, BLOCK_D=block_d, BLOCK_N=block_n, A_IS_LOG=A_is_log, DT_PROJ=dt_weight is not None,
         BLOCK_R=next_power_of_2(dt.shape[1]) if dt_weight is not None else 1,
         PDL=pdl, launch_pdl=pdl, num_warps=num_warps, PREFETCH=dependent_launch.prefetch_for(state.device),
         LINES_N=dependent_launch.prefetch_lines(n_state, state.dtype, A.dtype),

@@ -128,6 +128,10 @@ def sample_next(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """The next token of each sequence: logits (batch, V) -> (batch,) int64."""
+    if config.greedy and config.repetition_penalty == 1:
+        # The argmax of the logits as they are: widening them to float32 first changes no
+        # value and no order, and would write and read the whole (batch, V) once more.
+        return logits.argmax(dim=-1)
     logits = next_token_logits(logits, config, seen)
     if config.greedy:
         return logits.argmax(dim=-1)

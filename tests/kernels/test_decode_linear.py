@@ -48,6 +48,22 @@ def test_other_launch_shapes_match(launch):
                                decode_linear(x, weight, b, backend="reference").float(), rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("rows", "launch"), [(64, (64, 16, 64, 4, 3, 3)), (5, (16, 32, 128, 4, 3, 2)),
+                                              (40, (32, 16, 64, 2, 3, 4)), (3, (16, 16, 256, 4, 3, 50))])
+def test_split_k_matches_and_leaves_its_counters_at_zero(dtype, rows, launch):
+    """K shared by several programs a tile (the last sums the partials); the last case
+    asks for more parts than K has blocks. Twice in a row: the counters start at 0 again."""
+    from seqmamba.kernels.decode_linear import kernel
+
+    x, weight, b = make(200 + rows, rows, dtype=dtype, strided=True)
+    want = decode_linear(x, weight, b, backend="reference").float()
+    for _ in range(2):
+        got = decode_linear_triton(x, weight, b, launch=launch)
+        torch.testing.assert_close(got.float(), want, rtol=TOL[dtype], atol=TOL[dtype])
+    assert not kernel._COUNTERS[x.device].any()
+
+
 @pytest.mark.parametrize("rows", [1, 7, 64])
 def test_op_on_triton_equals_reference(rows):
     """The public op with backend='triton', kernel or cuBLAS as the rule picks."""

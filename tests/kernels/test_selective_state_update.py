@@ -225,6 +225,26 @@ def test_any_block_shape_updates_the_state_once(block_d, num_warps):
     assert_close(y, y_ref, torch.float32)
 
 
+@pytest.mark.parametrize("block_b, block_d, num_warps", [(2, 8, 1), (4, 16, 2), (8, 4, 1)])
+@pytest.mark.parametrize("groups", [0, 2])
+@pytest.mark.parametrize("dt_weight", [False, True])
+def test_programs_of_several_batch_rows(block_b, block_d, num_warps, groups, dt_weight):
+    # A batch that no row count divides (the last program's rows are partly masked), a
+    # channel count no block divides, grouped and ungrouped B/C, dt given or projected.
+    inputs = make_inputs(16, batch=5, dim=24, n_state=16, groups=groups, **ALL)
+    if dt_weight:
+        gen = torch.Generator().manual_seed(17)
+        inputs["dt"] = torch.randn(5, 6, generator=gen).to(DEVICE)[:, ::2]  # strided low-rank input
+        inputs["dt_weight"] = torch.randn(24, 3, generator=gen).to(DEVICE) / 3**0.5
+    expected_state = inputs["state"].clone()
+    y_ref = selective_state_update_reference(**{**inputs, "state": expected_state})
+    args = [inputs[k] for k in ("state", "x", "dt", "A", "B", "C", "D", "z", "dt_bias", "dt_softplus")]
+    y = triton_kernel.selective_state_update_triton(*args, dt_weight=inputs.get("dt_weight"), block_d=block_d,
+                                                    num_warps=num_warps, block_b=block_b)
+    assert_close(inputs["state"], expected_state, torch.float32)
+    assert_close(y, y_ref, torch.float32)
+
+
 # --- torch.library registration and compilation ----------------------------------------
 
 
