@@ -34,6 +34,11 @@ IN_PROJ_N = 2 * D_INNER
 NAMES = {X_PROJ_N: "x_proj", OUT_PROJ_N: "out_proj", IN_PROJ_N: "in_proj"}
 
 
+def in_features(n: int) -> int:
+    """K of the product of width ``n``: in_proj reads d_model, the others d_inner."""
+    return D_MODEL if n == IN_PROJ_N else D_INNER
+
+
 def candidates(batch: int, n: int) -> list[Launch | None]:
     """Launches tried for the product of width ``n`` at ``batch`` rows (None: cuBLAS's):
     the kernel's default tile, wider tiles and splits of K (the sixth field)."""
@@ -73,7 +78,7 @@ def describe(launch: Launch | None) -> str:
 
 def describe_rule(batch: int) -> str:
     rule = linear_kernel.default_launch
-    return ", ".join(f"{NAMES[n]} {describe(rule(batch, n))}" for n in widths(batch))
+    return ", ".join(f"{NAMES[n]} {describe(rule(batch, n, in_features(n)))}" for n in widths(batch))
 
 
 def sweep(batch: int, replays: int) -> None:
@@ -83,8 +88,8 @@ def sweep(batch: int, replays: int) -> None:
     rule = linear_kernel.default_launch
 
     def timed(launches: dict[int, Launch | None]) -> float:
-        def chosen(b: int, n: int) -> Launch | None:
-            return launches[n] if n in launches else rule(b, n)
+        def chosen(b: int, n: int, k: int) -> Launch | None:
+            return launches[n] if n in launches else rule(b, n, k)
 
         linear_kernel.default_launch = chosen
         try:
@@ -98,7 +103,7 @@ def sweep(batch: int, replays: int) -> None:
     print(f"    {ruled:.4f}  rule")
     best: dict[int, Launch | None] = {}
     for n in widths(batch):
-        k = D_MODEL if n == IN_PROJ_N else D_INNER
+        k = in_features(n)
         rows = []
         for launch in candidates(batch, n):
             err = "" if launch is None else f"  (rel err {check(launch, batch, n, k=k):.1e})"

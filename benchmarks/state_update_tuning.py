@@ -16,7 +16,7 @@ ranking here as a shortlist and judge it in the model, with
 after a cache flush instead, as triton.testing.do_bench does, measures the host's
 launch for steps this short.) ``--in-model`` does that judging: the decode step of the
 Mamba-130M shape in a CUDA graph, replayed, with each launch shape in turn, programs
-of 1 to 8 batch rows among them (ms per token).
+of 1 to 16 batch rows among them (ms per token).
 
     python benchmarks/state_update_tuning.py [--batches 1,16,64] [--top 6] [--in-model]
 """
@@ -93,10 +93,10 @@ def launch_shapes(dim: int = D_INNER) -> list[tuple[int, int]]:
 
 
 def in_model_shapes() -> list[tuple[int, int, int]]:
-    """(batch rows, BLOCK_D, num_warps) tried inside the model: tiles of 512 and 1024
-    state elements over 1-8 batch rows, no idle warp."""
+    """(batch rows, BLOCK_D, num_warps) tried inside the model: tiles of 512 to 2048
+    state elements over 1-16 batch rows, one or two warps (more lost at every batch)."""
     return [(rows, tile // (rows * N_STATE), warps)
-            for rows, tile, warps in itertools.product((1, 2, 4, 8), (512, 1024), (1, 2, 4)) if tile >= 128 * warps]
+            for rows, tile, warps in itertools.product((1, 2, 4, 8, 16), (512, 1024, 2048), (1, 2))]
 
 
 def in_model_sweep(batch: int, state_dtype: torch.dtype, top: int, replays: int = 100) -> None:

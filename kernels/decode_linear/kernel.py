@@ -135,24 +135,42 @@ def _split_counters(device: torch.device, tiles: int) -> torch.Tensor:
 MAX_ROWS = 64
 # Products at least this wide (out_proj: 768 columns at the 130M shape; x_proj has 80) ...
 _WIDE = 256
+# ... over a K at least this long (out_proj's 1536; in_proj's is 768) ...
+_LONG_K = 1024
 # ... ran slower as this kernel than as cuBLAS's inside the graphed decode step at these
 # row counts (H100, decode_linear_tuning.py: ms a token with out_proj on cuBLAS / this
 # kernel, x_proj on this kernel: 4 rows 0.471 / 0.441, 16 rows 0.499 / 0.643, 32 rows
 # 0.695 / 0.742; at 1 and 64 rows this kernel's was 13% and 8% faster; RESULTS.md,
 # 2026-12-06 morning). Between 4 and 16 rows nothing was measured: the line is at 8.
+# in_proj, as wide but over a shorter K, runs faster as this kernel at 32 and 64 rows.
 _WIDE_CUBLAS_ROWS = range(9, 33)
+# Products this wide at more than 16 rows take 32 columns a program (in_proj: 96
+# programs at 3072 columns; 0.657 against 0.684 ms a token with 16 at 64 rows, H100).
+_WIDER_TILE_FROM = 2048
+# Narrow products (x_proj) at up to this many rows split K into 128-wide parts, one a
+# program: 5 column blocks make too few programs to stream the weight otherwise (x_proj
+# at 1 row: 0.377 against 0.416 ms a token unsplit; at 16 and 64 rows a split gained nothing).
+_SPLIT_MAX_ROWS = 8
 
 
-def default_launch(rows: int, out_features: int) -> Launch | None:
-    """Block sizes for ``rows`` x ``out_features``, or None where cuBLAS's product runs.
+def default_launch(rows: int, out_features: int, in_features: int) -> Launch | None:
+    """Block sizes for ``rows`` x ``in_features`` -> ``out_features``, or None where
+    cuBLAS's product runs.
 
     The fewest rows a tl.dot tile takes; 16 output columns a program, so that every SM
-    streams a share of the weight (x_proj's 80 columns still make only 5 programs a row
-    block, and measured faster than cuBLAS's at 1, 16 and 64 rows).
+    streams a share of the weight, 32 for the widest products at many rows, and narrow
+    products at few rows split over K (see the constants above for the measurements).
     """
-    if rows > MAX_ROWS or (out_features >= _WIDE and rows in _WIDE_CUBLAS_ROWS):
+    if rows > MAX_ROWS:
         return None
-    return smallest_block_m(rows), 16, 256, 4, 3
+    wide = out_features >= _WIDE
+    if wide and in_features >= _LONG_K and rows in _WIDE_CUBLAS_ROWS:
+        return None
+    block_m = smallest_block_m(rows)
+    if not wide and rows <= _SPLIT_MAX_ROWS:
+        return block_m, 16, 128, 4, 3, cdiv(in_features, 128)
+    block_n = 32 if out_features >= _WIDER_TILE_FROM and rows > 16 else 16
+    return block_m, block_n, 256, 4, 3
 
 
 def decode_linear_triton(
@@ -163,7 +181,7 @@ def decode_linear_triton(
     product is faster."""
     m, k = x.shape
     n = weight.shape[0]
-    launch = launch or default_launch(m, n)
+    launch = launch or default_launch(m, n, k)
     if launch is None:
         return F.linear(x, weight, bias)
     block_m, block_n, block_k, warps, stages, *split = launch

@@ -27,8 +27,9 @@ from ..sizes import cdiv, next_power_of_2
 
 _TILE = 1024  # state elements per program of a small step, over 8 warps
 _SMALL_STEP = 1 << 19  # steps up to this many state elements are latency-bound
-_LARGE_STEP_TILE = 512  # ... larger ones: many one-warp programs keep more loads in flight
-_ELEMENTS_PER_WARP = 512  # (a tile larger than that, where N alone exceeds it, gets more warps)
+_LARGE_STEP_TILE = 1024  # ... larger ones: one-warp programs of this many elements ...
+_LARGE_STEP_ROWS = 8  # ... over up to this many batch rows
+_ELEMENTS_PER_WARP = 1024  # (a tile larger than that, where N alone exceeds it, gets more warps)
 
 
 @triton.jit
@@ -138,28 +139,41 @@ def _selective_state_update_kernel(
     tl.store(y_ptr + rows[:, None] * s_y_b + offs_d[None, :] * s_y_d, y.to(y_ptr.dtype.element_ty), mask=mask_bd)
 
 
+def rows_per_program(batch: int, dim: int, n_state: int) -> int:
+    """Batch rows a program steps (its tile is rows x BLOCK_D channels x N).
+
+    One for a small step; for a large one up to 8, as many as fit a 1024-element tile
+    with at least one channel: the programs' channels then read their parameters (A, the
+    Δ projection's weight, 5 KB a 32-channel block) once for 8 rows instead of once a
+    row, which at batch 64 was as much L2 traffic as the state itself. Inside the 130M
+    model's graphed decode step at batch 64 (H100, state_update_tuning.py --in-model):
+    8 rows x 8 channels 0.633 against 0.672 ms a token for 1 row x 32 channels with fp32
+    states, 0.593 against 0.644 with bf16 ones.
+    """
+    block_n = next_power_of_2(n_state)
+    if batch * dim * block_n <= _SMALL_STEP:
+        return 1
+    return min(_LARGE_STEP_ROWS, next_power_of_2(batch), max(1, _LARGE_STEP_TILE // block_n))
+
+
 def launch_config(batch: int, dim: int, n_state: int) -> tuple[int, int, int]:
-    """(BLOCK_D, BLOCK_N, num_warps) for a step of ``batch`` x ``dim`` channels of ``n_state``.
+    """(BLOCK_D, BLOCK_N, num_warps) for a step of ``batch`` x ``dim`` channels of ``n_state``,
+    its programs stepping :func:`rows_per_program` batch rows.
 
     From sweeps of the step inside a 130M model's decode step (benchmarks/RESULTS.md,
-    ``state_update_tuning.py --in-model``, H200): a step is latency-bound up to about half
-    a million state elements (batch 16 at D 1536, N 16), where 8 warps on a tile of 1024
-    did best; larger steps, whose state comes from memory rather than cache, did best
-    with one warp per 512-element tile (batch 64: 7.3 against 8.0 us with fp32 states,
-    6.3 against 7.3 with bf16 ones; an H100 sweep at N 64 had found the same shape).
+    ``state_update_tuning.py --in-model``): a step is latency-bound up to about half a
+    million state elements (batch 16 at D 1536, N 16), where 8 warps on a tile of 1024
+    did best (H200); larger steps, whose state comes from memory rather than cache, did
+    best with one warp per 1024-element tile of several batch rows (H100).
     Warps never outnumber the tile's 128-element slices, so no warp idles.
     """
     block_n = next_power_of_2(n_state)
+    rows = rows_per_program(batch, dim, n_state)
     work = batch * dim * block_n
     tile, per_warp = (_TILE, 128) if work <= _SMALL_STEP else (_LARGE_STEP_TILE, _ELEMENTS_PER_WARP)
-    block_d = max(1, min(next_power_of_2(dim), tile // block_n))
-    num_warps = min(8, max(1, block_d * block_n // per_warp))
+    block_d = max(1, min(next_power_of_2(dim), tile // (rows * block_n)))
+    num_warps = min(8, max(1, rows * block_d * block_n // per_warp))
     return block_d, block_n, num_warps
-
-
-def rows_per_program(batch: int, dim: int, n_state: int) -> int:
-    """Batch rows a program steps (its tile is rows x BLOCK_D channels x N): one."""
-    return 1
 
 
 def _channels_per_group(X: torch.Tensor, dim: int) -> int:

@@ -205,12 +205,17 @@ def test_launch_config_tiles_and_warps():
     large = triton_kernel.launch_config(64, 1536, 64)
     assert small[2] > large[2], "latency-bound small steps get more warps"
     assert large[0] * large[1] < small[0] * small[1], "large steps get more, smaller programs"
-    for batch, dim, n_state in itertools.product((1, 16, 256), (8, 40, 1536, 5120), (1, 3, 16, 64, 256, 4096)):
+    # Large steps: programs of 8 batch rows at the 130M shape (batch 64), one at batch 1.
+    assert triton_kernel.rows_per_program(64, 1536, 16) == 8 and triton_kernel.launch_config(64, 1536, 16) == (8, 16, 1)
+    assert triton_kernel.rows_per_program(1, 1536, 16) == 1
+    for batch, dim, n_state in itertools.product((1, 3, 16, 256), (8, 40, 1536, 5120), (1, 3, 16, 64, 256, 4096)):
         block_d, block_n, warps = triton_kernel.launch_config(batch, dim, n_state)
+        rows = triton_kernel.rows_per_program(batch, dim, n_state)
         assert block_n >= n_state and block_n & (block_n - 1) == 0 and block_d & (block_d - 1) == 0
+        assert rows & (rows - 1) == 0 and rows <= triton.next_power_of_2(batch)
         assert block_d <= triton.next_power_of_2(dim)
-        assert block_d * block_n <= max(triton_kernel._TILE, block_n)
-        assert warps in (1, 2, 4, 8) and (warps == 1 or block_d * block_n >= 128 * warps)
+        assert rows * block_d * block_n <= max(triton_kernel._TILE, block_n)
+        assert warps in (1, 2, 4, 8) and (warps == 1 or rows * block_d * block_n >= 128 * warps)
 
 
 @pytest.mark.parametrize("block_d, num_warps", [(1, 8), (2, 4), (64, 1), (8, 8)])
