@@ -149,8 +149,11 @@ _WIDE_CUBLAS_ROWS = range(9, 33)
 _WIDER_TILE_FROM = 2048
 # Narrow products (x_proj) at up to this many rows split K into 128-wide parts, one a
 # program: 5 column blocks make too few programs to stream the weight otherwise (x_proj
-# at 1 row: 0.377 against 0.416 ms a token unsplit; at 16 and 64 rows a split gained nothing).
+# at 1 row: 0.377 against 0.416 ms a token unsplit; at 4 rows 0.375 against 0.444) ...
 _SPLIT_MAX_ROWS = 8
+# ... and above 16 rows in three (x_proj at 32 rows: 0.549 against 0.566; at 64 rows
+# 0.678 against 0.685). At 16 rows no split gained (0.500 against 0.498).
+_SPLIT_FROM_ROWS, _SPLIT_PARTS = 17, 3
 
 
 def default_launch(rows: int, out_features: int, in_features: int) -> Launch | None:
@@ -169,6 +172,8 @@ def default_launch(rows: int, out_features: int, in_features: int) -> Launch | N
     block_m = smallest_block_m(rows)
     if not wide and rows <= _SPLIT_MAX_ROWS:
         return block_m, 16, 128, 4, 3, cdiv(in_features, 128)
+    if not wide and rows >= _SPLIT_FROM_ROWS:
+        return block_m, 16, 256, 4, 3, _SPLIT_PARTS
     block_n = 32 if out_features >= _WIDER_TILE_FROM and rows > 16 else 16
     return block_m, block_n, 256, 4, 3
 

@@ -25,11 +25,24 @@ import triton.language as tl
 from .. import dependent_launch
 from ..sizes import cdiv, next_power_of_2
 
-_TILE = 1024  # state elements per program of a small step, over 8 warps
+_TILE = 1024  # the largest tile a program takes (but where N alone exceeds it)
 _SMALL_STEP = 1 << 19  # steps up to this many state elements are latency-bound
-_LARGE_STEP_TILE = 1024  # ... larger ones: one-warp programs of this many elements ...
-_LARGE_STEP_ROWS = 8  # ... over up to this many batch rows
-_ELEMENTS_PER_WARP = 1024  # (a tile larger than that, where N alone exceeds it, gets more warps)
+_MANY_ROWS = 16  # from this batch on, programs step several batch rows
+
+
+def _step_shape(batch: int, work: int) -> tuple[int, int, int]:
+    """(most batch rows a program, state elements a tile, elements a warp) for a step
+    of ``batch`` rows and ``work`` state elements. Measured inside the 130M model's
+    graphed decode step (H100, state_update_tuning.py --in-model, ms a token, fp32 /
+    bf16 states): at batch 64 (a large step) 8 rows x 8 channels on one warp 0.633 /
+    0.593 against 0.672 / 0.644 for one row x 32 channels; at batch 16 (a small step) 4
+    rows x 8 channels on two warps 0.490 / 0.482 against 0.504 / 0.499 for one row x 64
+    channels on 8 warps, which is kept below 16 rows (batch 1: one row in any case)."""
+    if work > _SMALL_STEP:
+        return 8, 1024, 1024
+    if batch >= _MANY_ROWS:
+        return 4, 512, 256
+    return 1, 1024, 128
 
 
 @triton.jit
@@ -142,18 +155,14 @@ def _selective_state_update_kernel(
 def rows_per_program(batch: int, dim: int, n_state: int) -> int:
     """Batch rows a program steps (its tile is rows x BLOCK_D channels x N).
 
-    One for a small step; for a large one up to 8, as many as fit a 1024-element tile
-    with at least one channel: the programs' channels then read their parameters (A, the
-    Δ projection's weight, 5 KB a 32-channel block) once for 8 rows instead of once a
-    row, which at batch 64 was as much L2 traffic as the state itself. Inside the 130M
-    model's graphed decode step at batch 64 (H100, state_update_tuning.py --in-model):
-    8 rows x 8 channels 0.633 against 0.672 ms a token for 1 row x 32 channels with fp32
-    states, 0.593 against 0.644 with bf16 ones.
+    Several from batch 16 on, as many as fit the tile with at least one channel: the
+    programs' channels then read their parameters (A, the Δ projection's weight, 5 KB a
+    32-channel block) once for several rows instead of once a row, which at batch 64
+    was as much L2 traffic as the state itself (:func:`_step_shape` has the timings).
     """
     block_n = next_power_of_2(n_state)
-    if batch * dim * block_n <= _SMALL_STEP:
-        return 1
-    return min(_LARGE_STEP_ROWS, next_power_of_2(batch), max(1, _LARGE_STEP_TILE // block_n))
+    most, tile, _ = _step_shape(batch, batch * dim * block_n)
+    return min(most, next_power_of_2(batch), max(1, tile // block_n))
 
 
 def launch_config(batch: int, dim: int, n_state: int) -> tuple[int, int, int]:
@@ -162,15 +171,14 @@ def launch_config(batch: int, dim: int, n_state: int) -> tuple[int, int, int]:
 
     From sweeps of the step inside a 130M model's decode step (benchmarks/RESULTS.md,
     ``state_update_tuning.py --in-model``): a step is latency-bound up to about half a
-    million state elements (batch 16 at D 1536, N 16), where 8 warps on a tile of 1024
-    did best (H200); larger steps, whose state comes from memory rather than cache, did
-    best with one warp per 1024-element tile of several batch rows (H100).
-    Warps never outnumber the tile's 128-element slices, so no warp idles.
+    million state elements (batch 16 at D 1536, N 16), where small multi-warp tiles do
+    best; larger steps, whose state comes from memory rather than cache, do best with one
+    warp per 1024-element tile of several batch rows (see :func:`_step_shape`).
+    Warps never outnumber the tile's slices, so no warp idles.
     """
     block_n = next_power_of_2(n_state)
     rows = rows_per_program(batch, dim, n_state)
-    work = batch * dim * block_n
-    tile, per_warp = (_TILE, 128) if work <= _SMALL_STEP else (_LARGE_STEP_TILE, _ELEMENTS_PER_WARP)
+    _, tile, per_warp = _step_shape(batch, batch * dim * block_n)
     block_d = max(1, min(next_power_of_2(dim), tile // (rows * block_n)))
     num_warps = min(8, max(1, rows * block_d * block_n // per_warp))
     return block_d, block_n, num_warps

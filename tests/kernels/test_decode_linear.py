@@ -74,12 +74,13 @@ def test_op_on_triton_equals_reference(rows):
 
 def test_launch_rule():
     # Narrow products (x_proj) on the kernel at every decode batch, split over K in
-    # 128-wide parts up to 8 rows; out_proj-like ones (wide, long K) on it up to 8 rows
+    # 128-wide parts up to 8 rows, in three above 16; out_proj-like ones (wide, long K) on it up to 8 rows
     # and from 33 rows; in_proj-like ones (wide, short K) at every row count, with 32
     # columns a program above 16 rows when very wide; larger products on cuBLAS.
     assert all(default_launch(rows, 80, 1536) is not None for rows in (1, 2, 16, 33, 64))
     assert default_launch(1, 80, 1536) == default_launch(8, 80, 1536) == (16, 16, 128, 4, 3, 12)
-    assert default_launch(16, 80, 1536) == (16, 16, 256, 4, 3) and default_launch(64, 80, 1536)[0] == 64
+    assert default_launch(16, 80, 1536) == (16, 16, 256, 4, 3) and default_launch(64, 80, 1536) == (64, 16, 256, 4, 3, 3)
+    assert default_launch(17, 80, 1536) == (32, 16, 256, 4, 3, 3)
     assert default_launch(1, 768, 1536) == default_launch(8, 768, 1536) == (16, 16, 256, 4, 3)
     assert all(default_launch(rows, 768, 1536) is None for rows in (9, 16, 32))
     assert default_launch(64, 768, 1536) == (64, 16, 256, 4, 3) and default_launch(40, 768, 1536)[0] == 64

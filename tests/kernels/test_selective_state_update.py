@@ -208,6 +208,8 @@ def test_launch_config_tiles_and_warps():
     # Large steps: programs of 8 batch rows at the 130M shape (batch 64), one at batch 1.
     assert triton_kernel.rows_per_program(64, 1536, 16) == 8 and triton_kernel.launch_config(64, 1536, 16) == (8, 16, 1)
     assert triton_kernel.rows_per_program(1, 1536, 16) == 1
+    # A small step of many rows (batch 16): 4 rows x 8 channels on two warps.
+    assert triton_kernel.rows_per_program(16, 1536, 16) == 4 and triton_kernel.launch_config(16, 1536, 16) == (8, 16, 2)
     for batch, dim, n_state in itertools.product((1, 3, 16, 256), (8, 40, 1536, 5120), (1, 3, 16, 64, 256, 4096)):
         block_d, block_n, warps = triton_kernel.launch_config(batch, dim, n_state)
         rows = triton_kernel.rows_per_program(batch, dim, n_state)
