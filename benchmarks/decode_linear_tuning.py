@@ -1,7 +1,7 @@
 """Decode-step tuning: how each of a layer's small products runs.
 
-``seqmamba.kernels.decode_linear`` runs x_proj, out_proj and (above the rows of the fused
-in_proj + conv kernel) in_proj either as its Triton kernel (a dependent launch that
+``seqmamba.kernels.decode_linear`` runs x_proj, out_proj, (above the rows of the fused
+in_proj + conv kernel) in_proj and the LM head either as its Triton kernel (a dependent launch that
 prefetches its weight; optionally split over K) or as cuBLAS's product, by a rule on the
 row count and the product's width (kernels/decode_linear/kernel.py). This script judges
 the choices where they run: a whole decode step of the Mamba-130M shape in a CUDA graph,
@@ -31,12 +31,13 @@ from seqmamba.kernels.sizes import smallest_block_m
 X_PROJ_N = 80  # dt_rank 48 + 2 x d_state 16 at the 130M shape
 OUT_PROJ_N = 768
 IN_PROJ_N = 2 * D_INNER
-NAMES = {X_PROJ_N: "x_proj", OUT_PROJ_N: "out_proj", IN_PROJ_N: "in_proj"}
+HEAD_N = 50280  # the vocabulary 50277 padded to a multiple of 8
+NAMES = {X_PROJ_N: "x_proj", OUT_PROJ_N: "out_proj", IN_PROJ_N: "in_proj", HEAD_N: "lm_head"}
 
 
 def in_features(n: int) -> int:
-    """K of the product of width ``n``: in_proj reads d_model, the others d_inner."""
-    return D_MODEL if n == IN_PROJ_N else D_INNER
+    """K of the product of width ``n``: in_proj and the head read d_model, the others d_inner."""
+    return D_MODEL if n in (IN_PROJ_N, HEAD_N) else D_INNER
 
 
 def candidates(batch: int, n: int) -> list[Launch | None]:
@@ -51,15 +52,19 @@ def candidates(batch: int, n: int) -> list[Launch | None]:
         out += [(m, 16, 256, 2, 3), (m, 32, 256, 4, 3), (m, 16, 256, 4, 3, 6), (m, 32, 256, 4, 3, 6),
                 (m, 64, 256, 4, 3, 6), (m, 32, 512, 4, 3, 3)]
         out += [(32, 16, 256, 4, 3), (32, 32, 256, 4, 3)] if m == 64 else []  # two row blocks
-    else:
+    elif n == IN_PROJ_N:
         out += [(m, 32, 256, 4, 3), (m, 16, 256, 4, 3, 3), (m, 32, 256, 4, 3, 3), (m, 64, 256, 4, 3, 3),
                 (m, 32, 128, 4, 3, 6)]
+    else:  # the head: few, wide programs streaming the vocabulary's weight
+        out = [None, (m, 64, 256, 4, 3), (m, 128, 128, 4, 3), (m, 128, 256, 8, 3), (m, 256, 128, 8, 3),
+               (m, 64, 128, 4, 4)]
     return out
 
 
 def widths(batch: int) -> list[int]:
-    """The products decode_linear runs at ``batch``: in_proj only above the fused kernel's rows."""
-    return [X_PROJ_N, OUT_PROJ_N] + ([IN_PROJ_N] if batch > FUSED_MAX_BATCH else [])
+    """The products decode_linear runs at ``batch``: in_proj only above the fused kernel's
+    rows; the head (on cuBLAS by the rule) last."""
+    return [X_PROJ_N, OUT_PROJ_N] + ([IN_PROJ_N] if batch > FUSED_MAX_BATCH else []) + [HEAD_N]
 
 
 def check(launch: Launch, batch: int, n: int, k: int = D_INNER, device: str = "cuda") -> float:
@@ -82,7 +87,7 @@ def describe_rule(batch: int) -> str:
     return ", ".join(f"{NAMES[n]} {describe(rule(batch, n, in_features(n)))}" for n in widths(batch))
 
 
-def sweep(batch: int, replays: int) -> None:
+def sweep(batch: int, replays: int, products: list[str] | None = None) -> None:
     """Each product's candidates in turn, the others at the rule; then every product at
     its best candidate together."""
     measure = graphed_step_ms(batch, replays)
@@ -100,10 +105,13 @@ def sweep(batch: int, replays: int) -> None:
 
     print(f"batch {batch}: decode step of the Mamba-130M shape from a CUDA graph, ms per token "
           f"(rule: {describe_rule(batch)})")
+    measure()  # discarded: the first graph of a process replayed faster than every later one
     ruled = measure()
     print(f"    {ruled:.4f}  rule")
     best: dict[int, Launch | None] = {}
     for n in widths(batch):
+        if products and NAMES[n] not in products:
+            continue
         k = in_features(n)
         rows = []
         for launch in candidates(batch, n):
@@ -115,6 +123,7 @@ def sweep(batch: int, replays: int) -> None:
         for ms, label, _ in rows:
             print(f"    {ms:.4f}  {label}")
     print(f"    {timed(best):.4f}  each at its best: " + ", ".join(f"{NAMES[n]} {describe(l)}" for n, l in best.items()))
+    return best
 
 
 def timeline(batch: int, replays: int) -> None:
@@ -139,6 +148,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batches", default="1,2,4,8,16,32,64")
     p.add_argument("--replays", type=int, default=200)
+    p.add_argument("--products", help="comma-separated: only these products' candidates "
+                   "(x_proj, out_proj, in_proj, lm_head; default all)")
     p.add_argument("--timeline", action="store_true",
                    help="instead of timing the choices, profile the rule's graphed step and print "
                         "each kernel's share of the critical path")
@@ -149,7 +160,7 @@ def main() -> None:
         if args.timeline:
             timeline(batch, min(args.replays, 50))
         else:
-            sweep(batch, args.replays)
+            sweep(batch, args.replays, args.products.split(",") if args.products else None)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,13 @@ import torch
 from bench_modules import benchmark_module
 
 
-@pytest.mark.parametrize("n", [80, 768, 3072])
+@pytest.mark.parametrize("n", [80, 768, 3072, 50280])
 def test_candidate_launches_pass_the_check(n):
     with benchmark_module("decode_linear_tuning") as tuning:
         launches = tuning.candidates(3, n)
         assert None in launches and len(launches) == len(set(launches))
-        assert any(len(launch) == 6 for launch in launches if launch)  # splits of K are among them
+        if n != tuning.HEAD_N:
+            assert any(len(launch) == 6 for launch in launches if launch)  # splits of K are among them
         for launch in launches:
             if launch is not None:
                 assert launch[0] == 16
@@ -27,6 +28,7 @@ def test_in_proj_is_a_product_only_where_it_runs_alone():
     with benchmark_module("decode_linear_tuning") as tuning:
         assert tuning.IN_PROJ_N not in tuning.widths(tuning.FUSED_MAX_BATCH)
         assert tuning.IN_PROJ_N in tuning.widths(tuning.FUSED_MAX_BATCH + 1)
+        assert tuning.widths(1)[-1] == tuning.widths(64)[-1] == tuning.HEAD_N
         assert tuning.describe((64, 32, 256, 4, 3, 6)) == "M64 N32 K256 w4 s3 split 6"
         assert tuning.describe(None) == "cuBLAS"
 

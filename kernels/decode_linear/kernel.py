@@ -133,6 +133,9 @@ def _split_counters(device: torch.device, tiles: int) -> torch.Tensor:
 
 # Beyond this many rows a product is no longer a decode step's: cuBLAS's kernels take it.
 MAX_ROWS = 64
+# Nor beyond this many columns (an LM head's vocabulary), where the weight read from
+# memory, not latency, sets the time, and cuBLAS's product streams it.
+MAX_COLUMNS = 8192
 # Products at least this wide (out_proj: 768 columns at the 130M shape; x_proj has 80) ...
 _WIDE = 256
 # ... over a K at least this long (out_proj's 1536; in_proj's is 768) ...
@@ -164,7 +167,7 @@ def default_launch(rows: int, out_features: int, in_features: int) -> Launch | N
     streams a share of the weight, 32 for the widest products at many rows, and narrow
     products at few rows split over K (see the constants above for the measurements).
     """
-    if rows > MAX_ROWS:
+    if rows > MAX_ROWS or out_features > MAX_COLUMNS:
         return None
     wide = out_features >= _WIDE
     if wide and in_features >= _LONG_K and rows in _WIDE_CUBLAS_ROWS:

@@ -90,7 +90,9 @@ def decode_step(model: MambaLM, input_ids: torch.Tensor, cache: InferenceCache) 
     hidden_states, residual = backbone.embedding(input_ids), None
     for block, layer_cache in zip(backbone.layers, cache.layers, strict=True):
         hidden_states, residual = _block_step(block, hidden_states, residual, layer_cache)
-    return model.lm_head(_final_norm(backbone, hidden_states, residual))
+    # The head through the decode products' op too: its launch rule keeps cuBLAS's
+    # product for a vocabulary-wide weight unless a measurement says otherwise.
+    return decode_linear(_final_norm(backbone, hidden_states, residual), model.lm_head.weight, model.lm_head.bias)
 
 
 def prefill(

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from seqmamba.kernels import decode_linear
-from seqmamba.kernels.decode_linear.kernel import MAX_ROWS, decode_linear_triton, default_launch
+from seqmamba.kernels.decode_linear.kernel import MAX_COLUMNS, MAX_ROWS, decode_linear_triton, default_launch
 from seqmamba.kernels.sizes import smallest_block_m
 
 ON_GPU = torch.cuda.is_available()
@@ -87,6 +87,7 @@ def test_launch_rule():
     assert default_launch(32, 3072, 768) == (32, 32, 256, 4, 3) and default_launch(64, 3072, 768) == (64, 32, 256, 4, 3)
     assert default_launch(16, 3072, 768) == (16, 16, 256, 4, 3)
     assert default_launch(MAX_ROWS + 1, 80, 1536) is None
+    assert default_launch(1, MAX_COLUMNS + 1, 768) is None  # an LM head
 
 
 def test_errors_name_the_argument():
