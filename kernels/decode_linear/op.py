@@ -1,12 +1,14 @@
 """``decode_linear``: ``x @ weight.T + bias`` for the few rows of a decode step.
 
-A decode step's products (x_proj and out_proj of every layer) multiply a handful of rows
-by a weight read once; they take a few microseconds each, and in a replayed CUDA graph a
-cuBLAS product also leaves a gap before and after it, since it neither waits for its
-predecessor programmatically nor lets its successor launch early. On the Triton path the
-product is a dependent launch (kernels/dependent_launch.py) that asks L2 for its weight
-while the kernel before it still runs. Where cuBLAS measured faster inside the decode
-step (kernel.py's ``default_launch``), the op runs ``F.linear``.
+A decode step's products (x_proj and out_proj of every layer, in_proj where it is not
+fused with the conv step, the LM head) multiply a handful of rows by a weight read once;
+they take a few microseconds each, and in a replayed CUDA graph a cuBLAS product also
+leaves a gap before and after it, since it neither waits for its predecessor
+programmatically nor lets its successor launch early. On the Triton path the product is
+a dependent launch (kernels/dependent_launch.py) that asks L2 for its weight while the
+kernel before it still runs, and a narrow product can split K over several programs a
+tile. Where cuBLAS measured faster inside the decode step (kernel.py's
+``default_launch``: the LM head among others), the op runs ``F.linear``.
 
 The Triton kernel is the custom op ``seqmamba::decode_linear``, so a compiled decode loop
 calls it without a graph break.
