@@ -106,7 +106,6 @@ def sweep(batch: int, replays: int, products: list[str] | None = None) -> None:
 
     print(f"batch {batch}: decode step of the Mamba-130M shape from a CUDA graph, ms per token "
           f"(rule: {describe_rule(batch)})")
-    measure()  # discarded: the first graph of a process replayed faster than every later one
     ruled = measure()
     print(f"    {ruled:.4f}  rule")
     best: dict[int, Launch | None] = {}

@@ -108,19 +108,19 @@ def in_model_sweep(batch: int, state_dtype: torch.dtype, top: int, replays: int 
     measure = graphed_step_ms(batch, replays, state_dtype)
     block_d, _, warps = launch_config(batch, D_INNER, N_STATE)
     rule = (rows_per_program(batch, D_INNER, N_STATE), block_d, warps)
-    timings = [(measure(), rule, None)]
+    timings = [(measure(), rule)]
     try:
         for shape in in_model_shapes():
             triton_kernel.launch_config = lambda b, d, n, shape=shape: (shape[1], N_STATE, shape[2])
             triton_kernel.rows_per_program = lambda b, d, n, shape=shape: shape[0]
-            timings.append((measure(), shape, None))
+            timings.append((measure(), shape))
     finally:
         triton_kernel.launch_config, triton_kernel.rows_per_program = launch_config, rows_per_program
     timings.sort(key=lambda t: t[0])
     name = {torch.float32: "fp32", torch.bfloat16: "bf16"}[state_dtype]
     print(f"batch {batch}, state {name}, the graphed decode step, ms per token: rule (rows, BLOCK_D, warps) "
-          f"{rule} -> {next(ms for ms, cfg, _ in timings if cfg == rule):.4f}")
-    for ms, (rows, block_d, warps), _ in timings[:top]:
+          f"{rule} -> {next(ms for ms, cfg in timings if cfg == rule):.4f}")
+    for ms, (rows, block_d, warps) in timings[:top]:
         print(f"    rows {rows} BLOCK_D {block_d:4d} warps {warps}: {ms:.4f} ms")
 
 

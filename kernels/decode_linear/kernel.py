@@ -3,14 +3,15 @@
 Grid (cdiv(N, BLOCK_N), cdiv(M, BLOCK_M), SPLIT_K). A program computes a [BLOCK_M, BLOCK_N]
 tile over the whole K loop (tl.dot, float32 accumulation), or with SPLIT_K > 1 over its
 share of K, the last of a tile's programs summing the float32 partials. A split is for
-many rows: every program reads its rows of x whole, and an SM's share of L2 bandwidth
-(tens of GB/s) makes 64 rows x 1536 a few microseconds per program; split, each reads a
-slice. At decoding batch sizes the
-product reads its weight once and is bound by that read and by latency, not by
-arithmetic; what a Triton product offers over cuBLAS's is that it is a dependent launch
-(kernels/dependent_launch.py): it asks L2 for its weight rows while the kernel before
-it still runs, and it lets the kernel after it launch early, where a cuBLAS product
-leaves a gap on both sides.
+narrow products (x_proj: 80 columns, 5 column blocks), where it gives the weight's read
+to many programs instead of five; for wide ones the partials' traffic and the last
+program's sum cost more than it saves.
+
+At decoding batch sizes the product reads its weight once and is bound by that read and
+by latency, not by arithmetic; what a Triton product offers over cuBLAS's is that it is
+a dependent launch (kernels/dependent_launch.py): it asks L2 for its weight rows while
+the kernel before it still runs, and it lets the kernel after it launch early, where a
+cuBLAS product leaves a gap on both sides.
 """
 from __future__ import annotations
 
@@ -193,10 +194,11 @@ def decode_linear_triton(
     if launch is None:
         return F.linear(x, weight, bias)
     block_m, block_n, block_k, warps, stages, *split = launch
-    # A split of K into more parts than it has blocks would leave programs without work.
-    split_k = min(split[0] if split else 1, cdiv(k, block_k))
-    k_chunks = cdiv(cdiv(k, block_k), split_k)
-    split_k = cdiv(cdiv(k, block_k), k_chunks)
+    # Each part takes k_chunks of K's blocks; the parts are recounted from that, so that
+    # none is left without work (more parts asked than K has blocks, or a short last part).
+    k_blocks = cdiv(k, block_k)
+    k_chunks = cdiv(k_blocks, min(split[0] if split else 1, k_blocks))
+    split_k = cdiv(k_blocks, k_chunks)
     precision, upcast = dot_precision(x.dtype)
     out = torch.empty((m, n), dtype=x.dtype, device=x.device)
     grid = (cdiv(n, block_n), cdiv(m, block_m), split_k)
