@@ -138,8 +138,10 @@ def mamba_ssm_impl(model: MambaLM) -> tuple[Impl, torch.nn.Module]:
 class TransformerGreedy:
     """Greedy generation with a static KV cache; the step is a CUDA graph on CUDA.
 
-    One decoder (cache, static buffers, graph) per (batch, cache length), kept until
-    :meth:`clear`, as a server would keep them."""
+    As seqmamba's greedy graph, the recorded step takes its own argmax into its input
+    buffer (and advances its position), so a replay is all that runs a token, plus the
+    copy that keeps the token. One decoder (cache, static buffers, graph) per (batch,
+    cache length), kept until :meth:`clear`, as a server would keep them."""
 
     def __init__(self, model: Transformer) -> None:
         self.model = model
@@ -154,14 +156,16 @@ class TransformerGreedy:
             position = torch.zeros(1, dtype=torch.long, device=device)
 
             def step() -> torch.Tensor:
-                return self.model.step(ids, position, cache)
+                torch.argmax(self.model.step(ids, position, cache), dim=-1, out=ids)
+                position.add_(1)
+                return ids
 
             if device.type == "cuda":
-                logits, replay = CUDAGraphRecorder().record(step)
+                _, replay = CUDAGraphRecorder().record(step)
 
                 def run() -> torch.Tensor:
                     replay()
-                    return logits
+                    return ids
             else:
                 run = step
             self.decoders[key] = (cache, ids, position, run)
@@ -170,12 +174,13 @@ class TransformerGreedy:
     def __call__(self, prompt: torch.Tensor, new: int) -> torch.Tensor:
         batch, length = prompt.shape
         cache, ids, position, run = self._decoder(batch, length + new)
-        tokens = [self.model.prefill(prompt, cache).argmax(-1)]
-        for i in range(new - 1):
-            ids.copy_(tokens[-1])
-            position.fill_(length + i)
-            tokens.append(run().argmax(-1))
-        return torch.cat([prompt, torch.stack(tokens, 1)], dim=1)
+        tokens = torch.empty(new, batch, dtype=torch.long, device=prompt.device)
+        tokens[0] = self.model.prefill(prompt, cache).argmax(-1)
+        ids.copy_(tokens[0])
+        position.fill_(length)
+        for i in range(1, new):
+            tokens[i] = run()
+        return torch.cat([prompt, tokens.T], dim=1)
 
     def clear(self) -> None:
         self.decoders.clear()

@@ -210,8 +210,16 @@ def describe(kernel: CompiledKernel, dump: Path | None = None) -> str:
         # A dependent launch must wait (ACQBULK) before it reads anything an earlier
         # kernel may still be writing (kernels/dependent_launch.py).
         wait, load = sass.first("ACQBULK"), sass.first("LDG")
-        order = "waits before its first global load" if wait is not None and (load is None or wait < load) \
-            else "DOES NOT WAIT before its first global load"
+        if shown.get("EARLY"):
+            # Told that the kernel before writes only some inputs, it loads the others first.
+            early_loads = sum(1 for address, opcode, _ in sass.instructions
+                              if opcode.startswith("LDG") and wait is not None and address < wait)
+            later_loads = sum(1 for address, opcode, _ in sass.instructions
+                              if opcode.startswith("LDG") and wait is not None and address > wait)
+            order = f"loads early inputs before its wait ({early_loads} loads before, {later_loads} after)"
+        else:
+            order = "waits before its first global load" if wait is not None and (load is None or wait < load) \
+                else "DOES NOT WAIT before its first global load"
         # Prefetches into L2 (CCTL.*PF2) may come before the wait: they load no registers.
         early = sum(1 for address, opcode, _ in sass.instructions
                     if opcode.startswith("CCTL") and "PF2" in opcode and (wait is None or address < wait))
@@ -307,7 +315,7 @@ def _rmsnorm(shape: tuple[int, ...], dtype: torch.dtype) -> None:
     torch.autograd.backward((normed, new_residual), (torch.empty_like(normed), torch.empty_like(new_residual)))
 
 
-def _state_update(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+def _state_update(shape: tuple[int, ...], dtype: torch.dtype, early_loads: bool = False) -> None:
     from seqmamba.kernels import selective_state_update
 
     batch, dim, n = shape
@@ -316,7 +324,8 @@ def _state_update(shape: tuple[int, ...], dtype: torch.dtype) -> None:
     B, C = (torch.empty(batch, n, dtype=dtype) for _ in range(2))
     A = torch.full((dim, n), -1.0)
     D, bias = torch.zeros(dim), torch.zeros(dim)
-    selective_state_update(state, x, dt, A, B, C, D=D, z=z, dt_bias=bias, dt_softplus=True, backend="triton")
+    selective_state_update(state, x, dt, A, B, C, D=D, z=z, dt_bias=bias, dt_softplus=True, backend="triton",
+                           early_loads=early_loads)
 
 
 def _decode_step(shape: tuple[int, ...], dtype: torch.dtype) -> None:
@@ -335,7 +344,8 @@ def _decode_step(shape: tuple[int, ...], dtype: torch.dtype) -> None:
     dt_rank = -(-d_model // 16)
     decode_linear(torch.empty(batch, d_inner, dtype=dtype), torch.empty(dt_rank + 2 * n, d_inner, dtype=dtype),
                   backend="triton")
-    _state_update((batch, d_inner, n), dtype)
+    # As the model calls it after x_proj's Triton product: the state, x and z read early.
+    _state_update((batch, d_inner, n), dtype, early_loads=True)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ launch for steps this short.) ``--in-model`` does that judging: the decode step 
 Mamba-130M shape in a CUDA graph, replayed, with each launch shape in turn, programs
 of 1 to 16 batch rows among them (ms per token).
 
-    python benchmarks/state_update_tuning.py [--batches 1,16,64] [--top 6] [--in-model]
+    python benchmarks/state_update_tuning.py [--batches 1,16,64] [--top 6] [--in-model | --early-ab]
 """
 from __future__ import annotations
 
@@ -124,6 +124,30 @@ def in_model_sweep(batch: int, state_dtype: torch.dtype, top: int, replays: int 
         print(f"    rows {rows} BLOCK_D {block_d:4d} warps {warps}: {ms:.4f} ms")
 
 
+def early_loads_ab(batch: int, state_dtype: torch.dtype, rounds: int = 4, replays: int = 100) -> None:
+    """The graphed decode step of the Mamba-130M shape with the SSM step's early loads
+    (state, x, z and parameters read before it waits for x_proj's product) off and on,
+    alternated ``rounds`` times (ms per token, median of each)."""
+    from proj_conv_tuning import graphed_step_ms
+    from seqmamba.kernels import dependent_launch
+
+    measure = graphed_step_ms(batch, replays, state_dtype)
+    original = dependent_launch.EARLY_LOADS
+    times: dict[bool, list[float]] = {False: [], True: []}
+    try:
+        for _ in range(rounds):
+            for early in (False, True):
+                dependent_launch.EARLY_LOADS = early
+                times[early].append(measure())
+    finally:
+        dependent_launch.EARLY_LOADS = original
+    name = {torch.float32: "fp32", torch.bfloat16: "bf16"}[state_dtype]
+    off, on = (sorted(times[e])[rounds // 2] for e in (False, True))
+    print(f"batch {batch}, state {name}, the graphed decode step, ms per token: early loads off {off:.4f} "
+          f"({' '.join(f'{t:.4f}' for t in times[False])}), on {on:.4f} "
+          f"({' '.join(f'{t:.4f}' for t in times[True])}): {off / on:.3f}x")
+
+
 def report(batch: int, state_dtype: torch.dtype, rule: tuple[int, int], timings: list, top: int, where: str) -> None:
     name = {torch.float32: "fp32", torch.bfloat16: "bf16"}[state_dtype]
     print(f"batch {batch}, state {name}, {where}: rule {rule} -> "
@@ -166,12 +190,17 @@ def main() -> None:
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--top", type=int, default=6)
     p.add_argument("--in-model", action="store_true", help="time each launch shape inside the model's graphed decode step")
+    p.add_argument("--early-ab", action="store_true",
+                   help="time the model's graphed decode step with the SSM step's early loads off and on")
     args = p.parse_args()
     if not torch.cuda.is_available():
         p.error("needs a CUDA device")
     for state_dtype in (torch.float32, torch.bfloat16):
         for batch in map(int, args.batches.split(",")):
-            (in_model_sweep if args.in_model else sweep)(batch, state_dtype, args.top)
+            if args.early_ab:
+                early_loads_ab(batch, state_dtype)
+            else:
+                (in_model_sweep if args.in_model else sweep)(batch, state_dtype, args.top)
 
 
 if __name__ == "__main__":

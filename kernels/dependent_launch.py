@@ -19,6 +19,12 @@ states of its own layer, the residual from layers back) it may request into L2 b
 it waits, with :func:`prefetch_l2`: those loads then overlap the previous kernel's
 tail instead of following it. ``SEQMAMBA_PREFETCH=0`` turns that off alone.
 
+A kernel whose caller knows more may load such inputs into registers before the wait:
+the SSM step, told that only Δ, B and C come from the product just before it, reads the
+state and the rest early. That is safe because every kernel here waits before it signals:
+when a kernel starts, the one two launches back has finished. ``SEQMAMBA_EARLY_LOADS=0``
+turns that off alone.
+
 ``SEQMAMBA_DEPENDENT_LAUNCH=0`` turns it all off (for measurements, or a driver that
 mishandles it); it is never used on devices before compute capability 9.0 nor under the
 Triton interpreter.
@@ -40,6 +46,8 @@ ENV = "SEQMAMBA_DEPENDENT_LAUNCH"
 ENABLED = os.environ.get(ENV, "1") != "0"
 PREFETCH_ENV = "SEQMAMBA_PREFETCH"
 PREFETCH = os.environ.get(PREFETCH_ENV, "1") != "0"
+EARLY_LOADS_ENV = "SEQMAMBA_EARLY_LOADS"
+EARLY_LOADS = os.environ.get(EARLY_LOADS_ENV, "1") != "0"
 _LINE_BYTES: tl.constexpr = tl.constexpr(128)
 
 

@@ -98,3 +98,22 @@ def test_profile_prints_the_decode_step_kernels(bench, capsys):
     printed = capsys.readouterr().out
     assert "one eager decode step of ours at batch 2:" in printed
     assert "_selective_state_update_kernel" in printed
+
+
+def test_transformer_greedy_generation_equals_rerunning_its_forward(bench):
+    """The baseline's decoder (its step taking its own argmax and advancing its position)
+    continues a prompt as greedy decoding with the full forward does, twice in a row
+    (the kept decoder starts again from a fresh prefill)."""
+    import torch
+
+    torch.manual_seed(1)
+    model = bench.Transformer(bench.TRANSFORMER["tiny"], max_len=32).eval()
+    prompt = torch.randint(0, 60, (2, 7))
+    expected = prompt
+    with torch.inference_mode():
+        for _ in range(6):
+            expected = torch.cat([expected, model(expected)[:, -1].argmax(-1, keepdim=True)], dim=1)
+        generate = bench.TransformerGreedy(model)
+        assert torch.equal(generate(prompt, 6), expected)
+        assert torch.equal(generate(prompt, 6), expected)
+        assert len(generate.decoders) == 1

@@ -429,10 +429,62 @@ def test_generate_with_graph_decoder_equals_eager(monkeypatch):
     assert isinstance(generation._decoder(model, 2, cuda_graph=None, state_dtype=torch.float32), EagerDecoder)
     eager = model.generate(prompts, 9, seed=3, top_k=10)
     decoders = GraphDecoders(model, ReplayByRerunning)
-    monkeypatch.setattr(generation, "_decoder", lambda m, b, cuda_graph, state_dtype: decoders.get(b))
+    monkeypatch.setattr(generation, "_decoder",
+                        lambda m, b, cuda_graph, state_dtype, greedy: decoders.get(b, greedy=greedy))
     assert torch.equal(model.generate(prompts, 9, seed=3, top_k=10), eager)
     assert torch.equal(model.generate(prompts, 9, seed=3, top_k=10), eager)  # reused graph, fresh prefill
-    assert len(decoders) == 1
+    assert len(decoders) == 1 and not decoders.get(2).has_greedy
+
+
+def test_greedy_generation_replays_the_greedy_graph_and_equals_eager(monkeypatch):
+    """Greedy decoding runs the decoder's greedy graph (step and argmax, the tokens
+    written into the step's own input): the same tokens as eager decoding and as
+    rerunning the forward, eos and a padded vocabulary included, the graph recorded once."""
+    from seqmamba.models import generation
+
+    model = small_model(seed=17)
+    with torch.no_grad():  # padded head rows that would win every argmax if they counted
+        model.lm_head.weight[VOCAB:] = 0
+        model.lm_head.weight[VOCAB:, 0] = 1e4
+    prompts = torch.randint(0, VOCAB, (3, 5), generator=torch.Generator().manual_seed(17))
+    eager = model.generate(prompts, 11, temperature=0)
+    assert torch.equal(eager[0], reference_greedy(model, prompts[0], 11))
+    recorders = []
+
+    def factory():
+        recorders.append(ReplayByRerunning())
+        return recorders[-1]
+
+    decoders = GraphDecoders(model, factory)
+    monkeypatch.setattr(generation, "_decoder",
+                        lambda m, b, cuda_graph, state_dtype, greedy: decoders.get(b, greedy=greedy))
+    replays = []
+    decoder = decoders.get(3, greedy=True)
+    original = decoder._replay_greedy
+    decoder._replay_greedy = lambda: (replays.append(1), original())
+    assert torch.equal(model.generate(prompts, 11, temperature=0), eager)
+    assert len(replays) == 10 and recorders[0].recorded == 2  # the step's graph and the greedy one
+    # eos: a finished row is fed its padding; the others go on as without eos.
+    eos = int(eager[0, 5 + 3])
+    out = model.generate(prompts, 11, temperature=0, eos_token_id=eos, pad_token_id=0)
+    for row in range(3):
+        tokens = eager[row, 5:].tolist()
+        stop = tokens.index(eos) + 1 if eos in tokens else 11
+        assert out[row, 5:5 + stop].tolist() == tokens[:stop] and (out[row, 5 + stop:] == 0).all()
+    assert recorders[0].recorded == 2
+
+
+def test_token_log_spans_blocks(monkeypatch):
+    from seqmamba.models import generation
+
+    monkeypatch.setattr(generation._TokenLog, "BLOCK", 3)
+    log = generation._TokenLog(2, 7, torch.device("cpu"))
+    rows = [log.append(torch.tensor([t, 10 + t])) for t in range(5)]
+    assert torch.equal(log.tokens(), torch.tensor([[0, 1, 2, 3, 4], [10, 11, 12, 13, 14]]))
+    assert [len(b) for b in log.blocks] == [3, 3] and torch.equal(rows[3], torch.tensor([3, 13]))
+    for t in range(5, 7):
+        log.append(torch.tensor([t, 10 + t]))
+    assert [len(b) for b in log.blocks] == [3, 3, 1] and log.tokens().shape == (2, 7)
 
 
 TRITON_STEP = """

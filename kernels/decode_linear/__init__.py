@@ -1,4 +1,4 @@
 """A decode step's small products as dependent launches (see op.py)."""
-from .op import decode_linear
+from .op import decode_linear, waits_then_signals
 
-__all__ = ["decode_linear"]
+__all__ = ["decode_linear", "waits_then_signals"]

@@ -64,6 +64,19 @@ def decode_linear(
         return decode_linear_reference(x, weight, bias)
 
 
+def waits_then_signals(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``decode_linear(x, weight)`` on the default backend runs a kernel that waits
+    for the kernel before it and only then lets the kernel after it launch (the Triton
+    kernel as a dependent launch): then whatever was written two launches before the
+    kernel after it is complete when that kernel starts (see ``early_loads`` of
+    ``selective_state_update``). False on CPU and where cuBLAS's product runs."""
+    from .. import dependent_launch
+    from . import kernel
+
+    return (dependent_launch.enabled_for(x.device) and resolve_backend(OP, None, x.device, BACKENDS) == "triton"
+            and kernel.default_launch(x.shape[0], *weight.shape) is not None)
+
+
 @torch.library.custom_op("seqmamba::decode_linear", mutates_args=())
 def decode_linear_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """The Triton kernel (or F.linear where the launch rule says so) as one op."""

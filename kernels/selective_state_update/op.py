@@ -35,6 +35,7 @@ def selective_state_update(
     *,
     A_is_log: bool = False,
     dt_weight: torch.Tensor | None = None,
+    early_loads: bool = False,
 ) -> torch.Tensor:
     """Advance the SSM state one step in place and return the step's output.
 
@@ -69,6 +70,12 @@ def selective_state_update(
         dt_weight: (D, R) any float dtype; dt is then the low-rank (batch, R) input of
             Mamba's step-size projection and the op computes ``dt @ dt_weight.T`` itself
             (in float32), which saves the decode step one matrix-product kernel.
+        early_loads: a promise that the kernel launched just before this call writes no
+            input but dt, B and C (as x_proj's product does in a decode step). The
+            Triton kernel, a dependent launch on Hopper GPUs, then reads the state, x, z
+            and the parameters before it waits for that kernel to finish, so that those
+            reads overlap its run. Leave it False when any other input was just written
+            (say x by a conv step): the kernel could read it before it is written.
 
     Returns:
         y (batch, D) in x's dtype, computed in float32 from the unrounded new state.
@@ -88,7 +95,7 @@ def selective_state_update(
                     "use backend='reference' for float64"
                 )
             return selective_state_update_op(
-                state, x, dt, A, B, C, D, z, dt_bias, bool(dt_softplus), bool(A_is_log), dt_weight
+                state, x, dt, A, B, C, D, z, dt_bias, bool(dt_softplus), bool(A_is_log), dt_weight, bool(early_loads)
             )
         return selective_state_update_reference(
             state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, dt_softplus=bool(dt_softplus), A_is_log=bool(A_is_log),
@@ -110,15 +117,17 @@ def selective_state_update_op(
     dt_softplus: bool,
     A_is_log: bool = False,
     dt_weight: torch.Tensor | None = None,
+    early_loads: bool = False,
 ) -> torch.Tensor:
     """The Triton step as one op: updates ``state`` in place, returns y (batch, D)."""
     from .triton_kernel import selective_state_update_triton
 
-    return selective_state_update_triton(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, A_is_log, dt_weight)
+    return selective_state_update_triton(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, A_is_log, dt_weight,
+                                         early_loads=early_loads)
 
 
 @selective_state_update_op.register_fake
-def _(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, A_is_log=False, dt_weight=None):
+def _(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, A_is_log=False, dt_weight=None, early_loads=False):
     return x.new_empty(x.shape[0], x.shape[1])
 
 

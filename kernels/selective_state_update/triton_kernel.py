@@ -92,7 +92,7 @@ def _selective_state_update_kernel(
     B_GROUPED: tl.constexpr, C_GROUPED: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
     A_IS_LOG: tl.constexpr, DT_PROJ: tl.constexpr, BLOCK_R: tl.constexpr, PDL: tl.constexpr,
-    PREFETCH: tl.constexpr, LINES_N: tl.constexpr, LINES_R: tl.constexpr,
+    PREFETCH: tl.constexpr, LINES_N: tl.constexpr, LINES_R: tl.constexpr, EARLY: tl.constexpr,
 ):
     offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
     rows = tl.program_id(1).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -101,7 +101,7 @@ def _selective_state_update_kernel(
     mask_b = rows < batch
     mask_bd = mask_b[:, None] & mask_d[None, :]  # (BLOCK_B, BLOCK_D)
     mask = mask_bd[:, :, None] & (offs_n < n_state)[None, None, :]
-    if PDL:  # a dependent launch (kernels/dependent_launch.py): wait before any load
+    if PDL and not EARLY:  # a dependent launch (kernels/dependent_launch.py): wait before any load
         if PREFETCH:  # ... but the state and parameters can be on their way to L2 meanwhile
             dependent_launch.prefetch_l2(state_ptr + rows[:, None] * s_st_b + offs_d[None, :] * s_st_d, mask_bd,
                                          n_state, s_st_n, LINES_N)
@@ -110,29 +110,45 @@ def _selective_state_update_kernel(
                 dependent_launch.prefetch_l2(w_dt_ptr + offs_d * s_w_d, mask_d, rank, s_w_r, LINES_R)
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
+    # With EARLY, everything but dt, B and C is loaded before the wait (below): the
+    # caller has said that the kernel just before this one writes none of it. .cg: from
+    # L2, where earlier kernels' writes are, whatever this SM's L1 held.
     state_ptrs = state_ptr + rows[:, None, None] * s_st_b + offs_d[None, :, None] * s_st_d + offs_n[None, None, :] * s_st_n
-    h = tl.load(state_ptrs, mask=mask, other=0.0).to(tl.float32)  # (BLOCK_B, BLOCK_D, BLOCK_N)
-    x = tl.load(x_ptr + rows[:, None] * s_x_b + offs_d[None, :] * s_x_d, mask=mask_bd, other=0.0).to(tl.float32)
+    h = tl.load(state_ptrs, mask=mask, other=0.0, cache_modifier=".cg").to(tl.float32)  # (BLOCK_B, BLOCK_D, BLOCK_N)
+    x = tl.load(x_ptr + rows[:, None] * s_x_b + offs_d[None, :] * s_x_d, mask=mask_bd, other=0.0,
+                cache_modifier=".cg").to(tl.float32)
+    A = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n, mask=mask_d[:, None] & (offs_n < n_state)[None, :],
+                other=0.0).to(tl.float32)
+    if A_IS_LOG:
+        A = -tl.exp(A)
+    if HAS_Z:
+        z = tl.load(z_ptr + rows[:, None] * s_z_b + offs_d[None, :] * s_z_d, mask=mask_bd, other=0.0,
+                    cache_modifier=".cg").to(tl.float32)
+        gate = z * tl.sigmoid(z)
+    if HAS_D:
+        skip = x * tl.load(D_ptr + offs_d * s_D, mask=mask_d, other=0.0).to(tl.float32)[None, :]
+    if HAS_BIAS:
+        bias = tl.load(dt_bias_ptr + offs_d * s_bias, mask=mask_d, other=0.0).to(tl.float32)[None, :]
     if DT_PROJ:
         # dt is the low-rank input (batch, rank): project it here, dt = W_dt @ dt_low.
         # The program's channels read their rows of W_dt once for all its batch rows.
         offs_r = tl.arange(0, BLOCK_R)
         mask_r = offs_r < rank
-        dt_low = tl.load(dt_ptr + rows[:, None] * s_dt_b + offs_r[None, :] * s_dt_d,
-                         mask=mask_b[:, None] & mask_r[None, :], other=0.0).to(tl.float32)
         w = tl.load(w_dt_ptr + offs_d[:, None] * s_w_d + offs_r[None, :] * s_w_r,
                     mask=mask_d[:, None] & mask_r[None, :], other=0.0).to(tl.float32)
+    if PDL and EARLY:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
+    if DT_PROJ:
+        dt_low = tl.load(dt_ptr + rows[:, None] * s_dt_b + offs_r[None, :] * s_dt_d,
+                         mask=mask_b[:, None] & mask_r[None, :], other=0.0).to(tl.float32)
         dt = tl.sum(w[None, :, :] * dt_low[:, None, :], axis=2)
     else:
         dt = tl.load(dt_ptr + rows[:, None] * s_dt_b + offs_d[None, :] * s_dt_d, mask=mask_bd, other=0.0).to(tl.float32)
     if HAS_BIAS:
-        dt += tl.load(dt_bias_ptr + offs_d * s_bias, mask=mask_d, other=0.0).to(tl.float32)[None, :]
+        dt += bias
     if SOFTPLUS:
         dt = _softplus(dt)
-    A = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n, mask=mask_d[:, None] & (offs_n < n_state)[None, :],
-                other=0.0).to(tl.float32)
-    if A_IS_LOG:
-        A = -tl.exp(A)
     B = _load_bc(B_ptr + rows * s_B_b, mask_b, offs_d, offs_n, n_state, mask, dim_per_group_B, s_B_g, s_B_n, B_GROUPED)
     C = _load_bc(C_ptr + rows * s_C_b, mask_b, offs_d, offs_n, n_state, mask, dim_per_group_C, s_C_g, s_C_n, C_GROUPED)
 
@@ -145,10 +161,9 @@ def _selective_state_update_kernel(
 
     y = tl.sum(h * C, axis=2)  # (BLOCK_B, BLOCK_D)
     if HAS_D:
-        y += x * tl.load(D_ptr + offs_d * s_D, mask=mask_d, other=0.0).to(tl.float32)[None, :]
+        y += skip
     if HAS_Z:
-        z = tl.load(z_ptr + rows[:, None] * s_z_b + offs_d[None, :] * s_z_d, mask=mask_bd, other=0.0).to(tl.float32)
-        y *= z * tl.sigmoid(z)
+        y *= gate
     tl.store(y_ptr + rows[:, None] * s_y_b + offs_d[None, :] * s_y_d, y.to(y_ptr.dtype.element_ty), mask=mask_bd)
 
 
@@ -213,11 +228,13 @@ def selective_state_update_triton(
     block_d: int | None = None,
     num_warps: int | None = None,
     block_b: int | None = None,
+    early_loads: bool = False,
 ) -> torch.Tensor:
     """Launch the kernel: updates ``state`` (batch, D, N) in place, returns y (batch, D).
 
     Inputs are assumed checked by the public op (shapes, dtypes, device, a state
-    whose elements do not overlap). ``block_d`` (a power of two), ``num_warps`` and
+    whose elements do not overlap). ``early_loads``: see the public op (only dt, B and C
+    may come from the kernel just before; ignored without dependent launches). ``block_d`` (a power of two), ``num_warps`` and
     ``block_b`` (batch rows a program, a power of two) override :func:`launch_config` and
     :func:`rows_per_program`, for tuning measurements.
     """
@@ -248,5 +265,6 @@ def selective_state_update_triton(
         PDL=pdl, launch_pdl=pdl, num_warps=num_warps, PREFETCH=dependent_launch.prefetch_for(state.device),
         LINES_N=dependent_launch.prefetch_lines(n_state, state.dtype, A.dtype),
         LINES_R=dependent_launch.prefetch_lines(dt.shape[1], dt_weight.dtype) if dt_weight is not None else 1,
+        EARLY=pdl and early_loads and dependent_launch.EARLY_LOADS,
     )
     return y

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from seqmamba.kernels import decode_linear, proj_conv_update, selective_state_update
+from seqmamba.kernels.decode_linear import waits_then_signals
 
 from .backbone import MambaBackbone
 from .block import Block
@@ -42,6 +43,10 @@ def mixer_step(mixer: Mamba, hidden_states: torch.Tensor, cache: LayerCache) -> 
     # x_proj and out_proj: F.linear, on the GPU as products that overlap their neighbours
     # in the replayed step (kernels/decode_linear).
     dt, B, C = torch.split(decode_linear(x, mixer.x_proj.weight), [mixer.dt_rank, mixer.d_state, mixer.d_state], dim=-1)
+    # Where that product is a dependent launch (waits, then signals), the SSM step may
+    # read what older kernels wrote (its state, x, z) while the product still runs: only
+    # dt, B and C are the product's.
+    early = waits_then_signals(x, mixer.x_proj.weight)
     # As in the forward: Δ's bias and softplus are applied inside the SSM op, which reads
     # the strided slices of the projections and the parameters in their own dtypes (it
     # computes in float32), A as A_log, and projects Δ from its low-rank input itself:
@@ -59,6 +64,7 @@ def mixer_step(mixer: Mamba, hidden_states: torch.Tensor, cache: LayerCache) -> 
         dt_softplus=True,
         A_is_log=True,
         dt_weight=mixer.dt_proj.weight,
+        early_loads=early,
     )
     return decode_linear(y, mixer.out_proj.weight, mixer.out_proj.bias)
 

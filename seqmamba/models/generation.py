@@ -86,7 +86,10 @@ def generate(
     device = model.lm_head.weight.device
     ids, lengths = left_padded_prompts(input_ids, prompt_lengths, pad_token_id=pad, vocab_size=vocab, device=device)
     batch = ids.shape[0]
-    decoder = _decoder(model, batch, cuda_graph=cuda_graph, state_dtype=state_dtype)
+    # Greedy without a penalty needs no logits outside the step: the decoder's greedy step
+    # takes the argmax itself (inside the replayed graph on a GPU).
+    greedy = config.greedy and config.repetition_penalty == 1
+    decoder = _decoder(model, batch, cuda_graph=cuda_graph, state_dtype=state_dtype, greedy=greedy)
     generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
 
     with torch.inference_mode():
@@ -99,22 +102,56 @@ def generate(
             # Padding is not part of the prompt: only real positions mark their token as seen.
             seen.scatter_add_(1, ids, in_prompt)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
-        new_tokens = []
+        new_tokens = _TokenLog(batch, max_new_tokens, device)
+        # Rows past vocab_size only pad the head to a multiple of 8: never sampled.
+        tokens = sample_next(logits[:, :vocab], config, seen=seen, generator=generator)
         for step in range(max_new_tokens):
-            # Rows past vocab_size only pad the head to a multiple of 8: never sampled.
-            tokens = sample_next(logits[:, :vocab], config, seen=seen, generator=generator)
             if eos_token_id is not None:
-                tokens = torch.where(finished, torch.full_like(tokens, pad), tokens)
+                # In place: a finished sequence is fed its padding from here on.
+                tokens.masked_fill_(finished, pad)
                 finished |= tokens == eos_token_id
-            new_tokens.append(tokens)
+            logged = new_tokens.append(tokens)
             if callback is not None:
-                callback(tokens)
+                callback(logged)
             if seen is not None:
                 seen.scatter_(1, tokens[:, None], True)
             if step + 1 == max_new_tokens or (eos_token_id is not None and bool(finished.all())):
                 break
-            logits = decoder.step(tokens)
-    return torch.cat([ids, torch.stack(new_tokens, dim=1)], dim=1)
+            if greedy:
+                # A static buffer on a GPU: the next greedy step reads it as it is.
+                tokens = decoder.greedy_step(tokens)
+            else:
+                tokens = sample_next(decoder.step(tokens)[:, :vocab], config, seen=seen, generator=generator)
+    return torch.cat([ids, new_tokens.tokens()], dim=1)
+
+
+class _TokenLog:
+    """The generated tokens, step by step, in blocks of up to BLOCK steps: each step is
+    one copy into preallocated memory, and a large ``max_new_tokens`` that an eos cuts
+    short allocates no more than a block beyond what was used."""
+
+    BLOCK = 1024
+
+    def __init__(self, batch: int, max_steps: int, device: torch.device) -> None:
+        self.batch, self.left, self.device = batch, max_steps, device
+        self.blocks: list[torch.Tensor] = []
+        self.used = 0  # steps in the last block
+
+    def append(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Copies ``tokens`` (batch,) in; returns the copy (which stays as it is)."""
+        if not self.blocks or self.used == self.blocks[-1].shape[0]:
+            size = min(self.BLOCK, self.left)
+            self.blocks.append(torch.empty(size, self.batch, dtype=torch.long, device=self.device))
+            self.left -= size
+            self.used = 0
+        row = self.blocks[-1][self.used]
+        row.copy_(tokens)
+        self.used += 1
+        return row
+
+    def tokens(self) -> torch.Tensor:
+        """(batch, steps) int64: every appended step."""
+        return torch.cat(self.blocks[:-1] + [self.blocks[-1][: self.used]]).T
 
 
 def left_padded_prompts(
@@ -184,9 +221,10 @@ def _prefill_by_length(model: MambaLM, ids: torch.Tensor, lengths: torch.Tensor,
 
 
 def _decoder(
-    model: MambaLM, batch: int, *, cuda_graph: bool | None, state_dtype: torch.dtype | None
+    model: MambaLM, batch: int, *, cuda_graph: bool | None, state_dtype: torch.dtype | None, greedy: bool = False
 ) -> EagerDecoder | GraphDecoder:
-    """The decoder for this call: a recorded graph (kept per batch size) or eager."""
+    """The decoder for this call: a recorded graph (kept per batch size; with ``greedy``
+    its greedy graph too) or eager."""
     on_cuda = model.lm_head.weight.device.type == "cuda"
     if cuda_graph and not on_cuda:
         raise ValueError(
@@ -194,5 +232,5 @@ def _decoder(
             "leave cuda_graph unset to decode eagerly"
         )
     if cuda_graph if cuda_graph is not None else on_cuda:
-        return graph_decoders(model).get(batch, state_dtype=state_dtype)
+        return graph_decoders(model).get(batch, state_dtype=state_dtype, greedy=greedy)
     return EagerDecoder(model, batch, state_dtype=state_dtype)

@@ -24,6 +24,14 @@ from .decode import decode_step
 from .lm import MambaLM
 
 
+def greedy_step(model: MambaLM, input_ids: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
+    """:func:`decode_step`, then the argmax of the logits over the vocabulary (not the
+    head's padding rows) written over ``input_ids``, which it returns: the next step's
+    input is this step's output, without a copy in between."""
+    logits = decode_step(model, input_ids, cache)
+    return torch.argmax(logits[:, : model.config.vocab_size], dim=-1, out=input_ids)
+
+
 class EagerDecoder:
     """Runs the step eagerly on a fresh cache for ``batch`` sequences."""
 
@@ -34,6 +42,10 @@ class EagerDecoder:
     def step(self, input_ids: torch.Tensor) -> torch.Tensor:
         """input_ids: (batch,) int64 -> logits (batch, padded_vocab_size)."""
         return decode_step(self.model, input_ids, self.cache)
+
+    def greedy_step(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids: (batch,) int64 -> the greedy next tokens (batch,) int64."""
+        return greedy_step(self.model, input_ids.clone(), self.cache)
 
 
 class Recorder(Protocol):
@@ -72,6 +84,10 @@ class GraphDecoder:
     The cache is allocated here and must stay this very object (prefill writes into
     its tensors in place). The logits :meth:`step` returns are a static buffer that
     the next step overwrites: use or copy them before stepping again.
+
+    Greedy decoding has a graph of its own (:meth:`record_greedy`): the step and the
+    argmax, which writes the next tokens into the step's input buffer, so one replay a
+    token is all that runs (no argmax and no copy of the tokens between replays).
     """
 
     def __init__(
@@ -86,6 +102,8 @@ class GraphDecoder:
         # model's decoders never keep it alive.
         self.cache = allocate_inference_cache(model, batch, state_dtype=state_dtype)
         self.input_ids = torch.zeros(batch, dtype=torch.long, device=self.cache.layers[0].ssm.device)
+        self._recorder = recorder
+        self._replay_greedy: Callable[[], None] | None = None
         # no_grad rather than inference_mode: the buffers stay ordinary tensors that any
         # caller may read or copy into.
         with torch.no_grad():
@@ -98,6 +116,28 @@ class GraphDecoder:
         self.input_ids.copy_(input_ids)
         self._replay()
         return self.logits
+
+    @property
+    def has_greedy(self) -> bool:
+        return self._replay_greedy is not None
+
+    def record_greedy(self, model: MambaLM) -> None:
+        """Record the greedy graph (the step and its argmax). Recording runs the step and
+        so zeroes the cache afterwards: call it before a prefill, never between steps."""
+        with torch.no_grad():
+            _, self._replay_greedy = self._recorder.record(lambda: greedy_step(model, self.input_ids, self.cache))
+        self.cache.zero_()
+
+    def greedy_step(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids: (batch,) int64 -> the greedy next tokens (batch,) int64, a static
+        buffer (the graph's input, which the next call reads: pass it back as it is, and
+        copy it to keep it)."""
+        if self._replay_greedy is None:
+            raise RuntimeError("GraphDecoder.greedy_step: no greedy graph; call record_greedy(model) before the prefill")
+        if input_ids is not self.input_ids:
+            self.input_ids.copy_(input_ids)
+        self._replay_greedy()
+        return self.input_ids
 
 
 class GraphDecoders:
@@ -120,7 +160,10 @@ class GraphDecoders:
         assert model is not None
         return tuple((p.data_ptr(), p.dtype, p.device) for p in model.parameters())
 
-    def get(self, batch: int, *, state_dtype: torch.dtype | None = torch.float32) -> GraphDecoder:
+    def get(self, batch: int, *, state_dtype: torch.dtype | None = torch.float32, greedy: bool = False) -> GraphDecoder:
+        """The decoder for ``batch`` sequences with states of ``state_dtype``; with
+        ``greedy``, its greedy graph recorded too (which zeroes its cache: get it before
+        the prefill)."""
         model = self._model()
         assert model is not None
         signature = self._parameters_signature()
@@ -132,7 +175,10 @@ class GraphDecoders:
             if self._recorder is None:
                 self._recorder = self._recorder_factory()
             self._decoders[key] = GraphDecoder(model, batch, recorder=self._recorder, state_dtype=state_dtype)
-        return self._decoders[key]
+        decoder = self._decoders[key]
+        if greedy and not decoder.has_greedy:
+            decoder.record_greedy(model)
+        return decoder
 
     def clear(self) -> None:
         """Drop every recorded graph and cache (their memory returns to the allocator)."""
