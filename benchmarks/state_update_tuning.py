@@ -125,9 +125,10 @@ def in_model_sweep(batch: int, state_dtype: torch.dtype, top: int, replays: int 
 
 
 def early_loads_ab(batch: int, state_dtype: torch.dtype, rounds: int = 4, replays: int = 100) -> None:
-    """The graphed decode step of the Mamba-130M shape with the SSM step's early loads
-    (state, x, z and parameters read before it waits for x_proj's product) off and on,
-    alternated ``rounds`` times (ms per token, median of each)."""
+    """The graphed decode step of the Mamba-130M shape with early loads off and on (the
+    SSM step reading its state, x, z and parameters before it waits for x_proj's
+    product; above 16 rows also the conv step its windows and taps before it waits for
+    in_proj's), alternated ``rounds`` times (ms per token, median of each)."""
     from proj_conv_tuning import graphed_step_ms
     from seqmamba.kernels import dependent_launch
 
@@ -191,7 +192,7 @@ def main() -> None:
     p.add_argument("--top", type=int, default=6)
     p.add_argument("--in-model", action="store_true", help="time each launch shape inside the model's graphed decode step")
     p.add_argument("--early-ab", action="store_true",
-                   help="time the model's graphed decode step with the SSM step's early loads off and on")
+                   help="time the model's graphed decode step with early loads off and on")
     args = p.parse_args()
     if not torch.cuda.is_available():
         p.error("needs a CUDA device")

@@ -2,7 +2,9 @@
 
 The step: one program owns BLOCK_D channels of one batch row; it loads their
 (BLOCK_D, width) window and taps, writes the shifted window back with x appended, and
-the activated dot product as the output. Everything is read through strides.
+the activated dot product as the output. Everything is read through strides. A caller
+that knows the kernel before writes only x can have the rest read before the wait
+(``early_loads``, kernels/dependent_launch.py).
 """
 from __future__ import annotations
 
@@ -18,51 +20,46 @@ BLOCK_D = 128
 
 
 @triton.jit
-def _conv_step(
-    x_ptr, state_ptr, w_ptr, bias_ptr, b, offs_d, mask_d, WIDTH,
-    s_xb, s_xd, s_sb, s_sd, s_sk, s_wd, s_wk,
-    BLOCK_W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, ACC: tl.constexpr,
-):
-    """The step for channels offs_d of batch row b: stores the shifted window, returns
-    act(bias + taps . window) in ACC."""
-    k = tl.arange(0, BLOCK_W)
-    mask = mask_d[:, None] & (k < WIDTH)[None, :]
-    state_base = state_ptr + b * s_sb + offs_d[:, None] * s_sd
-    # The new window: columns 1 .. width-1 of the old one, then x.
-    shifted = tl.load(state_base + (k[None, :] + 1) * s_sk, mask=mask & (k < WIDTH - 1)[None, :], other=0.0)
-    x = tl.load(x_ptr + b * s_xb + offs_d * s_xd, mask=mask_d, other=0.0)
-    window = tl.where((k == WIDTH - 1)[None, :], x[:, None].to(shifted.dtype), shifted)
-    # A thread may store a column another thread has still to read: all reads first.
-    tl.debug_barrier()
-    tl.store(state_base + k[None, :] * s_sk, window, mask=mask)
-    taps = tl.load(w_ptr + offs_d[:, None] * s_wd + k[None, :] * s_wk, mask=mask, other=0.0).to(ACC)
-    out = tl.sum(window.to(ACC) * taps, axis=1)
-    if HAS_BIAS:
-        out += tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(ACC)
-    if SILU:
-        out = out / (1.0 + tl.exp(-out))
-    return out
-
-
-@triton.jit
 def _update_kernel(
     x_ptr, state_ptr, w_ptr, bias_ptr, out_ptr,
     D, WIDTH,
     s_xb, s_xd, s_sb, s_sd, s_sk, s_wd, s_wk, s_ob, s_od,
     BLOCK_D: tl.constexpr, BLOCK_W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
-    ACC: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr, LINES_W: tl.constexpr,
+    ACC: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr, LINES_W: tl.constexpr, EARLY: tl.constexpr,
 ):
     b = tl.program_id(1).to(tl.int64)
     offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
-    if PDL:  # a dependent launch (kernels/dependent_launch.py): wait before any load
+    k = tl.arange(0, BLOCK_W)
+    mask = mask_d[:, None] & (k < WIDTH)[None, :]
+    state_base = state_ptr + b * s_sb + offs_d[:, None] * s_sd
+    if PDL and not EARLY:  # a dependent launch (kernels/dependent_launch.py): wait before any load
         if PREFETCH:  # ... but the windows and taps can be on their way to L2 meanwhile
             dependent_launch.prefetch_l2(state_ptr + b * s_sb + offs_d * s_sd, mask_d, WIDTH, s_sk, LINES_W)
             dependent_launch.prefetch_l2(w_ptr + offs_d * s_wd, mask_d, WIDTH, s_wk, LINES_W)
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
-    out = _conv_step(x_ptr, state_ptr, w_ptr, bias_ptr, b, offs_d, mask_d, WIDTH,
-                     s_xb, s_xd, s_sb, s_sd, s_sk, s_wd, s_wk, BLOCK_W, HAS_BIAS, SILU, ACC)
+    # With EARLY (the kernel just before writes only x) the window, taps and bias are read
+    # before the wait; .cg: from L2, where earlier kernels' writes are.
+    # The new window: columns 1 .. width-1 of the old one, then x.
+    shifted = tl.load(state_base + (k[None, :] + 1) * s_sk, mask=mask & (k < WIDTH - 1)[None, :], other=0.0,
+                      cache_modifier=".cg")
+    taps = tl.load(w_ptr + offs_d[:, None] * s_wd + k[None, :] * s_wk, mask=mask, other=0.0).to(ACC)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(ACC)
+    if PDL and EARLY:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
+    x = tl.load(x_ptr + b * s_xb + offs_d * s_xd, mask=mask_d, other=0.0)
+    window = tl.where((k == WIDTH - 1)[None, :], x[:, None].to(shifted.dtype), shifted)
+    # A thread may store a column another thread has still to read: all reads first.
+    tl.debug_barrier()
+    tl.store(state_base + k[None, :] * s_sk, window, mask=mask)
+    out = tl.sum(window.to(ACC) * taps, axis=1)
+    if HAS_BIAS:
+        out += bias
+    if SILU:
+        out = out / (1.0 + tl.exp(-out))
     # Rounded to the window's dtype first, as the step's result is, then to out's.
     out = out.to(state_ptr.dtype.element_ty).to(out_ptr.dtype.element_ty)
     tl.store(out_ptr + b * s_ob + offs_d * s_od, out, mask=mask_d)
@@ -75,10 +72,14 @@ def causal_conv1d_update_triton(
     bias: torch.Tensor | None,
     silu: bool,
     out: torch.Tensor | None = None,
+    early_loads: bool = False,
 ) -> torch.Tensor:
     """Launches the step kernel; updates conv_state in place, returns out (batch, D), in
     x's dtype unless an ``out`` buffer is given. ``out`` may be x itself: each program
-    reads its x before it writes the same elements of out."""
+    reads its x before it writes the same elements of out. ``early_loads``: a promise
+    that the kernel launched just before writes nothing but x and waits for its own
+    predecessor before it signals (a dependent launch of this package); the windows,
+    taps and bias are then read before this kernel waits for it."""
     batch, dim = x.shape
     width = weight.shape[1]
     if out is None:
@@ -92,5 +93,6 @@ def causal_conv1d_update_triton(
         BLOCK_D=BLOCK_D, BLOCK_W=next_power_of_2(width), HAS_BIAS=bias is not None, SILU=silu,
         ACC=_acc_dtype(x.dtype), PDL=pdl, launch_pdl=pdl, PREFETCH=dependent_launch.prefetch_for(x.device),
         LINES_W=dependent_launch.prefetch_lines(width, conv_state.dtype, weight.dtype),
+        EARLY=pdl and early_loads and dependent_launch.EARLY_LOADS,
     )
     return out

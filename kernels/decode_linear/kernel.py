@@ -182,6 +182,13 @@ def default_launch(rows: int, out_features: int, in_features: int) -> Launch | N
     return block_m, block_n, 256, 4, 3
 
 
+def runs_as_dependent_launch(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :func:`decode_linear_triton` on ``x`` and ``weight`` (no launch given) runs
+    this kernel as a dependent launch, which waits for the kernel before it and only then
+    lets the kernel after it start, rather than cuBLAS's product."""
+    return dependent_launch.enabled_for(x.device) and default_launch(x.shape[0], *weight.shape) is not None
+
+
 def decode_linear_triton(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, launch: Launch | None = None
 ) -> torch.Tensor:

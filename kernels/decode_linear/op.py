@@ -70,11 +70,9 @@ def waits_then_signals(x: torch.Tensor, weight: torch.Tensor) -> bool:
     kernel as a dependent launch): then whatever was written two launches before the
     kernel after it is complete when that kernel starts (see ``early_loads`` of
     ``selective_state_update``). False on CPU and where cuBLAS's product runs."""
-    from .. import dependent_launch
-    from . import kernel
+    from .kernel import runs_as_dependent_launch
 
-    return (dependent_launch.enabled_for(x.device) and resolve_backend(OP, None, x.device, BACKENDS) == "triton"
-            and kernel.default_launch(x.shape[0], *weight.shape) is not None)
+    return resolve_backend(OP, None, x.device, BACKENDS) == "triton" and runs_as_dependent_launch(x, weight)
 
 
 @torch.library.custom_op("seqmamba::decode_linear", mutates_args=())

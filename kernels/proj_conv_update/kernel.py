@@ -23,7 +23,7 @@ import triton.language as tl
 from .. import dependent_launch
 from ..causal_conv1d.kernel import _acc_dtype
 from ..causal_conv1d.update_kernel import causal_conv1d_update_triton
-from ..decode_linear.kernel import decode_linear_triton, dot_precision, row_tile_product
+from ..decode_linear.kernel import decode_linear_triton, dot_precision, row_tile_product, runs_as_dependent_launch
 from ..sizes import cdiv, next_power_of_2
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
@@ -123,7 +123,10 @@ def proj_conv_update_triton(
     launch = launch or default_launch(batch, dim)
     if launch is None:
         xz = decode_linear_triton(hidden, proj_weight, proj_bias)
-        causal_conv1d_update_triton(xz[:, :dim], conv_state, conv_weight, conv_bias, silu, out=xz[:, :dim])
+        # Where the product ran as this package's dependent launch (it waits, then signals),
+        # the conv step may read its windows and taps while the product still runs.
+        causal_conv1d_update_triton(xz[:, :dim], conv_state, conv_weight, conv_bias, silu, out=xz[:, :dim],
+                                    early_loads=runs_as_dependent_launch(hidden, proj_weight))
         return xz
     block_m, block_n, block_k, warps, stages = launch
     precision, upcast = dot_precision(hidden.dtype)
