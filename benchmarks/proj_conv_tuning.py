@@ -110,7 +110,9 @@ def graphed_step_ms(batch: int, replays: int, state_dtype: torch.dtype = torch.f
     return measure
 
 
-def sweep(batch: int, top: int, replays: int) -> None:
+def sweep(batch: int, top: int, replays: int, shapes: list[Launch] | None = None) -> None:
+    """The decode step with the split product, the rule's choice and each fused launch of
+    ``shapes`` (default: :func:`launch_shapes` at the smallest BLOCK_M for ``batch``)."""
     measure = graphed_step_ms(batch, replays)
     rule = default_launch(batch, D_INNER)
     rows = []
@@ -121,7 +123,8 @@ def sweep(batch: int, top: int, replays: int) -> None:
         decode.proj_conv_update = original_op
         if rule is None:
             rows.append((measure(), "rule: two kernels", None))
-        for launch in [s for s in [rule] if s] + [s for s in launch_shapes(smallest_block_m(batch)) if s != rule]:
+        candidates = shapes if shapes is not None else launch_shapes(smallest_block_m(batch))
+        for launch in [s for s in [rule] if s] + [s for s in candidates if s != rule]:
             try:
                 err = check_launch(launch, batch)
             except Exception as e:  # noqa: BLE001 (a shape the GPU cannot launch, e.g. out of shared memory)
@@ -150,11 +153,21 @@ def main() -> None:
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--top", type=int, default=8)
     p.add_argument("--replays", type=int, default=200)
+    p.add_argument("--shapes", default=None, metavar="MxNxKxWxS,...",
+                   help="fused launches to time (BLOCK_M x BLOCK_N x BLOCK_K x warps x stages) instead of the sweep")
     args = p.parse_args()
     if not torch.cuda.is_available():
         p.error("needs a CUDA device")
+    shapes = None
+    if args.shapes:
+        try:
+            shapes = [tuple(int(v) for v in item.split("x")) for item in args.shapes.split(",")]
+        except ValueError:
+            p.error(f"--shapes: expected items like 64x32x256x4x3, got {args.shapes!r}")
+        if any(len(shape) != 5 for shape in shapes):
+            p.error(f"--shapes: each item has five numbers (MxNxKxWxS), got {args.shapes!r}")
     for batch in map(int, args.batches.split(",")):
-        sweep(batch, args.top, args.replays)
+        sweep(batch, args.top, args.replays, shapes)
 
 
 if __name__ == "__main__":

@@ -340,7 +340,7 @@ def _decode_step(shape: tuple[int, ...], dtype: torch.dtype) -> None:
     normed, _ = rms_norm(hidden, torch.ones(d_model), hidden, residual_in_fp32=True, backend="triton")
     proj_conv_update(normed, torch.empty(2 * d_inner, d_model, dtype=dtype), torch.empty(batch, d_inner, width, dtype=dtype),
                      torch.empty(d_inner, width, dtype=dtype), torch.empty(d_inner, dtype=dtype), activation="silu",
-                     backend="triton")
+                     backend="triton", early_loads=True)  # as the model calls it, after the add + norm
     dt_rank = -(-d_model // 16)
     decode_linear(torch.empty(batch, d_inner, dtype=dtype), torch.empty(dt_rank + 2 * n, d_inner, dtype=dtype),
                   backend="triton")

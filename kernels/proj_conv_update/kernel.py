@@ -39,7 +39,7 @@ def _proj_conv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, K_CHUNKS: tl.constexpr,
     HAS_PROJ_BIAS: tl.constexpr, HAS_CONV_BIAS: tl.constexpr, SILU: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr, ACC: tl.constexpr, PDL: tl.constexpr,
-    PREFETCH: tl.constexpr, LINES_K: tl.constexpr, LINES_W: tl.constexpr,
+    PREFETCH: tl.constexpr, LINES_K: tl.constexpr, LINES_W: tl.constexpr, EARLY: tl.constexpr,
 ):
     blocks_per_half = tl.cdiv(D, BLOCK_N)
     pid_n = tl.program_id(0)
@@ -49,13 +49,31 @@ def _proj_conv_kernel(
     cols = half * D + chan
     rows = tl.program_id(1).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     mask_r = rows < BATCH
+    mask = mask_r[:, None] & mask_c[None, :]
+    # The conv step's window (BLOCK_M, BLOCK_N, BLOCK_W), oldest input first, and taps;
+    # read by the x columns' programs only (masked off in the z columns').
+    j = tl.arange(0, BLOCK_W)
+    mask_w = mask[:, :, None] & (j < WIDTH)[None, None, :] & (half == 0)
+    base = state_ptr + rows[:, None, None] * s_sb + chan[None, :, None] * s_sd + j[None, None, :] * s_sk
     if PDL:  # a dependent launch (kernels/dependent_launch.py): wait before any load
         if PREFETCH:  # ... but the weight and the windows can be on their way to L2 meanwhile
             dependent_launch.prefetch_l2(w_ptr + cols * s_wn, mask_c, K, s_wk, LINES_K)
-            if half == 0:
+            if half == 0 and not EARLY:
                 dependent_launch.prefetch_l2(state_ptr + rows[:, None] * s_sb + chan[None, :] * s_sd,
-                                             mask_r[:, None] & mask_c[None, :], WIDTH, s_sk, LINES_W)
+                                             mask, WIDTH, s_sk, LINES_W)
                 dependent_launch.prefetch_l2(cw_ptr + chan * s_cd, mask_c, WIDTH, s_ck, LINES_W)
+        if not EARLY:
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
+    # With EARLY (the caller's promise that the kernel before writes no window) the
+    # windows and taps are read before the wait, else after it; .cg: from L2, where
+    # earlier kernels' writes are.
+    shifted = tl.load(base + s_sk, mask=mask_w & (j < WIDTH - 1)[None, None, :], other=0.0, cache_modifier=".cg")
+    taps = tl.load(cw_ptr + chan[:, None] * s_cd + j[None, :] * s_ck,
+                   mask=mask_c[:, None] & (j < WIDTH)[None, :] & (half == 0), other=0.0).to(ACC)
+    if HAS_CONV_BIAS:
+        conv_bias = tl.load(cb_ptr + chan, mask=mask_c & (half == 0), other=0.0).to(ACC)
+    if PDL and EARLY:
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
 
@@ -63,26 +81,19 @@ def _proj_conv_kernel(
                            HAS_PROJ_BIAS, BLOCK_M, BLOCK_N, BLOCK_K, K_CHUNKS, PRECISION, UPCAST)
     # Rounded to the model's dtype, as the unfused product's output is.
     xz = acc.to(out_ptr.dtype.element_ty)
-    mask = mask_r[:, None] & mask_c[None, :]
     out_ptrs = out_ptr + rows[:, None] * s_ob + cols[None, :] * s_on
     if half == 1:
         tl.store(out_ptrs, xz, mask=mask)
     else:
-        # The conv step on the tile: window (BLOCK_M, BLOCK_N, BLOCK_W), oldest input first.
-        j = tl.arange(0, BLOCK_W)
-        mask_w = mask[:, :, None] & (j < WIDTH)[None, None, :]
-        base = state_ptr + rows[:, None, None] * s_sb + chan[None, :, None] * s_sd + j[None, None, :] * s_sk
-        shifted = tl.load(base + s_sk, mask=mask_w & (j < WIDTH - 1)[None, None, :], other=0.0)
+        # The conv step on the tile: the window shifted left, the new x last.
         x = xz.to(state_ptr.dtype.element_ty)
         window = tl.where((j == WIDTH - 1)[None, None, :], x[:, :, None], shifted)
         # A thread may store a column another thread has still to read: all reads first.
         tl.debug_barrier()
         tl.store(base, window, mask=mask_w)
-        taps = tl.load(cw_ptr + chan[:, None] * s_cd + j[None, :] * s_ck,
-                       mask=mask_c[:, None] & (j < WIDTH)[None, :], other=0.0).to(ACC)
         conv = tl.sum(window.to(ACC) * taps[None, :, :], axis=2)
         if HAS_CONV_BIAS:
-            conv += tl.load(cb_ptr + chan, mask=mask_c, other=0.0).to(ACC)[None, :]
+            conv += conv_bias[None, :]
         if SILU:
             conv = conv / (1.0 + tl.exp(-conv))
         # As the unfused step: the conv output in the window's dtype, then the model's.
@@ -115,9 +126,10 @@ def proj_conv_update_triton(
     conv_bias: torch.Tensor | None,
     silu: bool,
     launch: Launch | None = None,
+    early_loads: bool = False,
 ) -> torch.Tensor:
     """Launches the kernel; updates conv_state in place, returns (batch, 2 D) in hidden's
-    dtype: the conv step's output, then z."""
+    dtype: the conv step's output, then z. ``early_loads``: see the public op."""
     batch, k = hidden.shape
     dim, width = conv_weight.shape
     launch = launch or default_launch(batch, dim)
@@ -147,5 +159,6 @@ def proj_conv_update_triton(
         PREFETCH=dependent_launch.prefetch_for(hidden.device),
         LINES_K=dependent_launch.prefetch_lines(k, proj_weight.dtype),
         LINES_W=dependent_launch.prefetch_lines(width, conv_state.dtype, conv_weight.dtype),
+        EARLY=pdl and early_loads and dependent_launch.EARLY_LOADS,
     )
     return out

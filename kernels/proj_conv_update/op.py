@@ -31,6 +31,8 @@ def proj_conv_update(
     proj_bias: torch.Tensor | None = None,
     activation: str | None = None,
     backend: str | None = None,
+    *,
+    early_loads: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``xz = hidden @ proj_weight.T + proj_bias``, then one causal conv1d step on its x half.
 
@@ -48,6 +50,11 @@ def proj_conv_update(
         proj_bias: (2 D,) the projection's bias.
         activation: None or "silu".
         backend: None (Triton on CUDA, the reference elsewhere), "triton" or "reference".
+        early_loads: a promise that the kernel launched just before this call does not
+            write conv_state (in a decode step it is the add + norm). The fused Triton
+            kernel, a dependent launch on Hopper GPUs, then reads the windows and taps
+            before it waits for that kernel, overlapping its run. Leave it False when
+            the window may just have been written (this op twice in a row on one state).
 
     Returns:
         (x, z), each (batch, D) in hidden's dtype: the conv step's output and the gate
@@ -66,7 +73,8 @@ def proj_conv_update(
                 if t.dtype not in TRITON_DTYPES:
                     raise ValueError(f"{OP}: the Triton kernel takes {arg} in float16, bfloat16 or float32, "
                                      f"got {t.dtype}; use backend='reference'")
-            xz = proj_conv_update_op(hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu)
+            xz = proj_conv_update_op(hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu,
+                                     bool(early_loads))
         else:
             xz = proj_conv_update_reference(hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu)
     dim = conv_state.shape[1]
@@ -82,15 +90,17 @@ def proj_conv_update_op(
     conv_weight: torch.Tensor,
     conv_bias: torch.Tensor | None,
     silu: bool,
+    early_loads: bool = False,
 ) -> torch.Tensor:
     """The Triton kernel as one op: updates ``conv_state`` in place, returns (batch, 2 D)."""
     from .kernel import proj_conv_update_triton
 
-    return proj_conv_update_triton(hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu)
+    return proj_conv_update_triton(hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu,
+                                   early_loads=early_loads)
 
 
 @proj_conv_update_op.register_fake
-def _(hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu):
+def _(hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu, early_loads=False):
     return hidden.new_empty(hidden.shape[0], proj_weight.shape[0])
 
 

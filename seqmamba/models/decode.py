@@ -38,6 +38,9 @@ def mixer_step(mixer: Mamba, hidden_states: torch.Tensor, cache: LayerCache) -> 
     x, z = proj_conv_update(
         hidden_states, mixer.in_proj.weight, cache.conv, taps, mixer.conv1d.bias,
         proj_bias=mixer.in_proj.bias, activation="silu",
+        # The kernel before (the add + norm) writes no window: the op may read the
+        # windows while that kernel still runs.
+        early_loads=True,
     )  # (batch, d_inner) each
 
     # x_proj and out_proj: F.linear, on the GPU as products that overlap their neighbours
