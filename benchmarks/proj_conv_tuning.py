@@ -40,8 +40,10 @@ D_MODEL, D_INNER, WIDTH = 768, 1536, 4
 
 
 def split_step(hidden, proj_weight, conv_state, conv_weight, conv_bias=None, proj_bias=None, activation=None,
-               backend=None):
-    """The two-kernel step the fused op replaced, with proj_conv_update's signature."""
+               backend=None, *, early_loads=False):
+    """The two-kernel step the fused op replaced (cuBLAS's product and the conv step
+    kernel), with proj_conv_update's signature (``early_loads`` unused: cuBLAS's
+    product does not signal early)."""
     x, z = F.linear(hidden, proj_weight, proj_bias).chunk(2, dim=-1)
     return causal_conv1d_update(x, conv_state, conv_weight, conv_bias, activation, backend=backend), z
 

@@ -74,8 +74,10 @@ def selective_state_update(
             input but dt, B and C (as x_proj's product does in a decode step). The
             Triton kernel, a dependent launch on Hopper GPUs, then reads the state, x, z
             and the parameters before it waits for that kernel to finish, so that those
-            reads overlap its run. Leave it False when any other input was just written
-            (say x by a conv step): the kernel could read it before it is written.
+            reads overlap its run (on steps small enough for that to pay; see
+            ``early_loads_pay`` in triton_kernel.py). Leave it False when any other input
+            was just written (say x by a conv step): the kernel could read it before it
+            is written.
 
     Returns:
         y (batch, D) in x's dtype, computed in float32 from the unrounded new state.

@@ -167,6 +167,16 @@ def _selective_state_update_kernel(
     tl.store(y_ptr + rows[:, None] * s_y_b + offs_d[None, :] * s_y_d, y.to(y_ptr.dtype.element_ty), mask=mask_bd)
 
 
+def early_loads_pay(batch: int, dim: int, n_state: int) -> bool:
+    """Whether a step honours ``early_loads`` (reads its state and the rest before it
+    waits for the product before it). Measured in the 130M model's graphed decode step
+    (H100, state_update_tuning.py --early-ab, ms a token off / on, fp32 states): batch 1
+    0.3554 / 0.3511, batch 16 0.4856 / 0.4790, but batch 64 0.5921 / 0.6215 (bf16 states
+    there 0.5412 / 0.5430): a large step's state read early is slower, so only steps up
+    to the small-step size read early."""
+    return batch * dim * next_power_of_2(n_state) <= _SMALL_STEP
+
+
 def rows_per_program(batch: int, dim: int, n_state: int) -> int:
     """Batch rows a program steps (its tile is rows x BLOCK_D channels x N).
 
@@ -265,6 +275,6 @@ def selective_state_update_triton(
         PDL=pdl, launch_pdl=pdl, num_warps=num_warps, PREFETCH=dependent_launch.prefetch_for(state.device),
         LINES_N=dependent_launch.prefetch_lines(n_state, state.dtype, A.dtype),
         LINES_R=dependent_launch.prefetch_lines(dt.shape[1], dt_weight.dtype) if dt_weight is not None else 1,
-        EARLY=pdl and early_loads and dependent_launch.EARLY_LOADS,
+        EARLY=pdl and early_loads and dependent_launch.EARLY_LOADS and early_loads_pay(batch, dim, n_state),
     )
     return y
