@@ -138,49 +138,58 @@ def mamba_ssm_impl(model: MambaLM) -> tuple[Impl, torch.nn.Module]:
 class TransformerGreedy:
     """Greedy generation with a static KV cache; the step is a CUDA graph on CUDA.
 
-    As seqmamba's greedy graph, the recorded step takes its own argmax into its input
-    buffer (and advances its position), so a replay is all that runs a token, plus the
-    copy that keeps the token. One decoder (cache, static buffers, graph) per (batch,
-    cache length), kept until :meth:`clear`, as a server would keep them."""
+    As seqmamba's greedy graph: a replay runs ``block`` steps (one for the last few
+    tokens), each taking its own argmax where the next step reads it and advancing the
+    position, so a replay and one copy of its tokens are all that run for ``block``
+    tokens. One decoder (cache, static buffers, graphs) per (batch, cache length), kept
+    until :meth:`clear`, as a server would keep them."""
 
-    def __init__(self, model: Transformer) -> None:
+    def __init__(self, model: Transformer, block: int = 4) -> None:
         self.model = model
-        self.decoders: dict[tuple[int, int], tuple[KVCache, torch.Tensor, torch.Tensor, Callable[[], torch.Tensor]]] = {}
+        self.block = block
+        self.decoders: dict[tuple[int, int], tuple[KVCache, torch.Tensor, torch.Tensor, dict]] = {}
 
     def _decoder(self, batch: int, max_len: int):
         key = (batch, max_len)
         if key not in self.decoders:
             device = self.model.head.weight.device
             cache = self.model.allocate_cache(batch, max_len)
-            ids = torch.zeros(batch, dtype=torch.long, device=device)
+            tokens = torch.zeros(self.block, batch, dtype=torch.long, device=device)
             position = torch.zeros(1, dtype=torch.long, device=device)
 
-            def step() -> torch.Tensor:
-                torch.argmax(self.model.step(ids, position, cache), dim=-1, out=ids)
-                position.add_(1)
-                return ids
+            def steps(count: int) -> torch.Tensor:
+                for k in range(count):  # step k reads the token step k - 1 wrote (the last row for k = 0)
+                    torch.argmax(self.model.step(tokens[k - 1], position, cache), dim=-1, out=tokens[k])
+                    position.add_(1)
+                return tokens
 
-            if device.type == "cuda":
-                _, replay = CUDAGraphRecorder().record(step)
-
-                def run() -> torch.Tensor:
-                    replay()
-                    return ids
-            else:
-                run = step
-            self.decoders[key] = (cache, ids, position, run)
+            runs = {}
+            for count in {1, self.block}:
+                if device.type == "cuda":
+                    start = position.clone()
+                    _, runs[count] = CUDAGraphRecorder().record(lambda count=count: steps(count))
+                    position.copy_(start)  # recording advanced it
+                else:
+                    runs[count] = lambda count=count: steps(count)
+            self.decoders[key] = (cache, tokens, position, runs)
         return self.decoders[key]
 
     def __call__(self, prompt: torch.Tensor, new: int) -> torch.Tensor:
         batch, length = prompt.shape
-        cache, ids, position, run = self._decoder(batch, length + new)
-        tokens = torch.empty(new, batch, dtype=torch.long, device=prompt.device)
-        tokens[0] = self.model.prefill(prompt, cache).argmax(-1)
-        ids.copy_(tokens[0])
+        cache, tokens, position, runs = self._decoder(batch, length + new)
+        tokens[-1] = self.model.prefill(prompt, cache).argmax(-1)
         position.fill_(length)
-        for i in range(1, new):
-            tokens[i] = run()
-        return torch.cat([prompt, tokens.T], dim=1)
+        out = [tokens[-1:].clone()]
+        done = 1
+        while done < new:
+            count = self.block if new - done >= self.block else 1
+            runs[count]()
+            # A single step wrote row 0 and reads the last row next: keep them in order.
+            if count == 1:
+                tokens[-1] = tokens[0]
+            out.append(tokens[-count:].clone())
+            done += count
+        return torch.cat([prompt, torch.cat(out).T], dim=1)
 
     def clear(self) -> None:
         self.decoders.clear()

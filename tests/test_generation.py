@@ -437,9 +437,10 @@ def test_generate_with_graph_decoder_equals_eager(monkeypatch):
 
 
 def test_greedy_generation_replays_the_greedy_graph_and_equals_eager(monkeypatch):
-    """Greedy decoding runs the decoder's greedy graph (step and argmax, the tokens
-    written into the step's own input): the same tokens as eager decoding and as
-    rerunning the forward, eos and a padded vocabulary included, the graph recorded once."""
+    """Greedy decoding runs the decoder's greedy graph (steps with their argmax, each
+    step's token written where the next step reads it): the same tokens as eager decoding
+    and as rerunning the forward, eos (checked token by token) and a padded vocabulary
+    included, the graph recorded once."""
     from seqmamba.models import generation
 
     model = small_model(seed=17)
@@ -463,7 +464,8 @@ def test_greedy_generation_replays_the_greedy_graph_and_equals_eager(monkeypatch
     original = decoder._replay_greedy
     decoder._replay_greedy = lambda: (replays.append(1), original())
     assert torch.equal(model.generate(prompts, 11, temperature=0), eager)
-    assert len(replays) == 10 and recorders[0].recorded == 2  # the step's graph and the greedy one
+    # 10 tokens after the prefill's: 2 replays of 4 steps, then 2 single steps.
+    assert len(replays) == 10 // GraphDecoder.greedy_block and recorders[0].recorded == 2
     # eos: a finished row is fed its padding; the others go on as without eos.
     eos = int(eager[0, 5 + 3])
     out = model.generate(prompts, 11, temperature=0, eos_token_id=eos, pad_token_id=0)
@@ -474,17 +476,28 @@ def test_greedy_generation_replays_the_greedy_graph_and_equals_eager(monkeypatch
     assert recorders[0].recorded == 2
 
 
-def test_token_log_spans_blocks(monkeypatch):
+@pytest.mark.parametrize("block, new", [(4, 11), (3, 7), (5, 3)])
+def test_greedy_blocks_of_steps_replay_while_they_fit(monkeypatch, block, new):
+    """A greedy replay decodes ``greedy_block`` tokens; the last few tokens that do not fill
+    a block are single steps (no step beyond the last token): same tokens as eagerly."""
     from seqmamba.models import generation
 
-    monkeypatch.setattr(generation._TokenLog, "BLOCK", 3)
-    log = generation._TokenLog(2, 7, torch.device("cpu"))
-    rows = [log.append(torch.tensor([t, 10 + t])) for t in range(5)]
-    assert torch.equal(log.tokens(), torch.tensor([[0, 1, 2, 3, 4], [10, 11, 12, 13, 14]]))
-    assert [len(b) for b in log.blocks] == [3, 3] and torch.equal(rows[3], torch.tensor([3, 13]))
-    for t in range(5, 7):
-        log.append(torch.tensor([t, 10 + t]))
-    assert [len(b) for b in log.blocks] == [3, 3, 1] and log.tokens().shape == (2, 7)
+    monkeypatch.setattr(GraphDecoder, "greedy_block", block)
+    model = small_model(seed=18)
+    prompts = torch.randint(0, VOCAB, (2, 4), generator=torch.Generator().manual_seed(18))
+    eager = model.generate(prompts, new, temperature=0)
+    decoders = GraphDecoders(model, ReplayByRerunning)
+    monkeypatch.setattr(generation, "_decoder",
+                        lambda m, b, cuda_graph, state_dtype, greedy: decoders.get(b, greedy=greedy))
+    decoder = decoders.get(2, greedy=True)
+    calls = {"greedy": 0, "step": 0}
+    for name in calls:
+        original = getattr(decoder, name)
+        monkeypatch.setattr(decoder, name, lambda *a, name=name, original=original: (
+            calls.__setitem__(name, calls[name] + 1), original(*a))[1])
+    assert torch.equal(model.generate(prompts, new, temperature=0), eager)
+    assert calls == {"greedy": (new - 1) // block, "step": (new - 1) % block}
+
 
 
 TRITON_STEP = """

@@ -102,56 +102,42 @@ def generate(
             # Padding is not part of the prompt: only real positions mark their token as seen.
             seen.scatter_add_(1, ids, in_prompt)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
-        new_tokens = _TokenLog(batch, max_new_tokens, device)
+        per_token = eos_token_id is not None or callback is not None or seen is not None
+        log: list[torch.Tensor] = []  # (k, batch) blocks of new tokens
+        produced = 0
         # Rows past vocab_size only pad the head to a multiple of 8: never sampled.
-        tokens = sample_next(logits[:, :vocab], config, seen=seen, generator=generator)
-        for step in range(max_new_tokens):
-            if eos_token_id is not None:
-                # In place: a finished sequence is fed its padding from here on.
-                tokens.masked_fill_(finished, pad)
-                finished |= tokens == eos_token_id
-            logged = new_tokens.append(tokens)
-            if callback is not None:
-                callback(logged)
-            if seen is not None:
-                seen.scatter_(1, tokens[:, None], True)
-            if step + 1 == max_new_tokens or (eos_token_id is not None and bool(finished.all())):
-                break
-            if greedy:
-                # A static buffer on a GPU: the next greedy step reads it as it is.
-                tokens = decoder.greedy_step(tokens)
+        block = sample_next(logits[:, :vocab], config, seen=seen, generator=generator)[None]  # (1, batch)
+        while True:
+            block = block[: max_new_tokens - produced]
+            if not per_token:
+                # A greedy block may be the decoder's static buffer, which the next call rewrites.
+                log.append(block.clone() if greedy else block)
+                produced += block.shape[0]
             else:
-                tokens = sample_next(decoder.step(tokens)[:, :vocab], config, seen=seen, generator=generator)
-    return torch.cat([ids, new_tokens.tokens()], dim=1)
-
-
-class _TokenLog:
-    """The generated tokens, step by step, in blocks of up to BLOCK steps: each step is
-    one copy into preallocated memory, and a large ``max_new_tokens`` that an eos cuts
-    short allocates no more than a block beyond what was used."""
-
-    BLOCK = 1024
-
-    def __init__(self, batch: int, max_steps: int, device: torch.device) -> None:
-        self.batch, self.left, self.device = batch, max_steps, device
-        self.blocks: list[torch.Tensor] = []
-        self.used = 0  # steps in the last block
-
-    def append(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Copies ``tokens`` (batch,) in; returns the copy (which stays as it is)."""
-        if not self.blocks or self.used == self.blocks[-1].shape[0]:
-            size = min(self.BLOCK, self.left)
-            self.blocks.append(torch.empty(size, self.batch, dtype=torch.long, device=self.device))
-            self.left -= size
-            self.used = 0
-        row = self.blocks[-1][self.used]
-        row.copy_(tokens)
-        self.used += 1
-        return row
-
-    def tokens(self) -> torch.Tensor:
-        """(batch, steps) int64: every appended step."""
-        return torch.cat(self.blocks[:-1] + [self.blocks[-1][: self.used]]).T
+                for tokens in block:
+                    if eos_token_id is not None:
+                        # In place: a finished sequence is fed its padding from here on.
+                        tokens.masked_fill_(finished, pad)
+                        finished |= tokens == eos_token_id
+                    log.append(tokens[None].clone())
+                    produced += 1
+                    if callback is not None:
+                        callback(log[-1][0])
+                    if seen is not None:
+                        seen.scatter_(1, tokens[:, None], True)
+                    if produced == max_new_tokens or (eos_token_id is not None and bool(finished.all())):
+                        break
+            if produced == max_new_tokens or (eos_token_id is not None and bool(finished.all())):
+                break
+            last = block[-1]
+            if greedy and max_new_tokens - produced >= decoder.greedy_block:
+                # Several steps a call on a GPU (one graph replay), each taking its own argmax.
+                block = decoder.greedy(last)
+            elif greedy:  # the last few tokens, one step at a time: no step beyond the last token
+                block = decoder.step(last)[:, :vocab].argmax(dim=-1)[None]
+            else:
+                block = sample_next(decoder.step(last)[:, :vocab], config, seen=seen, generator=generator)[None]
+    return torch.cat([ids, torch.cat(log).T], dim=1)
 
 
 def left_padded_prompts(
