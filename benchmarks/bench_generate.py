@@ -38,6 +38,7 @@ import torch
 
 from bench_scan import environment, rel_err
 from kernel_profile import format_kernels, profile_step, rank_kernels
+from seqmamba.kernels import row_argmax
 from seqmamba.models import MambaLM, ModelConfig, allocate_inference_cache
 from seqmamba.models.decode import decode_step, prefill
 from seqmamba.models.graphs import CUDAGraphRecorder
@@ -139,7 +140,8 @@ class TransformerGreedy:
     """Greedy generation with a static KV cache; the step is a CUDA graph on CUDA.
 
     As seqmamba's greedy graph: a replay runs ``block`` steps (one for the last few
-    tokens), each taking its own argmax where the next step reads it and advancing the
+    tokens), each taking its own argmax (the same ``row_argmax`` kernel) where the next
+    step reads it and advancing the
     position, so a replay and one copy of its tokens are all that run for ``block``
     tokens. One decoder (cache, static buffers, graphs) per (batch, cache length), kept
     until :meth:`clear`, as a server would keep them."""
@@ -159,7 +161,7 @@ class TransformerGreedy:
 
             def steps(count: int) -> torch.Tensor:
                 for k in range(count):  # step k reads the token step k - 1 wrote (the last row for k = 0)
-                    torch.argmax(self.model.step(tokens[k - 1], position, cache), dim=-1, out=tokens[k])
+                    row_argmax(self.model.step(tokens[k - 1], position, cache), out=tokens[k])
                     position.add_(1)
                 return tokens
 

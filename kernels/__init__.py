@@ -10,6 +10,7 @@ from .cross_entropy import softmax_cross_entropy
 from .decode_linear import decode_linear
 from .proj_conv_update import proj_conv_update
 from .rmsnorm import rms_norm
+from .row_argmax import row_argmax
 from .selective_scan import selective_scan
 from .selective_state_update import selective_state_update
 
@@ -19,6 +20,7 @@ __all__ = [
     "decode_linear",
     "proj_conv_update",
     "rms_norm",
+    "row_argmax",
     "selective_scan",
     "selective_state_update",
     "softmax_cross_entropy",

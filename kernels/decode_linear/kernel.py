@@ -23,6 +23,7 @@ import triton.language as tl
 from .. import dependent_launch
 from ..backend import triton_interpreter_enabled
 from ..sizes import cdiv, smallest_block_m
+from ..split_counters import split_counters
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages[, SPLIT_K]): SPLIT_K programs share
 # each output tile's K loop (default 1).
@@ -116,22 +117,6 @@ def _decode_linear_kernel(
             tl.store(tile, 0)
 
 
-# Counters of the split-K tiles, one int32 zero-filled buffer per device: every launch
-# leaves them at 0 again. Two split launches on one device must not run at the same time
-# (two streams): they would share counters. A decode step's products run one after another.
-_COUNTERS: dict[torch.device, torch.Tensor] = {}
-_MAX_TILES = 4096
-
-
-def _split_counters(device: torch.device, tiles: int) -> torch.Tensor:
-    if tiles > _MAX_TILES:
-        raise ValueError(f"decode_linear: a split-K launch of {tiles} tiles exceeds {_MAX_TILES}; "
-                         f"use larger blocks or no split")
-    if device not in _COUNTERS:
-        _COUNTERS[device] = torch.zeros(_MAX_TILES, dtype=torch.int32, device=device)
-    return _COUNTERS[device]
-
-
 # Beyond this many rows a product is no longer a decode step's: cuBLAS's kernels take it.
 MAX_ROWS = 64
 # Nor beyond this many columns (an LM head's vocabulary), where the weight read from
@@ -211,7 +196,7 @@ def decode_linear_triton(
     grid = (cdiv(n, block_n), cdiv(m, block_m), split_k)
     if split_k > 1:
         partials = torch.empty((split_k, m, n), dtype=torch.float32, device=x.device)
-        counters = _split_counters(x.device, grid[0] * grid[1])
+        counters = split_counters("decode_linear", x.device, grid[0] * grid[1])
     else:
         partials = counters = out
     pdl = dependent_launch.enabled_for(x.device)

@@ -19,6 +19,8 @@ from typing import Protocol
 
 import torch
 
+from seqmamba.kernels import row_argmax
+
 from .cache import InferenceCache, allocate_inference_cache
 from .decode import decode_step
 from .lm import MambaLM
@@ -32,7 +34,7 @@ def greedy_steps(model: MambaLM, tokens: torch.Tensor, cache: InferenceCache) ->
     steps = tokens.shape[0]
     for k in range(steps):
         logits = decode_step(model, tokens[k - 1], cache)
-        torch.argmax(logits[:, : model.config.vocab_size], dim=-1, out=tokens[k])
+        row_argmax(logits[:, : model.config.vocab_size], out=tokens[k])
     return tokens
 
 

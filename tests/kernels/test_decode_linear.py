@@ -54,14 +54,14 @@ def test_other_launch_shapes_match(launch):
 def test_split_k_matches_and_leaves_its_counters_at_zero(dtype, rows, launch):
     """K shared by several programs a tile (the last sums the partials); the last case
     asks for more parts than K has blocks. Twice in a row: the counters start at 0 again."""
-    from seqmamba.kernels.decode_linear import kernel
+    from seqmamba.kernels import split_counters
 
     x, weight, b = make(200 + rows, rows, dtype=dtype, strided=True)
     want = decode_linear(x, weight, b, backend="reference").float()
     for _ in range(2):
         got = decode_linear_triton(x, weight, b, launch=launch)
         torch.testing.assert_close(got.float(), want, rtol=TOL[dtype], atol=TOL[dtype])
-    assert not kernel._COUNTERS[x.device].any()
+    assert not split_counters._COUNTERS[x.device].any()
 
 
 @pytest.mark.parametrize("rows", [1, 7, 64])
