@@ -39,12 +39,15 @@ import torch
 from bench_scan import environment, rel_err
 from kernel_profile import format_kernels, profile_step, rank_kernels
 from seqmamba.kernels import row_argmax
+from seqmamba.models import graphs
 from seqmamba.models import MambaLM, ModelConfig, allocate_inference_cache
 from seqmamba.models.decode import decode_step, prefill
 from seqmamba.models.graphs import CUDAGraphRecorder
 from transformer_decode import KVCache, Transformer, TransformerShape
 
 IMPLS = ("ours", "ours_lowp", "mamba_ssm", "transformer")
+CHECK_LENGTH = 37  # tokens of the prompt that checks each cached path against its forward
+ARGMAX = {"torch": graphs.torch_argmax_into, "row_argmax": row_argmax}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 MAMBA = {"full": ModelConfig(d_model=768, n_layer=24, vocab_size=50277),
          "tiny": ModelConfig(d_model=32, n_layer=2, vocab_size=61, d_state=8)}
@@ -140,8 +143,8 @@ class TransformerGreedy:
     """Greedy generation with a static KV cache; the step is a CUDA graph on CUDA.
 
     As seqmamba's greedy graph: a replay runs ``block`` steps (one for the last few
-    tokens), each taking its own argmax (the same ``row_argmax`` kernel) where the next
-    step reads it and advancing the
+    tokens), each taking its own argmax (the same function as seqmamba's greedy steps,
+    ``graphs.argmax_into``) where the next step reads it and advancing the
     position, so a replay and one copy of its tokens are all that run for ``block``
     tokens. One decoder (cache, static buffers, graphs) per (batch, cache length), kept
     until :meth:`clear`, as a server would keep them."""
@@ -161,7 +164,7 @@ class TransformerGreedy:
 
             def steps(count: int) -> torch.Tensor:
                 for k in range(count):  # step k reads the token step k - 1 wrote (the last row for k = 0)
-                    row_argmax(self.model.step(tokens[k - 1], position, cache), out=tokens[k])
+                    graphs.argmax_into(self.model.step(tokens[k - 1], position, cache), tokens[k])
                     position.add_(1)
                 return tokens
 
@@ -322,6 +325,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", type=int, default=0, metavar="K",
                    help="also profile one eager decode step per workload and implementation (CUDA): "
                         "print its K costliest kernels")
+    p.add_argument("--argmax", default="torch", choices=sorted(ARGMAX),
+                   help="the greedy steps' argmax, ours and the Transformer's alike: torch's or seqmamba's row_argmax")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available; use --device cpu")
@@ -348,16 +353,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    original, graphs.argmax_into = graphs.argmax_into, ARGMAX[args.argmax]
+    try:
+        return run(args)
+    finally:
+        graphs.argmax_into = original
+
+
+def run(args: argparse.Namespace) -> int:
     dtype = DTYPES[args.dtype]
     torch.manual_seed(args.seed)
     mamba = MambaLM(MAMBA[args.size]).to(device=args.device, dtype=dtype).eval()
     shape = TRANSFORMER[args.size]
-    max_len = max(prompt + new for _, prompt, new in args.workloads)
+    # Rotary tables long enough for every workload and for the 37-token decoding check.
+    max_len = max(CHECK_LENGTH, *(prompt + new for _, prompt, new in args.workloads))
     transformer = Transformer(shape, max_len=max_len).to(device=args.device, dtype=dtype).eval()
     args.vocab = min(mamba.config.vocab_size, shape.vocab_size)
     kv_per_token = 2 * shape.n_layer * shape.d_model * torch.finfo(dtype).bits // 8
 
-    check_ids = torch.randint(0, args.vocab, (2, 37), generator=torch.Generator().manual_seed(args.seed + 1))
+    check_ids = torch.randint(0, args.vocab, (2, CHECK_LENGTH), generator=torch.Generator().manual_seed(args.seed + 1))
     check_ids = check_ids.to(args.device)
     impls: dict[str, Impl] = {}
     failed = []

@@ -117,3 +117,39 @@ def test_transformer_greedy_generation_equals_rerunning_its_forward(bench):
         assert torch.equal(generate(prompt, 6), expected)
         assert torch.equal(generate(prompt, 6), expected)
         assert len(generate.decoders) == 1
+
+
+def test_row_argmax_in_the_greedy_steps_gives_the_same_generations(bench, tmp_path, capsys):
+    """--argmax row_argmax: both models' greedy steps take seqmamba's row_argmax (on the
+    CPU its reference); the generated tokens are those of torch's argmax, and the switch
+    is undone afterwards."""
+    import torch
+
+    from seqmamba.kernels import row_argmax
+    from seqmamba.models import graphs
+
+    seen = []
+    real = row_argmax
+
+    def counting(x, out):
+        seen.append(x.shape)
+        return real(x, out)
+
+    bench.ARGMAX["row_argmax"] = counting
+    try:
+        assert bench.main(["--device", "cpu", "--tiny", "--repeats", "1", "--workloads", "2x5x6",
+                           "--impls", "ours,transformer", "--argmax", "row_argmax"]) == 0
+    finally:
+        bench.ARGMAX["row_argmax"] = real
+    assert seen and graphs.argmax_into is graphs.torch_argmax_into
+    torch.manual_seed(2)
+    mamba = bench.MambaLM(bench.MAMBA["tiny"]).eval()
+    prompt = torch.randint(0, 60, (2, 5))
+    with torch.inference_mode():
+        want = mamba.generate(prompt, 6, temperature=0)
+        graphs.argmax_into = real
+        try:
+            got = mamba.generate(prompt, 6, temperature=0)
+        finally:
+            graphs.argmax_into = graphs.torch_argmax_into
+    assert torch.equal(got, want)

@@ -16,8 +16,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from seqmamba.kernels import row_argmax
-
 from .cache import InferenceCache
 from .decode import prefill
 from .graphs import EagerDecoder, GraphDecoder, graph_decoders
@@ -136,7 +134,7 @@ def generate(
                 # Several steps a call on a GPU (one graph replay), each taking its own argmax.
                 block = decoder.greedy(last)
             elif greedy:  # the last few tokens, one step at a time: no step beyond the last token
-                block = row_argmax(decoder.step(last)[:, :vocab])[None]
+                block = decoder.step(last)[:, :vocab].argmax(dim=-1)[None]
             else:
                 block = sample_next(decoder.step(last)[:, :vocab], config, seen=seen, generator=generator)[None]
     return torch.cat([ids, torch.cat(log).T], dim=1)

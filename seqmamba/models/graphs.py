@@ -19,11 +19,20 @@ from typing import Protocol
 
 import torch
 
-from seqmamba.kernels import row_argmax
-
 from .cache import InferenceCache, allocate_inference_cache
 from .decode import decode_step
 from .lm import MambaLM
+
+
+def torch_argmax_into(logits: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """logits (rows, V) -> each row's first maximum written into out (rows,) int64."""
+    return torch.argmax(logits, dim=-1, out=out)
+
+
+# The greedy steps' argmax, looked up at each call. ``seqmamba.kernels.row_argmax`` (each
+# row split over many programs) computes the same and is meant to replace torch's here,
+# once timed on a GPU (benchmarks/notes_decode.md; bench_generate.py --argmax).
+argmax_into = torch_argmax_into
 
 
 def greedy_steps(model: MambaLM, tokens: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
@@ -34,7 +43,7 @@ def greedy_steps(model: MambaLM, tokens: torch.Tensor, cache: InferenceCache) ->
     steps = tokens.shape[0]
     for k in range(steps):
         logits = decode_step(model, tokens[k - 1], cache)
-        row_argmax(logits[:, : model.config.vocab_size], out=tokens[k])
+        argmax_into(logits[:, : model.config.vocab_size], tokens[k])
     return tokens
 
 

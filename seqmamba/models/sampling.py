@@ -18,8 +18,6 @@ from dataclasses import dataclass
 
 import torch
 
-from seqmamba.kernels import row_argmax
-
 
 @dataclass
 class SamplingConfig:
@@ -133,8 +131,8 @@ def sample_next(
     if config.greedy and config.repetition_penalty == 1:
         # The argmax of the logits as they are: widening them to float32 first changes no
         # value and no order, and would write and read the whole (batch, V) once more.
-        return row_argmax(logits)
+        return logits.argmax(dim=-1)
     logits = next_token_logits(logits, config, seen)
     if config.greedy:
-        return row_argmax(logits)
+        return logits.argmax(dim=-1)
     return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
