@@ -35,6 +35,13 @@ def check_tensor(
     return x
 
 
+def check_sizes(op: str, name: str, x: torch.Tensor, axes: Sequence[str]) -> None:
+    """Every axis of ``x`` (named by ``axes``, e.g. ("M", "K")) holds at least one element."""
+    if min(x.shape) < 1:
+        listed = ", ".join(axes[:-1]) + f" and {axes[-1]}" if len(axes) > 1 else axes[0]
+        raise ValueError(f"{op}: {name} must have {listed} of at least 1, got shape {tuple(x.shape)}")
+
+
 def first_id_outside(ids: torch.Tensor, limit: int, *, allowed: int | None = None) -> tuple[int, int] | None:
     """``(flat position, value)`` of the first entry of ``ids`` outside [0, limit) that is
     not ``allowed``, or None if there is none. Reads a result back to the host: on a GPU

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..backend import resolve_backend
-from ..checks import check_tensor
+from ..checks import check_sizes, check_tensor
 from .reference import causal_conv1d_reference, final_conv_state
 
 OP = "causal_conv1d"
@@ -76,9 +76,8 @@ def _check_inputs(
     initial_state: torch.Tensor | None,
 ) -> None:
     check_tensor(OP, "x", x, (None, None, None), dims="(batch, D, L)")
+    check_sizes(OP, "x", x, ("batch", "D", "L"))
     batch, dim, length = x.shape
-    if min(batch, dim, length) < 1:
-        raise ValueError(f"{OP}: x must have batch, D and L of at least 1, got shape {tuple(x.shape)}")
     device = x.device
     check_tensor(OP, "weight", weight, (dim, None), dims="(D, width)", device=device)
     width = weight.shape[1]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..backend import resolve_backend
-from ..checks import check_tensor
+from ..checks import check_sizes, check_tensor
 from .reference import decode_linear_reference
 
 OP = "decode_linear"
@@ -46,9 +46,8 @@ def decode_linear(
             backend that cannot run here.
     """
     check_tensor(OP, "x", x, (None, None), dims="(M, K)")
+    check_sizes(OP, "x", x, ("M", "K"))
     m, k = x.shape
-    if min(m, k) < 1:
-        raise ValueError(f"{OP}: x must have M and K of at least 1, got shape {tuple(x.shape)}")
     check_tensor(OP, "weight", weight, (None, k), dims="(N, K)", dtypes=(x.dtype,), device=x.device)
     if weight.shape[0] < 1:
         raise ValueError(f"{OP}: weight must have at least one row (N), got shape {tuple(weight.shape)}")

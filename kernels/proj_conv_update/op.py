@@ -14,7 +14,7 @@ import torch
 
 from ..backend import resolve_backend
 from ..causal_conv1d.update import check_conv_step
-from ..checks import check_tensor
+from ..checks import check_sizes, check_tensor
 from .reference import proj_conv_update_reference
 
 OP = "proj_conv_update"
@@ -114,9 +114,8 @@ def _check_inputs(
     activation: str | None,
 ) -> None:
     check_tensor(OP, "hidden", hidden, (None, None), dims="(batch, K)")
+    check_sizes(OP, "hidden", hidden, ("batch", "K"))
     batch, k = hidden.shape
-    if min(batch, k) < 1:
-        raise ValueError(f"{OP}: hidden must have batch and K of at least 1, got shape {tuple(hidden.shape)}")
     device = hidden.device
     check_conv_step(OP, batch, device, conv_state, conv_weight, conv_bias, activation,
                     weight_name="conv_weight", bias_name="conv_bias")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..backend import resolve_backend
-from ..checks import check_tensor
+from ..checks import check_sizes, check_tensor
 from .reference import row_argmax_reference
 
 OP = "row_argmax"
@@ -35,9 +35,8 @@ def row_argmax(x: torch.Tensor, out: torch.Tensor | None = None, backend: str | 
             backend that cannot run here.
     """
     check_tensor(OP, "x", x, (None, None), dims="(rows, V)")
-    rows, v = x.shape
-    if min(rows, v) < 1:
-        raise ValueError(f"{OP}: x must have at least one row and one column, got shape {tuple(x.shape)}")
+    check_sizes(OP, "x", x, ("rows", "V"))
+    rows = x.shape[0]
     if out is None:
         out = torch.empty(rows, dtype=torch.long, device=x.device)
     else:
