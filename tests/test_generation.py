@@ -525,3 +525,23 @@ def test_decode_step_on_the_triton_kernels_under_the_interpreter():
     done = subprocess.run([sys.executable, "-c", TRITON_STEP], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert float(done.stdout.strip().splitlines()[-1]) < 1e-5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="records CUDA graphs")
+@pytest.mark.parametrize("batch", [1, 5, 64])
+def test_greedy_cuda_graphs_equal_eager_decoding_on_the_gpu(monkeypatch, batch):
+    """The recorded greedy steps (four a replay, then single steps) give the tokens of
+    eager decoding on the same GPU, with torch's argmax and with row_argmax."""
+    from seqmamba.kernels import row_argmax
+    from seqmamba.models import MambaLM, ModelConfig, graphs
+    from seqmamba.models.graphs import graph_decoders
+
+    torch.manual_seed(1)
+    model = MambaLM(ModelConfig(d_model=128, n_layer=3, vocab_size=1000)).to("cuda", torch.bfloat16).eval()
+    prompt = torch.randint(0, 1000, (batch, 7), device="cuda")
+    with torch.no_grad():
+        eager = model.generate(prompt, 23, temperature=0, cuda_graph=False)
+        for argmax in (graphs.torch_argmax_into, row_argmax):
+            monkeypatch.setattr(graphs, "argmax_into", argmax)
+            graph_decoders(model).clear()
+            assert torch.equal(model.generate(prompt, 23, temperature=0, cuda_graph=True), eager), argmax
