@@ -15,6 +15,11 @@ All tensors are read through their strides. An ungrouped B or C row (batch, N) i
 loaded once per program and broadcast over its channels; a grouped one is gathered per
 channel (group d // (D / G)), which costs cache hits only, since a program's channels
 share one or a few groups.
+
+As a dependent launch (kernels/dependent_launch.py) the kernel waits for the kernel
+before it ahead of its loads; with ``early_loads`` (the caller's word that the kernel
+before writes only dt, B and C) everything else is loaded before the wait, on steps
+small enough for that to pay (:func:`early_loads_pay`).
 """
 from __future__ import annotations
 
