@@ -68,6 +68,12 @@ def prefetch_for(device: torch.device) -> bool:
     return PREFETCH and enabled_for(device)
 
 
+def early_loads_for(device: torch.device, promised: bool) -> bool:
+    """Whether a kernel on ``device`` whose caller ``promised`` that the kernel before it
+    writes only some of its inputs reads the others before it waits."""
+    return promised and EARLY_LOADS and enabled_for(device)
+
+
 def prefetch_lines(elements: int, *dtypes: torch.dtype) -> int:
     """``LINES`` for :func:`prefetch_l2` over rows of up to ``elements`` contiguous
     elements of the widest of ``dtypes``: the lines such a row can touch, wherever it

@@ -93,6 +93,6 @@ def causal_conv1d_update_triton(
         BLOCK_D=BLOCK_D, BLOCK_W=next_power_of_2(width), HAS_BIAS=bias is not None, SILU=silu,
         ACC=_acc_dtype(x.dtype), PDL=pdl, launch_pdl=pdl, PREFETCH=dependent_launch.prefetch_for(x.device),
         LINES_W=dependent_launch.prefetch_lines(width, conv_state.dtype, weight.dtype),
-        EARLY=pdl and early_loads and dependent_launch.EARLY_LOADS,
+        EARLY=dependent_launch.early_loads_for(x.device, early_loads),
     )
     return out

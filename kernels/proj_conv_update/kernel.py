@@ -159,6 +159,6 @@ def proj_conv_update_triton(
         PREFETCH=dependent_launch.prefetch_for(hidden.device),
         LINES_K=dependent_launch.prefetch_lines(k, proj_weight.dtype),
         LINES_W=dependent_launch.prefetch_lines(width, conv_state.dtype, conv_weight.dtype),
-        EARLY=pdl and early_loads and dependent_launch.EARLY_LOADS,
+        EARLY=dependent_launch.early_loads_for(hidden.device, early_loads),
     )
     return out

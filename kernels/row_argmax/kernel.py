@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..sizes import cdiv
+from ..sizes import cdiv, next_power_of_2
 from ..split_counters import split_counters
 
 BLOCK_V = 2048
@@ -67,6 +67,6 @@ def row_argmax_triton(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     counters = split_counters("row_argmax", x.device, rows)
     _row_argmax_kernel[(splits, rows)](
         x, out, vals, idxs, counters, v, x.stride(0), x.stride(1),
-        SPLITS=splits, BLOCK_V=BLOCK_V, BLOCK_S=triton.next_power_of_2(splits), num_warps=4,
+        SPLITS=splits, BLOCK_V=BLOCK_V, BLOCK_S=next_power_of_2(splits), num_warps=4,
     )
     return out

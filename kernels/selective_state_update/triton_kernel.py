@@ -280,6 +280,6 @@ def selective_state_update_triton(
         PDL=pdl, launch_pdl=pdl, num_warps=num_warps, PREFETCH=dependent_launch.prefetch_for(state.device),
         LINES_N=dependent_launch.prefetch_lines(n_state, state.dtype, A.dtype),
         LINES_R=dependent_launch.prefetch_lines(dt.shape[1], dt_weight.dtype) if dt_weight is not None else 1,
-        EARLY=pdl and early_loads and dependent_launch.EARLY_LOADS and early_loads_pay(batch, dim, n_state),
+        EARLY=dependent_launch.early_loads_for(state.device, early_loads) and early_loads_pay(batch, dim, n_state),
     )
     return y

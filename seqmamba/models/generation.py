@@ -109,6 +109,7 @@ def generate(
         block = sample_next(logits[:, :vocab], config, seen=seen, generator=generator)[None]  # (1, batch)
         while True:
             block = block[: max_new_tokens - produced]
+            all_finished = False
             if not per_token:
                 # A greedy block may be the decoder's static buffer, which the next call rewrites.
                 log.append(block.clone() if greedy else block)
@@ -125,9 +126,11 @@ def generate(
                         callback(log[-1][0])
                     if seen is not None:
                         seen.scatter_(1, tokens[:, None], True)
-                    if produced == max_new_tokens or (eos_token_id is not None and bool(finished.all())):
+                    # One read back to the host a token, and only with an eos.
+                    all_finished = eos_token_id is not None and bool(finished.all())
+                    if produced == max_new_tokens or all_finished:
                         break
-            if produced == max_new_tokens or (eos_token_id is not None and bool(finished.all())):
+            if produced == max_new_tokens or all_finished:
                 break
             last = block[-1]
             if greedy and max_new_tokens - produced >= decoder.greedy_block:

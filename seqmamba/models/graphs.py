@@ -50,11 +50,11 @@ def greedy_steps(model: MambaLM, tokens: torch.Tensor, cache: InferenceCache) ->
 class EagerDecoder:
     """Runs the step eagerly on a fresh cache for ``batch`` sequences."""
 
+    greedy_block = 1  # tokens a call of :meth:`greedy` decodes
+
     def __init__(self, model: MambaLM, batch: int, *, state_dtype: torch.dtype | None = torch.float32) -> None:
         self.model = model
         self.cache = allocate_inference_cache(model, batch, state_dtype=state_dtype)
-
-    greedy_block = 1
 
     def step(self, input_ids: torch.Tensor) -> torch.Tensor:
         """input_ids: (batch,) int64 -> logits (batch, padded_vocab_size)."""
