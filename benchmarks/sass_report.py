@@ -329,18 +329,24 @@ def _state_update(shape: tuple[int, ...], dtype: torch.dtype, early_loads: bool 
 
 
 def _decode_step(shape: tuple[int, ...], dtype: torch.dtype) -> None:
-    """The decode step's own kernels at one batch size: add + RMSNorm, the input
-    projection with the conv step (fused up to 16 rows, the conv step kernel beyond),
-    x_proj's product, the SSM step."""
-    from seqmamba.kernels import decode_linear, proj_conv_update, rms_norm
+    """The decode step's own kernels at one batch size: add + RMSNorm (the first layer's),
+    the input projection with the conv step (fused up to 16 rows, the conv step kernel
+    beyond) taking a deferred norm's rows, x_proj's product, the SSM step, out_proj with
+    the residual add and the next deferred norm as its epilogue."""
+    from seqmamba.kernels import decode_linear, decode_linear_add_norm, proj_conv_update, rms_norm
 
     batch, d_model, n = shape
     d_inner, width = 2 * d_model, 4
     hidden = torch.empty(batch, d_model, dtype=dtype)
-    normed, _ = rms_norm(hidden, torch.ones(d_model), hidden, residual_in_fp32=True, backend="triton")
-    proj_conv_update(normed, torch.empty(2 * d_inner, d_model, dtype=dtype), torch.empty(batch, d_inner, width, dtype=dtype),
-                     torch.empty(d_inner, width, dtype=dtype), torch.empty(d_inner, dtype=dtype), activation="silu",
-                     backend="triton", early_loads=True)  # as the model calls it, after the add + norm
+    rms_norm(hidden, torch.ones(d_model), hidden, residual_in_fp32=True, backend="triton")
+    residual = torch.empty(batch, d_model)
+    normed, _ = decode_linear_add_norm(torch.empty(batch, d_inner, dtype=dtype), torch.empty(d_model, d_inner, dtype=dtype),
+                                       None, residual, torch.ones(d_model), residual_in_fp32=True, backend="triton")
+    proj_conv_update(normed.rows, torch.empty(2 * d_inner, d_model, dtype=dtype),
+                     torch.empty(batch, d_inner, width, dtype=dtype), torch.empty(d_inner, width, dtype=dtype),
+                     torch.empty(d_inner, dtype=dtype), activation="silu", backend="triton",
+                     early_loads=True,  # as the model calls it, after out_proj
+                     row_sumsq=normed.row_sumsq if normed.row_sumsq is not None else torch.ones(batch, 1))
     dt_rank = -(-d_model // 16)
     decode_linear(torch.empty(batch, d_inner, dtype=dtype), torch.empty(dt_rank + 2 * n, d_inner, dtype=dtype),
                   backend="triton")

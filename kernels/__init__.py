@@ -7,7 +7,7 @@ elsewhere, or the one a caller names).
 from .backend import use_backend
 from .causal_conv1d import causal_conv1d, causal_conv1d_update
 from .cross_entropy import softmax_cross_entropy
-from .decode_linear import decode_linear
+from .decode_linear import decode_linear, decode_linear_add_norm
 from .proj_conv_update import proj_conv_update
 from .rmsnorm import rms_norm
 from .row_argmax import row_argmax
@@ -18,6 +18,7 @@ __all__ = [
     "causal_conv1d",
     "causal_conv1d_update",
     "decode_linear",
+    "decode_linear_add_norm",
     "proj_conv_update",
     "rms_norm",
     "row_argmax",

@@ -1,6 +1,7 @@
 """Input checks shared by the public ops: clear ``ValueError``s that name the argument."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -68,3 +69,9 @@ def elements_overlap(t: torch.Tensor) -> bool:
             return True
         span = stride * size
     return False
+
+
+def check_eps(op: str, eps: object) -> None:
+    """A norm's eps: a positive finite number (not a bool)."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+        raise ValueError(f"{op}: eps must be a positive finite number, got {eps!r}")

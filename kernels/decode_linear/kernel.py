@@ -22,8 +22,9 @@ import triton.language as tl
 
 from .. import dependent_launch
 from ..backend import triton_interpreter_enabled
-from ..sizes import cdiv, smallest_block_m
+from ..sizes import cdiv, next_power_of_2, smallest_block_m
 from ..split_counters import split_counters
+from .reference import linear_deferred_norm_reference
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages[, SPLIT_K]): SPLIT_K programs share
 # each output tile's K loop (default 1).
@@ -33,9 +34,13 @@ Launch = tuple[int, ...]
 @triton.jit
 def row_tile_product(x_ptr, w_ptr, b_ptr, rows, cols, mask_r, mask_c, K, s_xm, s_xk, s_wn, s_wk,
                      HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                     K_CHUNKS: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+                     K_CHUNKS: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+                     ROW_NORM: tl.constexpr = False, rstd=1.0):
     """float32 [BLOCK_M, BLOCK_N] tile of ``x @ w.T (+ bias)`` for ``rows`` x ``cols``,
-    over the whole K loop (also the fused in_proj + conv step's product)."""
+    over the whole K loop (also the fused in_proj + conv step's product). With ROW_NORM
+    each row of the product is multiplied by ``rstd`` (BLOCK_M,) before the bias: x's
+    rows are an RMSNorm's input times its weight, their 1 / rms applied here (a product
+    is linear in its rows)."""
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for c in range(0, K_CHUNKS):
         k = c * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -45,9 +50,43 @@ def row_tile_product(x_ptr, w_ptr, b_ptr, rows, cols, mask_r, mask_c, K, s_xm, s
         if UPCAST:
             x, w = x.to(tl.float32), w.to(tl.float32)
         acc = tl.dot(x, w, acc, input_precision=PRECISION)
+    if ROW_NORM:
+        acc = acc * rstd[:, None]
     if HAS_BIAS:
         acc += tl.load(b_ptr + cols, mask=mask_c, other=0.0).to(tl.float32)[None, :]
     return acc
+
+
+@triton.jit
+def deferred_rstd(sumsq_ptr, rows, mask_r, s_qm, P, inv_k, eps, BLOCK_P: tl.constexpr):
+    """(BLOCK_M,) float32: 1 / sqrt(mean square + eps) of each row whose RMSNorm was
+    deferred, from its P partial sums of squares ``sumsq[row, :P]`` (row stride s_qm)."""
+    p = tl.arange(0, BLOCK_P)
+    parts = tl.load(sumsq_ptr + rows[:, None] * s_qm + p[None, :], mask=mask_r[:, None] & (p < P)[None, :],
+                    other=0.0, cache_modifier=".cg")
+    return 1.0 / tl.sqrt(tl.sum(parts, axis=1) * inv_k + eps)
+
+
+@triton.jit
+def store_residual_norm(out, rows, cols, mask_r, mask_c, pid_n, scaled_ptr, s_om, s_on,
+                        res_ptr, s_rm, s_rn, new_res_ptr, s_nm, s_nn, nw_ptr, sumsq_ptr, s_qm):
+    """The epilogue of a product whose output ``out`` [BLOCK_M, BLOCK_N] (float32, not
+    yet rounded) is added to the residual stream and then RMS-normed with its 1 / rms
+    deferred: stores new_residual = residual + out (in new_res_ptr's dtype), scaled =
+    new_residual * norm weight (in scaled_ptr's dtype) and, in column ``pid_n`` of
+    sumsq (M, programs along N), the sum of squares of this tile's new_residual row parts.
+    The arithmetic of the separate add + norm: the product rounded to its dtype first,
+    the norm taken from the stored residual."""
+    mask = mask_r[:, None] & mask_c[None, :]
+    out = out.to(scaled_ptr.dtype.element_ty).to(tl.float32)
+    res = tl.load(res_ptr + rows[:, None] * s_rm + cols[None, :] * s_rn, mask=mask, other=0.0).to(tl.float32)
+    h = (res + out).to(new_res_ptr.dtype.element_ty)
+    tl.store(new_res_ptr + rows[:, None] * s_nm + cols[None, :] * s_nn, h, mask=mask)
+    h = tl.where(mask, h.to(tl.float32), 0.0)
+    weight = tl.load(nw_ptr + cols, mask=mask_c, other=0.0).to(tl.float32)
+    tl.store(scaled_ptr + rows[:, None] * s_om + cols[None, :] * s_on,
+             (h * weight[None, :]).to(scaled_ptr.dtype.element_ty), mask=mask)
+    tl.store(sumsq_ptr + rows * s_qm + pid_n, tl.sum(h * h, axis=1), mask=mask_r)
 
 
 def dot_precision(dtype: torch.dtype) -> tuple[str, bool]:
@@ -65,12 +104,14 @@ def dot_precision(dtype: torch.dtype) -> tuple[str, bool]:
 @triton.jit
 def _decode_linear_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr,
-    M, N, K,
-    s_xm, s_xk, s_wn, s_wk, s_om, s_on,
+    in_sumsq_ptr, res_ptr, new_res_ptr, nw_ptr, out_sumsq_ptr,
+    M, N, K, P, inv_k, eps,
+    s_xm, s_xk, s_wn, s_wk, s_om, s_on, s_im, s_rm, s_rn, s_nm, s_nn, s_qm,
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, K_CHUNKS: tl.constexpr,
     SPLIT_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     PDL: tl.constexpr, PREFETCH: tl.constexpr, LINES_K: tl.constexpr,
+    ROW_NORM: tl.constexpr, BLOCK_P: tl.constexpr, ADD_NORM: tl.constexpr,
 ):
     pid_n, pid_m, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -90,9 +131,16 @@ def _decode_linear_kernel(
     out_ptrs = out_ptr + rows[:, None] * s_om + cols[None, :] * s_on
     mask = mask_r[:, None] & mask_c[None, :]
     if SPLIT_K == 1:
+        rstd = 1.0
+        if ROW_NORM:
+            rstd = deferred_rstd(in_sumsq_ptr, rows, mask_r, s_im, P, inv_k, eps, BLOCK_P)
         acc = row_tile_product(x_ptr, w_ptr, b_ptr, rows, cols, mask_r, mask_c, k_len, s_xm, s_xk, s_wn, s_wk,
-                               HAS_BIAS, BLOCK_M, BLOCK_N, BLOCK_K, K_CHUNKS, PRECISION, UPCAST)
-        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+                               HAS_BIAS, BLOCK_M, BLOCK_N, BLOCK_K, K_CHUNKS, PRECISION, UPCAST, ROW_NORM, rstd)
+        if ADD_NORM:
+            store_residual_norm(acc, rows, cols, mask_r, mask_c, pid_n, out_ptr, s_om, s_on,
+                                res_ptr, s_rm, s_rn, new_res_ptr, s_nm, s_nn, nw_ptr, out_sumsq_ptr, s_qm)
+        else:
+            tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
     else:
         # Split over K: each program leaves its float32 partial tile in part_ptr
         # (SPLIT_K, M, N); the last of the tile's programs to finish sums all of them, in
@@ -111,9 +159,15 @@ def _decode_linear_kernel(
             for s in tl.static_range(SPLIT_K):
                 # .cg: from L2, where the other programs' partials are, never a stale L1 line
                 total += tl.load(part_ptrs + s * M * N, mask=mask, other=0.0, cache_modifier=".cg")
+            if ROW_NORM:
+                total *= deferred_rstd(in_sumsq_ptr, rows, mask_r, s_im, P, inv_k, eps, BLOCK_P)[:, None]
             if HAS_BIAS:
                 total += tl.load(b_ptr + cols, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-            tl.store(out_ptrs, total.to(out_ptr.dtype.element_ty), mask=mask)
+            if ADD_NORM:
+                store_residual_norm(total, rows, cols, mask_r, mask_c, pid_n, out_ptr, s_om, s_on,
+                                    res_ptr, s_rm, s_rn, new_res_ptr, s_nm, s_nn, nw_ptr, out_sumsq_ptr, s_qm)
+            else:
+                tl.store(out_ptrs, total.to(out_ptr.dtype.element_ty), mask=mask)
             tl.store(tile, 0)
 
 
@@ -175,16 +229,49 @@ def runs_as_dependent_launch(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def decode_linear_triton(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, launch: Launch | None = None
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, launch: Launch | None = None, *,
+    row_sumsq: torch.Tensor | None = None, eps: float = 1e-5,
 ) -> torch.Tensor:
     """Launches the kernel: returns (M, N) in x's dtype for x (M, K), weight (N, K).
     Without ``launch``, runs ``F.linear`` where :func:`default_launch` says cuBLAS's
-    product is faster."""
+    product is faster. ``row_sumsq`` (M, P), ``eps``: x's rows are a deferred RMSNorm's
+    (see the op); each output row is scaled by its 1 / rms before the bias."""
+    launch = launch or default_launch(x.shape[0], *weight.shape)
+    if launch is None:
+        if row_sumsq is None:
+            return F.linear(x, weight, bias)
+        return linear_deferred_norm_reference(x, weight, bias, row_sumsq, eps)
+    out = torch.empty((x.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
+    _launch(x, weight, bias, out, launch, row_sumsq=row_sumsq, eps=eps)
+    return out
+
+
+def decode_linear_add_norm_triton(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor,
+    norm_weight: torch.Tensor, residual_dtype: torch.dtype, launch: Launch | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The product with the residual add and a deferred RMSNorm as its epilogue:
+    (scaled (M, N) in x's dtype, sumsq (M, programs along N) float32, new_residual (M, N)
+    in residual_dtype); None where :func:`default_launch` says cuBLAS's product runs
+    (the caller then adds and norms separately)."""
+    m, n = x.shape[0], weight.shape[0]
+    launch = launch or default_launch(m, n, x.shape[1])
+    if launch is None:
+        return None
+    scaled = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    sumsq = torch.empty((m, cdiv(n, launch[1])), dtype=torch.float32, device=x.device)
+    new_residual = torch.empty((m, n), dtype=residual_dtype, device=x.device)
+    _launch(x, weight, bias, scaled, launch, add_norm=(residual, new_residual, norm_weight, sumsq))
+    return scaled, sumsq, new_residual
+
+
+def _launch(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor, launch: Launch, *,
+    row_sumsq: torch.Tensor | None = None, eps: float = 1e-5,
+    add_norm: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> None:
     m, k = x.shape
     n = weight.shape[0]
-    launch = launch or default_launch(m, n, k)
-    if launch is None:
-        return F.linear(x, weight, bias)
     block_m, block_n, block_k, warps, stages, *split = launch
     # Each part takes k_chunks of K's blocks; the parts are recounted from that, so that
     # none is left without work (more parts asked than K has blocks, or a short last part).
@@ -192,22 +279,28 @@ def decode_linear_triton(
     k_chunks = cdiv(k_blocks, min(split[0] if split else 1, k_blocks))
     split_k = cdiv(k_blocks, k_chunks)
     precision, upcast = dot_precision(x.dtype)
-    out = torch.empty((m, n), dtype=x.dtype, device=x.device)
     grid = (cdiv(n, block_n), cdiv(m, block_m), split_k)
     if split_k > 1:
         partials = torch.empty((split_k, m, n), dtype=torch.float32, device=x.device)
         counters = split_counters("decode_linear", x.device, grid[0] * grid[1])
     else:
         partials = counters = out
+    # Unused pointers point at out: the kernel never reads them (their flags are off).
+    in_sumsq = row_sumsq if row_sumsq is not None else out
+    residual, new_residual, norm_weight, out_sumsq = add_norm if add_norm is not None else (out,) * 4
+    parts = row_sumsq.shape[1] if row_sumsq is not None else 1
     pdl = dependent_launch.enabled_for(x.device)
     _decode_linear_kernel[grid](
         x, weight, bias if bias is not None else weight, out, partials, counters,
-        m, n, k, *x.stride(), *weight.stride(), *out.stride(),
+        in_sumsq, residual, new_residual, norm_weight, out_sumsq,
+        m, n, k, parts, 1.0 / k, eps,
+        *x.stride(), *weight.stride(), *out.stride(), in_sumsq.stride(0), *residual.stride(),
+        *new_residual.stride(), out_sumsq.stride(0),
         HAS_BIAS=bias is not None,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, K_CHUNKS=k_chunks, SPLIT_K=split_k,
         PRECISION=precision, UPCAST=upcast,
         PDL=pdl, launch_pdl=pdl, PREFETCH=dependent_launch.prefetch_for(x.device),
         LINES_K=dependent_launch.prefetch_lines(min(k, k_chunks * block_k), weight.dtype),
+        ROW_NORM=row_sumsq is not None, BLOCK_P=next_power_of_2(parts), ADD_NORM=add_norm is not None,
         num_warps=warps, num_stages=stages,
     )
-    return out

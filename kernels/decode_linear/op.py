@@ -15,19 +15,42 @@ calls it without a graph break.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from ..backend import resolve_backend
-from ..checks import check_sizes, check_tensor
-from .reference import decode_linear_reference
+from ..checks import check_eps, check_sizes, check_tensor
+from ..rmsnorm import rms_norm
+from ..rmsnorm.reference import residual_dtype
+from .reference import decode_linear_reference, linear_add_norm_reference, linear_deferred_norm_reference
 
 OP = "decode_linear"
 BACKENDS = ("triton", "reference")
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
+class NormedRows(NamedTuple):
+    """The rows an RMSNorm hands to the product after it, possibly with its 1 / rms not
+    yet applied (a *deferred* norm).
+
+    rows: (M, K) the normed rows, or, where ``row_sumsq`` is given, the norm's input times
+    the norm's weight; row_sumsq: None, or (M, P) float32 partial sums of squares of the
+    norm's input rows (summed over P: the full sum); eps: the norm's. The normed rows are
+    ``rows * rsqrt(row_sumsq.sum(-1) / K + eps)[:, None]``. Since a product is linear in
+    its rows, the product after the norm scales its output rows by that factor instead,
+    and the norm needs no kernel of its own: the product before it (the previous layer's
+    out_proj) adds the residual and writes ``rows`` and ``row_sumsq`` as its epilogue.
+    """
+
+    rows: torch.Tensor
+    row_sumsq: torch.Tensor | None = None
+    eps: float = 1e-5
+
+
 def decode_linear(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, backend: str | None = None
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, backend: str | None = None, *,
+    row_sumsq: torch.Tensor | None = None, eps: float = 1e-5,
 ) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` for a decode step's rows.
 
@@ -37,6 +60,10 @@ def decode_linear(
         bias: (N,) or None.
         backend: None (Triton on CUDA, the reference elsewhere), "triton" or "reference".
             On the Triton backend, row counts where cuBLAS measured faster run F.linear.
+        row_sumsq: None, or (M, P) float32: x holds a deferred RMSNorm's rows (see
+            :class:`NormedRows`), and the product is that of the normed rows: each output
+            row is scaled by ``rsqrt(row_sumsq[i].sum() / K + eps)`` before the bias.
+        eps: the deferred norm's.
 
     Returns:
         (M, N) in x's dtype; not differentiable (a decoding step).
@@ -45,6 +72,76 @@ def decode_linear(
         ValueError: naming the argument whose shape, dtype or device is wrong, or for a
             backend that cannot run here.
     """
+    name = _check_inputs(x, weight, bias, backend)
+    if row_sumsq is not None:
+        check_row_sumsq(OP, x, row_sumsq, eps)
+    with torch.no_grad():
+        if name == "triton":
+            return decode_linear_op(x, weight, bias, row_sumsq, float(eps))
+        if row_sumsq is not None:
+            return linear_deferred_norm_reference(x, weight, bias, row_sumsq, eps)
+        return decode_linear_reference(x, weight, bias)
+
+
+def decode_linear_add_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    residual: torch.Tensor,
+    norm_weight: torch.Tensor,
+    eps: float = 1e-5,
+    residual_in_fp32: bool = False,
+    backend: str | None = None,
+) -> tuple[NormedRows, torch.Tensor]:
+    """A decode step's product, the residual add after it and the next RMSNorm, with the
+    norm's 1 / rms deferred to the product that takes its rows.
+
+    ``out = F.linear(x, weight, bias)`` (rounded to x's dtype), ``new_residual = residual
+    + out`` (stored in float32 when ``residual_in_fp32``, else in x's dtype), then the
+    RMSNorm of new_residual with ``norm_weight`` and ``eps``, computed from the stored
+    new_residual as :func:`~seqmamba.kernels.rms_norm` computes it.
+
+    Args:
+        x: (M, K) the mixer's inner activations; weight (N, K) out_proj's, in x's dtype;
+            bias (N,) or None.
+        residual: (M, N) the residual stream before this layer's output is added.
+        norm_weight: (N,) the next block's RMSNorm weight.
+        backend: as :func:`decode_linear`.
+
+    Returns:
+        ``(normed, new_residual)``: normed a :class:`NormedRows`, deferred (``row_sumsq``
+        given) where the product ran as the Triton kernel with this epilogue or on the
+        reference backend, already normed (``row_sumsq`` None) where cuBLAS's product
+        runs and the add + norm is its own kernel.
+
+    Raises:
+        ValueError: naming the argument whose shape, dtype or device is wrong, or for a
+            backend that cannot run here.
+    """
+    name = _check_inputs(x, weight, bias, backend)
+    n = weight.shape[0]
+    check_tensor(OP, "residual", residual, (x.shape[0], n), dims="(M, N)", device=x.device)
+    check_tensor(OP, "norm_weight", norm_weight, (n,), dims="(N,)", device=x.device)
+    check_eps(OP, eps)
+    res_dtype = residual_dtype(x.dtype, residual_in_fp32)
+    with torch.no_grad():
+        if name == "reference":
+            scaled, sumsq, new_residual = linear_add_norm_reference(x, weight, bias, residual, norm_weight, res_dtype)
+            return NormedRows(scaled, sumsq, float(eps)), new_residual
+        from .kernel import default_launch
+
+        if default_launch(x.shape[0], n, x.shape[1]) is None:
+            # cuBLAS's product: the add + norm as the rms_norm op's kernel, not deferred.
+            normed, new_residual = rms_norm(decode_linear_op(x, weight, bias, None, 1e-5), norm_weight, residual,
+                                            eps=eps, residual_in_fp32=residual_in_fp32)
+            return NormedRows(normed, None, float(eps)), new_residual
+        scaled, sumsq, new_residual = decode_linear_add_norm_op(x, weight, bias, residual, norm_weight,
+                                                                bool(residual_in_fp32))
+        return NormedRows(scaled, sumsq, float(eps)), new_residual
+
+
+def _check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, backend: str | None) -> str:
+    """Checks the product's inputs; returns the backend that runs it."""
     check_tensor(OP, "x", x, (None, None), dims="(M, K)")
     check_sizes(OP, "x", x, ("M", "K"))
     m, k = x.shape
@@ -54,13 +151,21 @@ def decode_linear(
     if bias is not None:
         check_tensor(OP, "bias", bias, (weight.shape[0],), dims="(N,)", dtypes=(x.dtype,), device=x.device)
     name = resolve_backend(OP, backend, x.device, BACKENDS)
-    with torch.no_grad():
-        if name == "triton":
-            if x.dtype not in TRITON_DTYPES:
-                raise ValueError(f"{OP}: the Triton kernel takes x in float16, bfloat16 or float32, got {x.dtype}; "
-                                 f"use backend='reference'")
-            return decode_linear_op(x, weight, bias)
-        return decode_linear_reference(x, weight, bias)
+    if name == "triton" and x.dtype not in TRITON_DTYPES:
+        raise ValueError(f"{OP}: the Triton kernel takes x in float16, bfloat16 or float32, got {x.dtype}; "
+                         f"use backend='reference'")
+    return name
+
+
+def check_row_sumsq(op: str, x: torch.Tensor, row_sumsq: torch.Tensor, eps: float) -> None:
+    """Checks a deferred RMSNorm's partial sums of squares (M, P) for x (M, K) and its eps."""
+    check_tensor(op, "row_sumsq", row_sumsq, (x.shape[0], None), dims="(M, P)",
+                 dtypes=(torch.float32, torch.float64), device=x.device)
+    if row_sumsq.shape[1] < 1:
+        raise ValueError(f"{op}: row_sumsq must hold at least one partial sum a row, got shape "
+                         f"{tuple(row_sumsq.shape)}")
+    check_eps(op, eps)
+
 
 
 def waits_then_signals(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -75,13 +180,41 @@ def waits_then_signals(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 @torch.library.custom_op("seqmamba::decode_linear", mutates_args=())
-def decode_linear_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def decode_linear_op(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, row_sumsq: torch.Tensor | None = None,
+    eps: float = 1e-5,
+) -> torch.Tensor:
     """The Triton kernel (or F.linear where the launch rule says so) as one op."""
     from .kernel import decode_linear_triton
 
-    return decode_linear_triton(x, weight, bias)
+    return decode_linear_triton(x, weight, bias, row_sumsq=row_sumsq, eps=eps)
 
 
 @decode_linear_op.register_fake
-def _(x, weight, bias):
+def _(x, weight, bias, row_sumsq=None, eps=1e-5):
     return x.new_empty(x.shape[0], weight.shape[0])
+
+
+@torch.library.custom_op("seqmamba::decode_linear_add_norm", mutates_args=())
+def decode_linear_add_norm_op(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor,
+    norm_weight: torch.Tensor, residual_in_fp32: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The Triton kernel with the add + deferred norm epilogue, where its launch rule
+    picks it: (scaled, sumsq, new_residual)."""
+    from .kernel import decode_linear_add_norm_triton
+
+    result = decode_linear_add_norm_triton(x, weight, bias, residual, norm_weight,
+                                           residual_dtype(x.dtype, residual_in_fp32))
+    assert result is not None, "decode_linear_add_norm_op runs only where the Triton kernel's launch rule picks it"
+    return result
+
+
+@decode_linear_add_norm_op.register_fake
+def _(x, weight, bias, residual, norm_weight, residual_in_fp32):
+    from .kernel import default_launch
+
+    m, n = x.shape[0], weight.shape[0]
+    block_n = default_launch(m, n, x.shape[1])[1]
+    return (x.new_empty(m, n), x.new_empty(m, (n + block_n - 1) // block_n, dtype=torch.float32),
+            x.new_empty(m, n, dtype=residual_dtype(x.dtype, residual_in_fp32)))

@@ -23,7 +23,13 @@ import triton.language as tl
 from .. import dependent_launch
 from ..causal_conv1d.kernel import _acc_dtype
 from ..causal_conv1d.update_kernel import causal_conv1d_update_triton
-from ..decode_linear.kernel import decode_linear_triton, dot_precision, row_tile_product, runs_as_dependent_launch
+from ..decode_linear.kernel import (
+    decode_linear_triton,
+    deferred_rstd,
+    dot_precision,
+    row_tile_product,
+    runs_as_dependent_launch,
+)
 from ..sizes import cdiv, next_power_of_2
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
@@ -32,14 +38,15 @@ Launch = tuple[int, int, int, int, int]
 
 @triton.jit
 def _proj_conv_kernel(
-    h_ptr, w_ptr, pb_ptr, state_ptr, cw_ptr, cb_ptr, out_ptr,
-    BATCH, D, K,
-    s_hb, s_hk, s_wn, s_wk, s_sb, s_sd, s_sk, s_cd, s_ck, s_ob, s_on,
+    h_ptr, w_ptr, pb_ptr, state_ptr, cw_ptr, cb_ptr, out_ptr, sumsq_ptr,
+    BATCH, D, K, P, inv_k, eps,
+    s_hb, s_hk, s_wn, s_wk, s_sb, s_sd, s_sk, s_cd, s_ck, s_ob, s_on, s_qb,
     WIDTH: tl.constexpr, BLOCK_W: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, K_CHUNKS: tl.constexpr,
     HAS_PROJ_BIAS: tl.constexpr, HAS_CONV_BIAS: tl.constexpr, SILU: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr, ACC: tl.constexpr, PDL: tl.constexpr,
     PREFETCH: tl.constexpr, LINES_K: tl.constexpr, LINES_W: tl.constexpr, EARLY: tl.constexpr,
+    ROW_NORM: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
     blocks_per_half = tl.cdiv(D, BLOCK_N)
     pid_n = tl.program_id(0)
@@ -77,8 +84,11 @@ def _proj_conv_kernel(
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
 
+    rstd = 1.0
+    if ROW_NORM:  # hidden holds a deferred RMSNorm's rows: their 1 / rms scales the product's
+        rstd = deferred_rstd(sumsq_ptr, rows, mask_r, s_qb, P, inv_k, eps, BLOCK_P)
     acc = row_tile_product(h_ptr, w_ptr, pb_ptr, rows, cols, mask_r, mask_c, K, s_hb, s_hk, s_wn, s_wk,
-                           HAS_PROJ_BIAS, BLOCK_M, BLOCK_N, BLOCK_K, K_CHUNKS, PRECISION, UPCAST)
+                           HAS_PROJ_BIAS, BLOCK_M, BLOCK_N, BLOCK_K, K_CHUNKS, PRECISION, UPCAST, ROW_NORM, rstd)
     # Rounded to the model's dtype, as the unfused product's output is.
     xz = acc.to(out_ptr.dtype.element_ty)
     out_ptrs = out_ptr + rows[:, None] * s_ob + cols[None, :] * s_on
@@ -127,14 +137,17 @@ def proj_conv_update_triton(
     silu: bool,
     launch: Launch | None = None,
     early_loads: bool = False,
+    row_sumsq: torch.Tensor | None = None,
+    eps: float = 1e-5,
 ) -> torch.Tensor:
     """Launches the kernel; updates conv_state in place, returns (batch, 2 D) in hidden's
-    dtype: the conv step's output, then z. ``early_loads``: see the public op."""
+    dtype: the conv step's output, then z. ``early_loads``, ``row_sumsq``, ``eps``: see
+    the public op."""
     batch, k = hidden.shape
     dim, width = conv_weight.shape
     launch = launch or default_launch(batch, dim)
     if launch is None:
-        xz = decode_linear_triton(hidden, proj_weight, proj_bias)
+        xz = decode_linear_triton(hidden, proj_weight, proj_bias, row_sumsq=row_sumsq, eps=eps)
         # Where the product ran as this package's dependent launch (it waits, then signals),
         # the conv step may read its windows and taps while the product still runs.
         causal_conv1d_update_triton(xz[:, :dim], conv_state, conv_weight, conv_bias, silu, out=xz[:, :dim],
@@ -145,11 +158,14 @@ def proj_conv_update_triton(
     out = torch.empty((batch, 2 * dim), dtype=hidden.dtype, device=hidden.device)
     grid = (2 * cdiv(dim, block_n), cdiv(batch, block_m))
     pdl = dependent_launch.enabled_for(hidden.device)
+    sumsq = row_sumsq if row_sumsq is not None else out  # never read without ROW_NORM
+    parts = row_sumsq.shape[1] if row_sumsq is not None else 1
     _proj_conv_kernel[grid](
         hidden, proj_weight, proj_bias if proj_bias is not None else proj_weight, conv_state, conv_weight,
-        conv_bias if conv_bias is not None else conv_weight, out,
-        batch, dim, k,
+        conv_bias if conv_bias is not None else conv_weight, out, sumsq,
+        batch, dim, k, parts, 1.0 / k, eps,
         *hidden.stride(), *proj_weight.stride(), *conv_state.stride(), *conv_weight.stride(), *out.stride(),
+        sumsq.stride(0),
         WIDTH=width, BLOCK_W=next_power_of_2(width),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, K_CHUNKS=cdiv(k, block_k),
         HAS_PROJ_BIAS=proj_bias is not None, HAS_CONV_BIAS=conv_bias is not None, SILU=silu,
@@ -160,5 +176,6 @@ def proj_conv_update_triton(
         LINES_K=dependent_launch.prefetch_lines(k, proj_weight.dtype),
         LINES_W=dependent_launch.prefetch_lines(width, conv_state.dtype, conv_weight.dtype),
         EARLY=dependent_launch.early_loads_for(hidden.device, early_loads),
+        ROW_NORM=row_sumsq is not None, BLOCK_P=next_power_of_2(parts),
     )
     return out

@@ -15,6 +15,7 @@ import torch
 from ..backend import resolve_backend
 from ..causal_conv1d.update import check_conv_step
 from ..checks import check_sizes, check_tensor
+from ..decode_linear.op import check_row_sumsq
 from .reference import proj_conv_update_reference
 
 OP = "proj_conv_update"
@@ -33,6 +34,8 @@ def proj_conv_update(
     backend: str | None = None,
     *,
     early_loads: bool = False,
+    row_sumsq: torch.Tensor | None = None,
+    eps: float = 1e-5,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``xz = hidden @ proj_weight.T + proj_bias``, then one causal conv1d step on its x half.
 
@@ -55,6 +58,11 @@ def proj_conv_update(
             kernel, a dependent launch on Hopper GPUs, then reads the windows and taps
             before it waits for that kernel, overlapping its run. Leave it False when
             the window may just have been written (this op twice in a row on one state).
+        row_sumsq: None, or (batch, P) float32: hidden holds a deferred RMSNorm's rows
+            (see ``decode_linear``'s NormedRows) and the product is that of the normed
+            rows: each row of ``hidden @ proj_weight.T`` is scaled by
+            ``rsqrt(row_sumsq[i].sum() / K + eps)`` before the bias.
+        eps: the deferred norm's.
 
     Returns:
         (x, z), each (batch, D) in hidden's dtype: the conv step's output and the gate
@@ -65,6 +73,8 @@ def proj_conv_update(
             or for a backend that cannot run here.
     """
     _check_inputs(hidden, proj_weight, conv_state, conv_weight, conv_bias, proj_bias, activation)
+    if row_sumsq is not None:
+        check_row_sumsq(OP, hidden, row_sumsq, eps)
     silu = activation == "silu"
     name = resolve_backend(OP, backend, hidden.device, BACKENDS)
     with torch.no_grad():
@@ -74,9 +84,10 @@ def proj_conv_update(
                     raise ValueError(f"{OP}: the Triton kernel takes {arg} in float16, bfloat16 or float32, "
                                      f"got {t.dtype}; use backend='reference'")
             xz = proj_conv_update_op(hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu,
-                                     bool(early_loads))
+                                     bool(early_loads), row_sumsq, float(eps))
         else:
-            xz = proj_conv_update_reference(hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu)
+            xz = proj_conv_update_reference(hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu,
+                                            row_sumsq, eps)
     dim = conv_state.shape[1]
     return xz[:, :dim], xz[:, dim:]
 
@@ -91,16 +102,19 @@ def proj_conv_update_op(
     conv_bias: torch.Tensor | None,
     silu: bool,
     early_loads: bool = False,
+    row_sumsq: torch.Tensor | None = None,
+    eps: float = 1e-5,
 ) -> torch.Tensor:
     """The Triton kernel as one op: updates ``conv_state`` in place, returns (batch, 2 D)."""
     from .kernel import proj_conv_update_triton
 
     return proj_conv_update_triton(hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu,
-                                   early_loads=early_loads)
+                                   early_loads=early_loads, row_sumsq=row_sumsq, eps=eps)
 
 
 @proj_conv_update_op.register_fake
-def _(hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu, early_loads=False):
+def _(hidden, proj_weight, proj_bias, conv_state, conv_weight, conv_bias, silu, early_loads=False, row_sumsq=None,
+      eps=1e-5):
     return hidden.new_empty(hidden.shape[0], proj_weight.shape[0])
 
 

@@ -1,12 +1,10 @@
 """``rms_norm``: the one entry point model code calls for the fused residual add + RMSNorm."""
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..backend import resolve_backend
-from ..checks import check_tensor
+from ..checks import check_eps, check_tensor
 from .reference import rms_norm_reference
 
 OP = "rms_norm"
@@ -65,5 +63,4 @@ def _check_inputs(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor 
     check_tensor(OP, "weight", weight, (hidden,), dims="(hidden,)", device=x.device)
     if residual is not None:
         check_tensor(OP, "residual", residual, tuple(x.shape), dims="x's shape (..., hidden)", device=x.device)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
-        raise ValueError(f"{OP}: eps must be a positive finite number, got {eps!r}")
+    check_eps(OP, eps)

@@ -10,17 +10,22 @@ a step reproduces the parallel forward's logits at the next position.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
 from seqmamba.kernels import decode_linear, proj_conv_update, selective_state_update
-from seqmamba.kernels.decode_linear import waits_then_signals
+from seqmamba.kernels.decode_linear import NormedRows, decode_linear_add_norm, waits_then_signals
 
 from .backbone import MambaBackbone
-from .block import Block
 from .cache import InferenceCache, LayerCache
 from .lm import MambaLM
 from .mixer import Mamba
-from .norm import add_norm
+from .norm import RMSNorm, add_norm
+
+# SEQMAMBA_DEFER_NORM=0: every norm of the decode step as its own add + norm kernel (to
+# compare against the deferred norm in out_proj's epilogue).
+DEFER_NORM = os.environ.get("SEQMAMBA_DEFER_NORM", "1") != "0"
 
 
 def mixer_step(mixer: Mamba, hidden_states: torch.Tensor, cache: LayerCache) -> torch.Tensor:
@@ -30,21 +35,30 @@ def mixer_step(mixer: Mamba, hidden_states: torch.Tensor, cache: LayerCache) -> 
     (batch, d_inner, d_conv) and cache.ssm (batch, d_inner, d_state).
     Returns (batch, d_model), the mixer's output for this token.
     """
+    y = mixer_inner_step(mixer, NormedRows(hidden_states), cache)
+    return decode_linear(y, mixer.out_proj.weight, mixer.out_proj.bias)
+
+
+def mixer_inner_step(mixer: Mamba, normed: NormedRows, cache: LayerCache) -> torch.Tensor:
+    """``mixer_step`` up to its output projection: returns y (batch, d_inner), the gated
+    SSM output out_proj takes. normed: the block's normed input, (batch, d_model) rows,
+    possibly with the norm's 1 / rms deferred to in_proj (see ``NormedRows``)."""
     # The causal conv at the newest position only needs the last d_conv inputs: the op
     # projects x and z, shifts the window left by one, puts x last (same memory, so a
     # CUDA graph can replay it) and returns silu(bias + taps . window), accumulated in
     # float32; on the GPU the conv step is the product's epilogue, one kernel.
     taps = mixer.conv1d.weight[:, 0, :]  # (d_inner, d_conv); tap d_conv - 1 is the newest input
     x, z = proj_conv_update(
-        hidden_states, mixer.in_proj.weight, cache.conv, taps, mixer.conv1d.bias,
+        normed.rows, mixer.in_proj.weight, cache.conv, taps, mixer.conv1d.bias,
         proj_bias=mixer.in_proj.bias, activation="silu",
-        # The kernel before (the add + norm) writes no window: the op may read the
-        # windows while that kernel still runs.
+        # The kernel before (the add + norm, or the product whose epilogue it is) writes
+        # no window: the op may read the windows while that kernel still runs.
         early_loads=True,
+        row_sumsq=normed.row_sumsq, eps=normed.eps,
     )  # (batch, d_inner) each
 
-    # x_proj and out_proj: F.linear, on the GPU as products that overlap their neighbours
-    # in the replayed step (kernels/decode_linear).
+    # x_proj: F.linear, on the GPU as a product that overlaps its neighbours in the
+    # replayed step (kernels/decode_linear).
     dt, B, C = torch.split(decode_linear(x, mixer.x_proj.weight), [mixer.dt_rank, mixer.d_state, mixer.d_state], dim=-1)
     # Where that product is a dependent launch (waits, then signals), the SSM step may
     # read what older kernels wrote (its state, x, z) while the product still runs: only
@@ -54,7 +68,7 @@ def mixer_step(mixer: Mamba, hidden_states: torch.Tensor, cache: LayerCache) -> 
     # the strided slices of the projections and the parameters in their own dtypes (it
     # computes in float32), A as A_log, and projects Δ from its low-rank input itself:
     # no copies, casts, exp or extra matrix product, each one more kernel.
-    y = selective_state_update(
+    return selective_state_update(
         cache.ssm,
         x,
         dt,  # (batch, dt_rank): the op applies dt_proj's weight itself
@@ -69,23 +83,24 @@ def mixer_step(mixer: Mamba, hidden_states: torch.Tensor, cache: LayerCache) -> 
         dt_weight=mixer.dt_proj.weight,
         early_loads=early,
     )
-    return decode_linear(y, mixer.out_proj.weight, mixer.out_proj.bias)
 
 
-def _block_step(
-    block: Block, hidden_states: torch.Tensor, residual: torch.Tensor | None, cache: LayerCache
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:meth:`Block.forward` for one token (batch, d_model), with the recurrent mixer."""
-    normed, residual = add_norm(block.norm, hidden_states, residual, residual_in_fp32=block.residual_in_fp32)
-    return mixer_step(block.mixer, normed, cache), residual
+def _out_proj_add_norm(
+    out_proj: torch.nn.Linear, y: torch.Tensor, residual: torch.Tensor, norm: torch.nn.Module, *,
+    residual_in_fp32: bool, defer: bool,
+) -> tuple[NormedRows, torch.Tensor]:
+    """A layer's output projection, the residual add and the next norm: (the next mixer's
+    normed input, the new residual), as ``add_norm(norm, out_proj(y), residual)``.
 
-
-def _final_norm(backbone: MambaBackbone, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """The backbone's last add and norm_f, the same arithmetic as its forward."""
-    normed, _ = add_norm(
-        backbone.norm_f, hidden_states, residual, residual_in_fp32=backbone.config.residual_in_fp32
-    )
-    return normed
+    With ``defer`` (the next product can take it) an RMSNorm's 1 / rms is left to that
+    product, and the add and the norm's other work become out_proj's epilogue: one
+    kernel a layer fewer (``NormedRows``; SEQMAMBA_DEFER_NORM=0 turns it off)."""
+    if defer and DEFER_NORM and isinstance(norm, RMSNorm):
+        return decode_linear_add_norm(y, out_proj.weight, out_proj.bias, residual, norm.weight, norm.eps,
+                                      residual_in_fp32=residual_in_fp32)
+    normed, residual = add_norm(norm, decode_linear(y, out_proj.weight, out_proj.bias), residual,
+                                residual_in_fp32=residual_in_fp32)
+    return NormedRows(normed), residual
 
 
 def decode_step(model: MambaLM, input_ids: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
@@ -94,14 +109,38 @@ def decode_step(model: MambaLM, input_ids: torch.Tensor, cache: InferenceCache) 
     input_ids: (batch,) int64, the newest token of each sequence; cache for the same
     batch. Returns logits (batch, padded_vocab_size) for the token after it.
     Allocates nothing that outlives the call, so it can be captured in a CUDA graph.
+
+    The same add -> norm -> mixer order as :class:`MambaBackbone`, grouped as
+    norm -> (mixer, add, next norm): each layer's out_proj also adds the residual and
+    starts the next block's norm.
     """
     backbone = model.backbone
-    hidden_states, residual = backbone.embedding(input_ids), None
-    for block, layer_cache in zip(backbone.layers, cache.layers, strict=True):
-        hidden_states, residual = _block_step(block, hidden_states, residual, layer_cache)
+    layers = backbone.layers
+    first = layers[0]
+    normed, residual = add_norm(first.norm, backbone.embedding(input_ids), None,
+                                residual_in_fp32=first.residual_in_fp32)
+    normed = NormedRows(normed)
+    for i, (block, layer_cache) in enumerate(zip(layers, cache.layers, strict=True)):
+        y = mixer_inner_step(block.mixer, normed, layer_cache)
+        if i + 1 < len(layers):
+            following = layers[i + 1]
+            normed, residual = _out_proj_add_norm(block.mixer.out_proj, y, residual, following.norm,
+                                                  residual_in_fp32=following.residual_in_fp32, defer=True)
+        else:
+            # The head (cuBLAS's product at a vocabulary's width) takes normed rows.
+            normed, residual = _out_proj_add_norm(block.mixer.out_proj, y, residual, backbone.norm_f,
+                                                  residual_in_fp32=backbone.config.residual_in_fp32, defer=False)
     # The head through the decode products' op too: its launch rule keeps cuBLAS's
     # product for a vocabulary-wide weight unless a measurement says otherwise.
-    return decode_linear(_final_norm(backbone, hidden_states, residual), model.lm_head.weight, model.lm_head.bias)
+    return decode_linear(normed.rows, model.lm_head.weight, model.lm_head.bias)
+
+
+def _final_norm(backbone: MambaBackbone, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """The backbone's last add and norm_f, the same arithmetic as its forward."""
+    normed, _ = add_norm(
+        backbone.norm_f, hidden_states, residual, residual_in_fp32=backbone.config.residual_in_fp32
+    )
+    return normed
 
 
 def prefill(

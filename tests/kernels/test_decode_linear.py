@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from seqmamba.kernels import decode_linear
 from seqmamba.kernels.decode_linear.kernel import MAX_COLUMNS, MAX_ROWS, decode_linear_triton, default_launch
@@ -118,3 +119,125 @@ def test_custom_op_passes_opcheck_and_compiles():
 
     compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(x), step(x))
+
+
+# --- The deferred RMSNorm: out_proj's epilogue adds the residual and starts the next norm,
+# the product after it (in_proj) applies the norm's 1 / rms to its output rows.
+
+def make_norm(seed, rows, k, *, dtype=torch.float32):
+    """A residual stream (rows, k) in float32 and a norm weight (k,) away from ones."""
+    gen = torch.Generator().manual_seed(seed)
+    residual = (torch.randn(rows, k, generator=gen) * 3).to(DEVICE)
+    norm_weight = (1 + 0.5 * torch.randn(k, generator=gen)).to(DEVICE, dtype)
+    return residual, norm_weight
+
+
+def partial_sums(h, parts):
+    """(rows, parts) sums of squares of h's rows over uneven column slices."""
+    bounds = torch.linspace(0, h.shape[1], parts + 1).round().long().tolist()
+    bounds[1] = max(bounds[1], 1)
+    return torch.stack([h[:, a:b].float().pow(2).sum(-1) for a, b in zip(bounds, bounds[1:])], dim=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("rows", "launch", "parts"), [(1, (16, 16, 256, 4, 3), 1), (5, (16, 16, 64, 4, 3, 3), 3),
+                                                       (40, (64, 32, 128, 4, 3), 7)])
+def test_deferred_norm_input_equals_the_product_of_the_normed_rows(dtype, rows, launch, parts):
+    """x = h * norm weight with the sums of squares of h's rows in parts: the kernel
+    (split over K in the second case) gives F.linear of rms_norm(h) (bias after)."""
+    from seqmamba.kernels.rmsnorm.reference import rms_norm_reference
+
+    residual, norm_weight = make_norm(rows, rows, K, dtype=dtype)
+    _, weight, b = make(rows, rows, dtype=dtype)
+    normed = rms_norm_reference(residual, norm_weight.float(), eps=1e-5)[0].to(dtype)
+    want = F.linear(normed.float(), weight.float(), b.float())
+    scaled, sumsq = (residual * norm_weight.float()).to(dtype), partial_sums(residual, parts)
+    got = decode_linear_triton(scaled, weight, b, launch=launch, row_sumsq=sumsq, eps=1e-5)
+    torch.testing.assert_close(got.float(), want, rtol=TOL[dtype], atol=TOL[dtype])
+    for backend in ("triton", "reference"):  # the public op: the rule's launch, the reference
+        got = decode_linear(scaled, weight, b, backend=backend, row_sumsq=sumsq, eps=1e-5)
+        torch.testing.assert_close(got.float(), want, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("rows", "launch", "residual_in_fp32"), [(3, (16, 16, 256, 4, 3), True),
+                                                                  (17, (32, 16, 128, 4, 3, 3), False),
+                                                                  (64, (64, 16, 256, 4, 3), True)])
+def test_add_norm_epilogue_equals_linear_then_add_and_rms_norm(dtype, rows, launch, residual_in_fp32):
+    """The epilogue's new residual, and its deferred norm once applied, against the same
+    launch without the epilogue followed by the rms_norm reference (the unfused decode
+    step's add + norm; the same product, so the same rounding of its output)."""
+    from seqmamba.kernels.decode_linear.kernel import decode_linear_add_norm_triton
+    from seqmamba.kernels.rmsnorm.reference import residual_dtype, rms_norm_reference
+
+    x, weight, b = make(300 + rows, rows, dtype=dtype, strided=True)
+    residual, norm_weight = make_norm(rows, rows, N, dtype=dtype)
+    if not residual_in_fp32:
+        residual = residual.to(dtype)
+    out = decode_linear_triton(x, weight, b, launch=launch)
+    want_normed, want_residual = rms_norm_reference(out, norm_weight, residual, eps=1e-5,
+                                                    residual_in_fp32=residual_in_fp32)
+    scaled, sumsq, new_residual = decode_linear_add_norm_triton(
+        x, weight, b, residual, norm_weight, residual_dtype(dtype, residual_in_fp32), launch=launch)
+    assert sumsq.shape == (rows, -(-N // launch[1])) and new_residual.dtype == want_residual.dtype
+    tol = TOL[dtype]
+    torch.testing.assert_close(new_residual.float(), want_residual.float(), rtol=tol, atol=tol)
+    normed = scaled.float() * torch.rsqrt(sumsq.sum(-1, keepdim=True) / N + 1e-5)
+    torch.testing.assert_close(normed, want_normed.float(), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("rows", [2, 16, 64])
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+def test_add_norm_then_deferred_product_equals_the_unfused_chain(rows, backend):
+    """out_proj -> add -> norm -> in_proj through the two public ops (deferred or not, as
+    the launch rule decides: cuBLAS's out_proj at 9-32 rows hands over normed rows)
+    against F.linear, rms_norm and F.linear; float32."""
+    from seqmamba.kernels import decode_linear_add_norm
+    from seqmamba.kernels.rmsnorm.reference import rms_norm_reference
+
+    k, n = (1536, 768) if ON_GPU else (300, 48)
+    x, weight, b = make(400 + rows, rows, n=n, k=k)
+    residual, norm_weight = make_norm(rows, rows, n)
+    _, next_weight, _ = make(500 + rows, rows, n=40, k=n)
+    normed, new_residual = decode_linear_add_norm(x, weight, b, residual, norm_weight, eps=1e-6,
+                                                  residual_in_fp32=True, backend=backend)
+    deferred = backend == "reference" or default_launch(rows, n, k) is not None
+    assert (normed.row_sumsq is not None) == deferred and normed.eps == 1e-6
+    got = decode_linear(normed.rows, next_weight, backend=backend, row_sumsq=normed.row_sumsq, eps=normed.eps)
+    want_normed, want_residual = rms_norm_reference(F.linear(x, weight, b), norm_weight, residual, eps=1e-6,
+                                                    residual_in_fp32=True)
+    torch.testing.assert_close(new_residual, want_residual, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, F.linear(want_normed, next_weight), rtol=1e-4, atol=1e-5)
+
+
+def test_deferred_norm_errors_name_the_argument():
+    from seqmamba.kernels import decode_linear_add_norm
+
+    x, weight, b = make(0, 2)
+    residual, norm_weight = make_norm(0, 2, N)
+    sumsq = torch.ones(2, 3, device=DEVICE)
+    with pytest.raises(ValueError, match=r"decode_linear: row_sumsq must have shape \(M, P\)"):
+        decode_linear(x, weight, row_sumsq=sumsq[:1])
+    with pytest.raises(ValueError, match=r"decode_linear: row_sumsq has dtype torch.float16"):
+        decode_linear(x, weight, row_sumsq=sumsq.half())
+    with pytest.raises(ValueError, match="row_sumsq must hold at least one partial sum"):
+        decode_linear(x, weight, row_sumsq=sumsq[:, :0])
+    with pytest.raises(ValueError, match="decode_linear: eps must be a positive finite number"):
+        decode_linear(x, weight, row_sumsq=sumsq, eps=0.0)
+    with pytest.raises(ValueError, match=r"decode_linear: residual must have shape \(M, N\)"):
+        decode_linear_add_norm(x, weight, b, residual[:, 1:], norm_weight)
+    with pytest.raises(ValueError, match=r"decode_linear: norm_weight must have shape \(N,\)"):
+        decode_linear_add_norm(x, weight, b, residual, norm_weight[:-1])
+    with pytest.raises(ValueError, match="decode_linear: eps must be a positive finite number"):
+        decode_linear_add_norm(x, weight, b, residual, norm_weight, eps=float("nan"))
+
+
+def test_deferred_norm_custom_ops_pass_opcheck():
+    from seqmamba.kernels.decode_linear.op import decode_linear_add_norm_op, decode_linear_op
+
+    x, weight, b = make(8, 3, n=24, k=40)
+    residual, norm_weight = make_norm(8, 3, 24)
+    torch.library.opcheck(decode_linear_add_norm_op, (x, weight, b, residual, norm_weight, True))
+    scaled, sumsq, _ = decode_linear_add_norm_op(x, weight, b, residual, norm_weight, True)
+    _, next_weight, _ = make(9, 3, n=16, k=24)
+    torch.library.opcheck(decode_linear_op, (scaled, next_weight, None, sumsq, 1e-5))

@@ -136,3 +136,29 @@ def test_fused_kernel_at_launches_the_rule_does_not_pick():
     got = proj_conv_update_triton(*args[:3], state_tri, *args[4:], True, launch=(16, 32, 32, 2, 2))
     torch.testing.assert_close(got.float(), want.float(), rtol=TOL[torch.bfloat16], atol=TOL[torch.bfloat16])
     torch.testing.assert_close(state_tri.float(), state_ref.float(), rtol=TOL[torch.bfloat16], atol=TOL[torch.bfloat16])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("batch", [3, 37])  # the fused kernel; the product and the conv step as two kernels
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+def test_deferred_norm_input_equals_the_normed_input(dtype, batch, backend):
+    """hidden as a deferred RMSNorm's rows (the norm's input times its weight, with the
+    input rows' sums of squares in two parts) gives what the normed rows give."""
+    from seqmamba.kernels.rmsnorm.reference import rms_norm_reference
+
+    inputs = make(70 + batch, batch=batch, dtype=dtype, proj_bias=True)
+    gen = torch.Generator().manual_seed(batch)
+    h = (torch.randn(batch, K, generator=gen) * 2).to(DEVICE)
+    norm_weight = (1 + 0.3 * torch.randn(K, generator=gen)).to(DEVICE)
+    normed = rms_norm_reference(h, norm_weight, eps=1e-6)[0].to(dtype)
+    x_want, z_want, state_want = run({**inputs, "hidden": normed}, "reference")
+    sumsq = torch.stack([h[:, : K // 3].pow(2).sum(-1), h[:, K // 3:].pow(2).sum(-1)], dim=1)
+    state = inputs["conv_state"].clone()
+    x, z = proj_conv_update(**{**inputs, "hidden": (h * norm_weight).to(dtype), "conv_state": state},
+                            activation="silu", backend=backend, row_sumsq=sumsq, eps=1e-6)
+    tol = TOL[dtype]
+    torch.testing.assert_close(z.float(), z_want.float(), rtol=tol, atol=tol)
+    torch.testing.assert_close(x.float(), x_want.float(), rtol=tol, atol=tol)
+    torch.testing.assert_close(state.float(), state_want.float(), rtol=tol, atol=tol)
+    with pytest.raises(ValueError, match=r"proj_conv_update: row_sumsq must have shape \(M, P\)"):
+        proj_conv_update(**inputs, row_sumsq=sumsq[1:])
