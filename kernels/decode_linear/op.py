@@ -10,8 +10,15 @@ kernel before it still runs, and a narrow product can split K over several progr
 tile. Where cuBLAS measured faster inside the decode step (kernel.py's
 ``default_launch``: the LM head among others), the op runs ``F.linear``.
 
-The Triton kernel is the custom op ``seqmamba::decode_linear``, so a compiled decode loop
-calls it without a graph break.
+Between two blocks the product can also carry the RMSNorm of the next block
+(:class:`NormedRows`): ``decode_linear_add_norm`` is out_proj with the residual add and
+the norm's elementwise part as its epilogue, and ``decode_linear(..., row_sumsq=...)``
+(like ``proj_conv_update``) the next in_proj, which scales its output rows by the norm's
+1 / rms. The add + norm then needs no kernel of its own.
+
+The Triton kernels are the custom ops ``seqmamba::decode_linear`` and
+``seqmamba::decode_linear_add_norm``, so a compiled decode loop calls them without a
+graph break.
 """
 from __future__ import annotations
 
