@@ -64,6 +64,25 @@ def test_steps_reproduce_the_parallel_forward_at_every_position_over_512_steps()
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("overrides", [dict(), dict(rms_norm=False), dict(residual_in_fp32=False, n_layer=3)])
+def test_deferred_norm_equals_the_add_norm_kernels_and_the_forward(monkeypatch, overrides):
+    """The step with each block's RMSNorm deferred into the previous out_proj (the
+    default) equals the step with every add + norm on its own and the parallel forward;
+    LayerNorm blocks and residuals in the model's dtype take the undeferred path."""
+    from seqmamba.models import decode
+
+    model = small_model(3, **overrides)
+    ids = torch.randint(0, VOCAB, (3, 40), generator=torch.Generator().manual_seed(4))
+    stepped = {}
+    for defer in (True, False):
+        monkeypatch.setattr(decode, "DEFER_NORM", defer)
+        cache = allocate_inference_cache(model, 3)
+        stepped[defer] = torch.stack([decode_step(model, ids[:, t], cache) for t in range(ids.shape[1])], dim=1)
+    torch.testing.assert_close(stepped[True], stepped[False], rtol=1e-5, atol=1e-5)
+    assert relative_error(stepped[True], model(ids)) < 1e-4
+
+
+@torch.no_grad()
 def test_prefill_then_steps_equal_stepping_from_the_start():
     model = small_model(seed=3, d_conv=3)
     ids = torch.randint(0, VOCAB, (3, 45), generator=torch.Generator().manual_seed(2))
