@@ -133,7 +133,8 @@ def sweep(batch: int, top: int, replays: int, shapes: list[Launch] | None = None
                 print(f"    {launch}: {type(e).__name__}: {str(e).splitlines()[0][:100]}")
                 continue
             fused_kernel.default_launch = lambda b, d, launch=launch: launch
-            label = f"{'rule ' if launch == rule else ''}M{launch[0]} N{launch[1]} K{launch[2]} w{launch[3]} s{launch[4]}"
+            label = (f"{'rule ' if launch == rule else ''}M{launch[0]} N{launch[1]} K{launch[2]} w{launch[3]} "
+                     f"s{launch[4]}{' reload' if launch[5:] and launch[5] else ''}")
             rows.append((measure(), label, err))
     finally:
         decode.proj_conv_update, fused_kernel.default_launch = original_op, original_rule
@@ -155,7 +156,7 @@ def main() -> None:
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--top", type=int, default=8)
     p.add_argument("--replays", type=int, default=200)
-    p.add_argument("--shapes", default=None, metavar="MxNxKxWxS,...",
+    p.add_argument("--shapes", default=None, metavar="MxNxKxWxS[xR],...",
                    help="fused launches to time (BLOCK_M x BLOCK_N x BLOCK_K x warps x stages) instead of the sweep")
     args = p.parse_args()
     if not torch.cuda.is_available():
@@ -166,8 +167,9 @@ def main() -> None:
             shapes = [tuple(int(v) for v in item.split("x")) for item in args.shapes.split(",")]
         except ValueError:
             p.error(f"--shapes: expected items like 64x32x256x4x3, got {args.shapes!r}")
-        if any(len(shape) != 5 for shape in shapes):
-            p.error(f"--shapes: each item has five numbers (MxNxKxWxS), got {args.shapes!r}")
+        if any(len(shape) not in (5, 6) for shape in shapes):
+            p.error(f"--shapes: each item has five or six numbers (MxNxKxWxS, R = 1: the conv step on the x "
+                    f"tile read back), got {args.shapes!r}")
     for batch in map(int, args.batches.split(",")):
         sweep(batch, args.top, args.replays, shapes)
 

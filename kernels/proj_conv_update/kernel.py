@@ -32,8 +32,9 @@ from ..decode_linear.kernel import (
 )
 from ..sizes import cdiv, next_power_of_2
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
-Launch = tuple[int, int, int, int, int]
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages[, RELOAD]): RELOAD 1 runs the conv step
+# on the x tile read back from memory, in a layout of its own (default 0).
+Launch = tuple[int, ...]
 
 
 @triton.jit
@@ -46,7 +47,7 @@ def _proj_conv_kernel(
     HAS_PROJ_BIAS: tl.constexpr, HAS_CONV_BIAS: tl.constexpr, SILU: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr, ACC: tl.constexpr, PDL: tl.constexpr,
     PREFETCH: tl.constexpr, LINES_K: tl.constexpr, LINES_W: tl.constexpr, EARLY: tl.constexpr,
-    ROW_NORM: tl.constexpr, BLOCK_P: tl.constexpr,
+    ROW_NORM: tl.constexpr, BLOCK_P: tl.constexpr, RELOAD: tl.constexpr,
 ):
     blocks_per_half = tl.cdiv(D, BLOCK_N)
     pid_n = tl.program_id(0)
@@ -65,24 +66,26 @@ def _proj_conv_kernel(
     if PDL:  # a dependent launch (kernels/dependent_launch.py): wait before any load
         if PREFETCH:  # ... but the weight and the windows can be on their way to L2 meanwhile
             dependent_launch.prefetch_l2(w_ptr + cols * s_wn, mask_c, K, s_wk, LINES_K)
-            if half == 0 and not EARLY:
+            if half == 0 and (RELOAD or not EARLY):
                 dependent_launch.prefetch_l2(state_ptr + rows[:, None] * s_sb + chan[None, :] * s_sd,
                                              mask, WIDTH, s_sk, LINES_W)
                 dependent_launch.prefetch_l2(cw_ptr + chan * s_cd, mask_c, WIDTH, s_ck, LINES_W)
-        if not EARLY:
+        if RELOAD or not EARLY:
             tl.extra.cuda.gdc_wait()
             tl.extra.cuda.gdc_launch_dependents()
-    # With EARLY (the caller's promise that the kernel before writes no window) the
-    # windows and taps are read before the wait, else after it; .cg: from L2, where
-    # earlier kernels' writes are.
-    shifted = tl.load(base + s_sk, mask=mask_w & (j < WIDTH - 1)[None, None, :], other=0.0, cache_modifier=".cg")
-    taps = tl.load(cw_ptr + chan[:, None] * s_cd + j[None, :] * s_ck,
-                   mask=mask_c[:, None] & (j < WIDTH)[None, :] & (half == 0), other=0.0).to(ACC)
-    if HAS_CONV_BIAS:
-        conv_bias = tl.load(cb_ptr + chan, mask=mask_c & (half == 0), other=0.0).to(ACC)
-    if PDL and EARLY:
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+    if not RELOAD:
+        # With EARLY (the caller's promise that the kernel before writes no window) the
+        # windows and taps are read before the wait, else after it; .cg: from L2, where
+        # earlier kernels' writes are.
+        shifted = tl.load(base + s_sk, mask=mask_w & (j < WIDTH - 1)[None, None, :], other=0.0,
+                          cache_modifier=".cg")
+        taps = tl.load(cw_ptr + chan[:, None] * s_cd + j[None, :] * s_ck,
+                       mask=mask_c[:, None] & (j < WIDTH)[None, :] & (half == 0), other=0.0).to(ACC)
+        if HAS_CONV_BIAS:
+            conv_bias = tl.load(cb_ptr + chan, mask=mask_c & (half == 0), other=0.0).to(ACC)
+        if PDL and EARLY:
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
 
     rstd = 1.0
     if ROW_NORM:  # hidden holds a deferred RMSNorm's rows: their 1 / rms scales the product's
@@ -95,6 +98,21 @@ def _proj_conv_kernel(
     if half == 1:
         tl.store(out_ptrs, xz, mask=mask)
     else:
+        if RELOAD:
+            # The conv step in a register layout of its own rather than the dot's (which
+            # at 64-row tiles holds dozens of window values a thread): the x tile goes
+            # through memory, written and read back by this program's own threads
+            # after a barrier (which orders their global accesses), and the windows and
+            # taps are read only now, not held through the product.
+            tl.store(out_ptrs, xz, mask=mask)
+            tl.debug_barrier()
+            xz = tl.load(out_ptrs, mask=mask, other=0.0)
+            shifted = tl.load(base + s_sk, mask=mask_w & (j < WIDTH - 1)[None, None, :], other=0.0,
+                              cache_modifier=".cg")
+            taps = tl.load(cw_ptr + chan[:, None] * s_cd + j[None, :] * s_ck,
+                           mask=mask_c[:, None] & (j < WIDTH)[None, :], other=0.0).to(ACC)
+            if HAS_CONV_BIAS:
+                conv_bias = tl.load(cb_ptr + chan, mask=mask_c, other=0.0).to(ACC)
         # The conv step on the tile: the window shifted left, the new x last.
         x = xz.to(state_ptr.dtype.element_ty)
         window = tl.where((j == WIDTH - 1)[None, None, :], x[:, :, None], shifted)
@@ -109,7 +127,6 @@ def _proj_conv_kernel(
         # As the unfused step: the conv output in the window's dtype, then the model's.
         conv = conv.to(state_ptr.dtype.element_ty).to(out_ptr.dtype.element_ty)
         tl.store(out_ptrs, conv, mask=mask)
-
 
 # Up to this many rows the fused kernel is faster than cuBLAS's product plus the conv
 # step kernel; beyond it (64 rows on an H100, proj_conv_tuning.py) the product's tiles
@@ -153,7 +170,7 @@ def proj_conv_update_triton(
         causal_conv1d_update_triton(xz[:, :dim], conv_state, conv_weight, conv_bias, silu, out=xz[:, :dim],
                                     early_loads=runs_as_dependent_launch(hidden, proj_weight))
         return xz
-    block_m, block_n, block_k, warps, stages = launch
+    block_m, block_n, block_k, warps, stages, *reload = launch
     precision, upcast = dot_precision(hidden.dtype)
     out = torch.empty((batch, 2 * dim), dtype=hidden.dtype, device=hidden.device)
     grid = (2 * cdiv(dim, block_n), cdiv(batch, block_m))
@@ -176,6 +193,6 @@ def proj_conv_update_triton(
         LINES_K=dependent_launch.prefetch_lines(k, proj_weight.dtype),
         LINES_W=dependent_launch.prefetch_lines(width, conv_state.dtype, conv_weight.dtype),
         EARLY=dependent_launch.early_loads_for(hidden.device, early_loads),
-        ROW_NORM=row_sumsq is not None, BLOCK_P=next_power_of_2(parts),
+        ROW_NORM=row_sumsq is not None, BLOCK_P=next_power_of_2(parts), RELOAD=bool(reload and reload[0]),
     )
     return out

@@ -123,9 +123,11 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
         proj_conv_update(**doubles, backend="triton")
 
 
-def test_fused_kernel_at_launches_the_rule_does_not_pick():
+@pytest.mark.parametrize("launch", [(16, 32, 32, 2, 2), (64, 32, 64, 4, 2, 1), (16, 16, 32, 2, 2, 1)])
+def test_fused_kernel_at_launches_the_rule_does_not_pick(launch):
     """Several row tiles and K chunks (the rule runs one row tile, and two kernels past
-    FUSED_MAX_BATCH rows): the fused kernel at any launch the tuning script may try."""
+    FUSED_MAX_BATCH rows), the conv step on the x tile read back (launch field 6): the
+    fused kernel at any launch the tuning script may try."""
     from seqmamba.kernels.proj_conv_update.kernel import FUSED_MAX_BATCH, proj_conv_update_triton
     from seqmamba.kernels.proj_conv_update.reference import proj_conv_update_reference
 
@@ -133,7 +135,7 @@ def test_fused_kernel_at_launches_the_rule_does_not_pick():
     args = [inputs[k] for k in ("hidden", "proj_weight", "proj_bias", "conv_state", "conv_weight", "conv_bias")]
     state_ref, state_tri = args[3].clone(), args[3].clone()
     want = proj_conv_update_reference(*args[:3], state_ref, *args[4:], True)
-    got = proj_conv_update_triton(*args[:3], state_tri, *args[4:], True, launch=(16, 32, 32, 2, 2))
+    got = proj_conv_update_triton(*args[:3], state_tri, *args[4:], True, launch=launch)
     torch.testing.assert_close(got.float(), want.float(), rtol=TOL[torch.bfloat16], atol=TOL[torch.bfloat16])
     torch.testing.assert_close(state_tri.float(), state_ref.float(), rtol=TOL[torch.bfloat16], atol=TOL[torch.bfloat16])
 
