@@ -325,7 +325,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", type=int, default=0, metavar="K",
                    help="also profile one eager decode step per workload and implementation (CUDA): "
                         "print its K costliest kernels")
-    p.add_argument("--argmax", default="torch", choices=sorted(ARGMAX),
+    p.add_argument("--argmax", default="row_argmax", choices=sorted(ARGMAX),
                    help="the greedy steps' argmax, ours and the Transformer's alike: torch's or seqmamba's row_argmax")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from bench_scan import rel_err
 from seqmamba.kernels import causal_conv1d_update
+from seqmamba.kernels.decode_linear.reference import linear_deferred_norm_reference
 from seqmamba.kernels.proj_conv_update import kernel as fused_kernel
 from seqmamba.kernels.proj_conv_update.kernel import Launch, default_launch, proj_conv_update_triton
 from seqmamba.kernels.proj_conv_update.reference import proj_conv_update_reference
@@ -40,11 +41,16 @@ D_MODEL, D_INNER, WIDTH = 768, 1536, 4
 
 
 def split_step(hidden, proj_weight, conv_state, conv_weight, conv_bias=None, proj_bias=None, activation=None,
-               backend=None, *, early_loads=False):
+               backend=None, *, early_loads=False, row_sumsq=None, eps=1e-5):
     """The two-kernel step the fused op replaced (cuBLAS's product and the conv step
     kernel), with proj_conv_update's signature (``early_loads`` unused: cuBLAS's
-    product does not signal early)."""
-    x, z = F.linear(hidden, proj_weight, proj_bias).chunk(2, dim=-1)
+    product does not signal early; a deferred norm's ``row_sumsq`` scales the product's
+    rows in torch, one more kernel)."""
+    if row_sumsq is None:
+        xz = F.linear(hidden, proj_weight, proj_bias)
+    else:
+        xz = linear_deferred_norm_reference(hidden, proj_weight, proj_bias, row_sumsq, eps)
+    x, z = xz.chunk(2, dim=-1)
     return causal_conv1d_update(x, conv_state, conv_weight, conv_bias, activation, backend=backend), z
 
 

@@ -119,29 +119,30 @@ def test_transformer_greedy_generation_equals_rerunning_its_forward(bench):
         assert len(generate.decoders) == 1
 
 
-def test_row_argmax_in_the_greedy_steps_gives_the_same_generations(bench, tmp_path, capsys):
-    """--argmax row_argmax: both models' greedy steps take seqmamba's row_argmax (on the
-    CPU its reference); the generated tokens are those of torch's argmax, and the switch
-    is undone afterwards."""
+def test_torch_argmax_in_the_greedy_steps_gives_the_same_generations(bench, tmp_path, capsys):
+    """--argmax torch: both models' greedy steps take torch's argmax instead of the
+    default row_argmax (on the CPU its reference); the generated tokens are the same,
+    and the switch is undone afterwards."""
     import torch
 
     from seqmamba.kernels import row_argmax
     from seqmamba.models import graphs
 
+    assert graphs.argmax_into is row_argmax
     seen = []
-    real = row_argmax
+    real = graphs.torch_argmax_into
 
     def counting(x, out):
         seen.append(x.shape)
         return real(x, out)
 
-    bench.ARGMAX["row_argmax"] = counting
+    bench.ARGMAX["torch"] = counting
     try:
         assert bench.main(["--device", "cpu", "--tiny", "--repeats", "1", "--workloads", "2x5x6",
-                           "--impls", "ours,transformer", "--argmax", "row_argmax"]) == 0
+                           "--impls", "ours,transformer", "--argmax", "torch"]) == 0
     finally:
-        bench.ARGMAX["row_argmax"] = real
-    assert seen and graphs.argmax_into is graphs.torch_argmax_into
+        bench.ARGMAX["torch"] = real
+    assert seen and graphs.argmax_into is row_argmax
     torch.manual_seed(2)
     mamba = bench.MambaLM(bench.MAMBA["tiny"]).eval()
     prompt = torch.randint(0, 60, (2, 5))
@@ -151,5 +152,5 @@ def test_row_argmax_in_the_greedy_steps_gives_the_same_generations(bench, tmp_pa
         try:
             got = mamba.generate(prompt, 6, temperature=0)
         finally:
-            graphs.argmax_into = graphs.torch_argmax_into
+            graphs.argmax_into = row_argmax
     assert torch.equal(got, want)
