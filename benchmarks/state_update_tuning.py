@@ -18,7 +18,7 @@ launch for steps this short.) ``--in-model`` does that judging: the decode step 
 Mamba-130M shape in a CUDA graph, replayed, with each launch shape in turn, programs
 of 1 to 16 batch rows among them (ms per token).
 
-    python benchmarks/state_update_tuning.py [--batches 1,16,64] [--top 6] [--in-model | --early-ab]
+    python benchmarks/state_update_tuning.py [--batches 1,16,64] [--top 6] [--in-model | --early-ab | --early-params-ab]
 """
 from __future__ import annotations
 
@@ -124,27 +124,33 @@ def in_model_sweep(batch: int, state_dtype: torch.dtype, top: int, replays: int 
         print(f"    rows {rows} BLOCK_D {block_d:4d} warps {warps}: {ms:.4f} ms")
 
 
-def early_loads_ab(batch: int, state_dtype: torch.dtype, rounds: int = 4, replays: int = 100) -> None:
+def early_loads_ab(batch: int, state_dtype: torch.dtype, rounds: int = 4, replays: int = 100, *,
+                   params_only: bool = False) -> None:
     """The graphed decode step of the Mamba-130M shape with early loads off and on (the
     SSM step reading its state, x, z and parameters before it waits for x_proj's
     product; above 16 rows also the conv step its windows and taps before it waits for
-    in_proj's), alternated ``rounds`` times (ms per token, median of each)."""
+    in_proj's), alternated ``rounds`` times (ms per token, median of each). With
+    ``params_only``, off and on are the large steps' early reads of everything but their
+    state (``LARGE_STEPS_EARLY_PARAMS``), early loads otherwise at the rule."""
     from proj_conv_tuning import graphed_step_ms
     from seqmamba.kernels import dependent_launch
+    from seqmamba.kernels.selective_state_update import triton_kernel
 
+    owner, switch = (triton_kernel, "LARGE_STEPS_EARLY_PARAMS") if params_only else (dependent_launch, "EARLY_LOADS")
     measure = graphed_step_ms(batch, replays, state_dtype)
-    original = dependent_launch.EARLY_LOADS
+    original = getattr(owner, switch)
     times: dict[bool, list[float]] = {False: [], True: []}
     try:
         for _ in range(rounds):
             for early in (False, True):
-                dependent_launch.EARLY_LOADS = early
+                setattr(owner, switch, early)
                 times[early].append(measure())
     finally:
-        dependent_launch.EARLY_LOADS = original
+        setattr(owner, switch, original)
     name = {torch.float32: "fp32", torch.bfloat16: "bf16"}[state_dtype]
+    what = "large steps' early parameter loads" if params_only else "early loads"
     off, on = (sorted(times[e])[rounds // 2] for e in (False, True))
-    print(f"batch {batch}, state {name}, the graphed decode step, ms per token: early loads off {off:.4f} "
+    print(f"batch {batch}, state {name}, the graphed decode step, ms per token: {what} off {off:.4f} "
           f"({' '.join(f'{t:.4f}' for t in times[False])}), on {on:.4f} "
           f"({' '.join(f'{t:.4f}' for t in times[True])}): {off / on:.3f}x")
 
@@ -193,13 +199,15 @@ def main() -> None:
     p.add_argument("--in-model", action="store_true", help="time each launch shape inside the model's graphed decode step")
     p.add_argument("--early-ab", action="store_true",
                    help="time the model's graphed decode step with early loads off and on")
+    p.add_argument("--early-params-ab", action="store_true",
+                   help="the same for large steps reading all but their state early (batch 64 of the 130M shape)")
     args = p.parse_args()
     if not torch.cuda.is_available():
         p.error("needs a CUDA device")
     for state_dtype in (torch.float32, torch.bfloat16):
         for batch in map(int, args.batches.split(",")):
-            if args.early_ab:
-                early_loads_ab(batch, state_dtype)
+            if args.early_ab or args.early_params_ab:
+                early_loads_ab(batch, state_dtype, params_only=args.early_params_ab)
             else:
                 (in_model_sweep if args.in_model else sweep)(batch, state_dtype, args.top)
 

@@ -58,8 +58,8 @@ def _cuobjdump_available() -> bool:
         return False
 
 
-def _report(*args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+def _report(*args: str, **extra_env: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | extra_env
     done = subprocess.run([sys.executable, str(BENCHMARKS / "sass_report.py"), *args], capture_output=True,
                           text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -138,3 +138,20 @@ def test_decode_kernels_wait_for_the_previous_kernel_before_loading(batch):
     # those are requested into L2 while it waits (the SSM step loads them instead).
     waiting = [line for line in report.splitlines() if "waits before its first global load" in line]
     assert waiting and not any("L2 prefetches before the wait: 0)" in line for line in waiting), report
+
+
+@needs_tools
+def test_a_large_ssm_step_may_read_all_but_its_state_before_the_wait():
+    """At batch 64 of the 130M shape the SSM step waits before any load by default; with
+    SEQMAMBA_LARGE_STEP_EARLY_PARAMS=1 it reads x, z and its parameters before the wait
+    and its state (prefetched into L2 meanwhile), dt, B and C after it."""
+    def ssm_step(report: str) -> str:
+        return next(line for line in _kernel_block(report, "_selective_state_update_kernel").splitlines()
+                    if "dependent launch:" in line)
+
+    default = ssm_step(_report("decode_step", "--shape", "64,768,16"))
+    assert "waits before its first global load" in default, default
+    params = ssm_step(_report("decode_step", "--shape", "64,768,16", SEQMAMBA_LARGE_STEP_EARLY_PARAMS="1"))
+    before, after = map(int, re.search(r"\((\d+) loads before, (\d+) after\)", params).groups())
+    assert before >= 3 and after >= 4, params  # after: the state, dt, B and C
+    assert "L2 prefetches before the wait: 0)" not in params, params

@@ -23,6 +23,8 @@ small enough for that to pay (:func:`early_loads_pay`).
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -98,6 +100,7 @@ def _selective_state_update_kernel(
     BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
     A_IS_LOG: tl.constexpr, DT_PROJ: tl.constexpr, BLOCK_R: tl.constexpr, PDL: tl.constexpr,
     PREFETCH: tl.constexpr, LINES_N: tl.constexpr, LINES_R: tl.constexpr, EARLY: tl.constexpr,
+    EARLY_STATE: tl.constexpr,
 ):
     offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
     rows = tl.program_id(1).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -106,20 +109,24 @@ def _selective_state_update_kernel(
     mask_b = rows < batch
     mask_bd = mask_b[:, None] & mask_d[None, :]  # (BLOCK_B, BLOCK_D)
     mask = mask_bd[:, :, None] & (offs_n < n_state)[None, None, :]
-    if PDL and not EARLY:  # a dependent launch (kernels/dependent_launch.py): wait before any load
-        if PREFETCH:  # ... but the state and parameters can be on their way to L2 meanwhile
+    state_ptrs = state_ptr + rows[:, None, None] * s_st_b + offs_d[None, :, None] * s_st_d + offs_n[None, None, :] * s_st_n
+    if PDL and not (EARLY and EARLY_STATE):  # a dependent launch (kernels/dependent_launch.py)
+        if PREFETCH:  # the state (and parameters) can be on their way to L2 before the wait
             dependent_launch.prefetch_l2(state_ptr + rows[:, None] * s_st_b + offs_d[None, :] * s_st_d, mask_bd,
                                          n_state, s_st_n, LINES_N)
-            dependent_launch.prefetch_l2(A_ptr + offs_d * s_A_d, mask_d, n_state, s_A_n, LINES_N)
-            if DT_PROJ:
-                dependent_launch.prefetch_l2(w_dt_ptr + offs_d * s_w_d, mask_d, rank, s_w_r, LINES_R)
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
-    # With EARLY, everything but dt, B and C is loaded before the wait (below): the
-    # caller has said that the kernel just before this one writes none of it. .cg: from
-    # L2, where earlier kernels' writes are, whatever this SM's L1 held.
-    state_ptrs = state_ptr + rows[:, None, None] * s_st_b + offs_d[None, :, None] * s_st_d + offs_n[None, None, :] * s_st_n
-    h = tl.load(state_ptrs, mask=mask, other=0.0, cache_modifier=".cg").to(tl.float32)  # (BLOCK_B, BLOCK_D, BLOCK_N)
+            if not EARLY:
+                dependent_launch.prefetch_l2(A_ptr + offs_d * s_A_d, mask_d, n_state, s_A_n, LINES_N)
+                if DT_PROJ:
+                    dependent_launch.prefetch_l2(w_dt_ptr + offs_d * s_w_d, mask_d, rank, s_w_r, LINES_R)
+        if not EARLY:  # wait before any load
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
+    # With EARLY, everything but dt, B and C (and, without EARLY_STATE, the state) is
+    # loaded before the wait (below): the caller has said that the kernel just before
+    # this one writes none of it. .cg: from L2, where earlier kernels' writes are,
+    # whatever this SM's L1 held.
+    if EARLY_STATE or not EARLY:
+        h = tl.load(state_ptrs, mask=mask, other=0.0, cache_modifier=".cg").to(tl.float32)  # (BLOCK_B, BLOCK_D, BLOCK_N)
     x = tl.load(x_ptr + rows[:, None] * s_x_b + offs_d[None, :] * s_x_d, mask=mask_bd, other=0.0,
                 cache_modifier=".cg").to(tl.float32)
     A = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n, mask=mask_d[:, None] & (offs_n < n_state)[None, :],
@@ -144,6 +151,8 @@ def _selective_state_update_kernel(
     if PDL and EARLY:
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
+    if EARLY and not EARLY_STATE:
+        h = tl.load(state_ptrs, mask=mask, other=0.0, cache_modifier=".cg").to(tl.float32)
     if DT_PROJ:
         dt_low = tl.load(dt_ptr + rows[:, None] * s_dt_b + offs_r[None, :] * s_dt_d,
                          mask=mask_b[:, None] & mask_r[None, :], other=0.0).to(tl.float32)
@@ -178,7 +187,18 @@ def early_loads_pay(batch: int, dim: int, n_state: int) -> bool:
     (H100, state_update_tuning.py --early-ab, ms a token off / on, fp32 states): batch 1
     0.3554 / 0.3511, batch 16 0.4856 / 0.4790, but batch 64 0.5921 / 0.6215 (bf16 states
     there 0.5412 / 0.5430): a large step's state read early is slower, so only steps up
-    to the small-step size read early."""
+    to the small-step size read early, unless LARGE_STEPS_EARLY_PARAMS."""
+    return batch * dim * next_power_of_2(n_state) <= _SMALL_STEP or LARGE_STEPS_EARLY_PARAMS
+
+
+# Larger steps may still read everything but their state (and dt, B, C) before the wait,
+# the state only prefetched into L2 meanwhile: not timed yet, so off unless
+# SEQMAMBA_LARGE_STEP_EARLY_PARAMS=1 (state_update_tuning.py --early-params-ab times it).
+LARGE_STEPS_EARLY_PARAMS = os.environ.get("SEQMAMBA_LARGE_STEP_EARLY_PARAMS", "0") == "1"
+
+
+def early_state(batch: int, dim: int, n_state: int) -> bool:
+    """Whether a step that reads early also reads its state early (small steps only)."""
     return batch * dim * next_power_of_2(n_state) <= _SMALL_STEP
 
 
@@ -281,5 +301,6 @@ def selective_state_update_triton(
         LINES_N=dependent_launch.prefetch_lines(n_state, state.dtype, A.dtype),
         LINES_R=dependent_launch.prefetch_lines(dt.shape[1], dt_weight.dtype) if dt_weight is not None else 1,
         EARLY=dependent_launch.early_loads_for(state.device, early_loads) and early_loads_pay(batch, dim, n_state),
+        EARLY_STATE=early_state(batch, dim, n_state),
     )
     return y
