@@ -45,6 +45,10 @@
 #               or as Triton dependent launches, by batch, and out_proj's launch shapes
 #   projconv    proj_conv_tuning.py: the decode step with in_proj and the conv step in one
 #               kernel against the two-kernel step, and the fused kernel's launch shapes
+#   decodeab    the decode step's untimed variants: in_proj + conv fused at 64 rows with the
+#               conv step on the x tile read back, out_proj on Triton at 16 and 32 rows
+#               (with the deferred norm as its epilogue), the batch-64 SSM step reading
+#               all but its state before its wait
 #
 # Steps other than anchor/wait run without mamba_ssm if it is not installed (its rows
 # are then skipped). Example: `ANCHOR_SDIST=sdists bash benchmarks/gpu_refresh.sh out anchor tests wait scan`.
@@ -130,8 +134,13 @@ for step in "$@"; do
             run decodelinear 300 python3 benchmarks/decode_linear_tuning.py ;;
         projconv)
             run projconv 300 python3 benchmarks/proj_conv_tuning.py ;;
+        decodeab)
+            run decodeab_reload 150 python3 benchmarks/proj_conv_tuning.py --batches 64 --replays 100 \
+                --shapes 64x16x256x4x3x1,64x32x256x8x3x1,64x16x256x8x3x1
+            run decodeab_outproj 200 python3 benchmarks/decode_linear_tuning.py --batches 16,32 --products out_proj --replays 100
+            run decodeab_early_params 150 python3 benchmarks/state_update_tuning.py --early-params-ab --batches 64 ;;
         *)
-            echo "unknown step '$step': choose from setup anchor wait tests tests_scan tuning scan ops conv train long generate decode decodelinear projconv" >&2
+            echo "unknown step '$step': choose from setup anchor wait tests tests_scan tuning scan ops conv train long generate decode decodelinear projconv decodeab" >&2
             exit 2 ;;
     esac
 done

@@ -27,7 +27,7 @@ def test_anchor_step_needs_the_source_distributions(tmp_path):
 def test_every_step_in_the_header_is_handled():
     text = SCRIPT.read_text()
     header_steps = ["setup", "anchor", "wait", "tests", "tests_scan", "tuning", "scan", "ops", "train", "long",
-                    "generate", "decode", "decodelinear", "projconv"]
+                    "generate", "decode", "decodelinear", "projconv", "decodeab"]
     for step in header_steps:
         assert f"\n#   {step} " in text, step
         assert f"        {step})" in text, step
