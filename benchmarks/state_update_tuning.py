@@ -1,6 +1,6 @@
 """Decode-step kernel tuning: times launch shapes of the Triton selective_state_update.
 
-The step as the model's decode runs it (seqmamba.models.decode.mixer_step): bf16
+The step as the model's decode runs it (seqmamba.models.decode.mixer_inner_step): bf16
 strided slices of the projections for x, z, the low-rank Δ input, B and C; A as a bf16
 A_log; dt_proj's bf16 weight applied inside the kernel; D and dt_bias in bf16. For
 each batch and state dtype, every (BLOCK_D, num_warps) of the sweep is

@@ -82,6 +82,19 @@ def test_deferred_norm_equals_the_add_norm_kernels_and_the_forward(monkeypatch, 
     assert relative_error(stepped[True], model(ids)) < 1e-4
 
 
+def test_blocks_step_needs_blocks_and_one_cache_each():
+    from seqmamba.models.decode import blocks_step
+
+    model = small_model()
+    cache = allocate_inference_cache(model, 1)
+    hidden = torch.zeros(1, 16)
+    with pytest.raises(ValueError, match="blocks_step: needs at least one block and one cache a block, got 2 blocks "
+                                         "and 1 caches"):
+        blocks_step(model.backbone.layers, hidden, cache.layers[:1])
+    with pytest.raises(ValueError, match="got 0 blocks"):
+        blocks_step([], hidden, [])
+
+
 @torch.no_grad()
 def test_prefill_then_steps_equal_stepping_from_the_start():
     model = small_model(seed=3, d_conv=3)

@@ -11,6 +11,7 @@ a step reproduces the parallel forward's logits at the next position.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import torch
 
@@ -18,6 +19,7 @@ from seqmamba.kernels import decode_linear, proj_conv_update, selective_state_up
 from seqmamba.kernels.decode_linear import NormedRows, decode_linear_add_norm, waits_then_signals
 
 from .backbone import MambaBackbone
+from .block import Block
 from .cache import InferenceCache, LayerCache
 from .lm import MambaLM
 from .mixer import Mamba
@@ -28,21 +30,13 @@ from .norm import RMSNorm, add_norm
 DEFER_NORM = os.environ.get("SEQMAMBA_DEFER_NORM", "1") != "0"
 
 
-def mixer_step(mixer: Mamba, hidden_states: torch.Tensor, cache: LayerCache) -> torch.Tensor:
-    """One token through ``mixer``, updating ``cache`` in place.
-
-    hidden_states: (batch, d_model), the normed input of this token; cache.conv
-    (batch, d_inner, d_conv) and cache.ssm (batch, d_inner, d_state).
-    Returns (batch, d_model), the mixer's output for this token.
-    """
-    y = mixer_inner_step(mixer, NormedRows(hidden_states), cache)
-    return decode_linear(y, mixer.out_proj.weight, mixer.out_proj.bias)
-
-
 def mixer_inner_step(mixer: Mamba, normed: NormedRows, cache: LayerCache) -> torch.Tensor:
-    """``mixer_step`` up to its output projection: returns y (batch, d_inner), the gated
-    SSM output out_proj takes. normed: the block's normed input, (batch, d_model) rows,
-    possibly with the norm's 1 / rms deferred to in_proj (see ``NormedRows``)."""
+    """One token through ``mixer`` up to its output projection, updating ``cache`` in place.
+
+    normed: the block's normed input, (batch, d_model) rows, possibly with the norm's
+    1 / rms deferred to in_proj (see ``NormedRows``); cache.conv (batch, d_inner, d_conv)
+    and cache.ssm (batch, d_inner, d_state). Returns y (batch, d_inner), the gated SSM
+    output that out_proj takes."""
     # The causal conv at the newest position only needs the last d_conv inputs: the op
     # projects x and z, shifts the window left by one, puts x last (same memory, so a
     # CUDA graph can replay it) and returns silu(bias + taps . window), accumulated in
@@ -87,20 +81,51 @@ def mixer_inner_step(mixer: Mamba, normed: NormedRows, cache: LayerCache) -> tor
 
 def _out_proj_add_norm(
     out_proj: torch.nn.Linear, y: torch.Tensor, residual: torch.Tensor, norm: torch.nn.Module, *,
-    residual_in_fp32: bool, defer: bool,
+    residual_in_fp32: bool,
 ) -> tuple[NormedRows, torch.Tensor]:
-    """A layer's output projection, the residual add and the next norm: (the next mixer's
-    normed input, the new residual), as ``add_norm(norm, out_proj(y), residual)``.
+    """A layer's output projection, the residual add and the next block's norm: (the next
+    mixer's normed input, the new residual), as ``add_norm(norm, out_proj(y), residual)``.
 
-    With ``defer`` (the next product can take it) an RMSNorm's 1 / rms is left to that
-    product, and the add and the norm's other work become out_proj's epilogue: one
-    kernel a layer fewer (``NormedRows``; SEQMAMBA_DEFER_NORM=0 turns it off)."""
-    if defer and DEFER_NORM and isinstance(norm, RMSNorm):
+    An RMSNorm's 1 / rms is left to the next in_proj, and the add and the norm's other
+    work become out_proj's epilogue: one kernel a layer fewer (``NormedRows``;
+    SEQMAMBA_DEFER_NORM=0 turns it off)."""
+    if DEFER_NORM and isinstance(norm, RMSNorm):
         return decode_linear_add_norm(y, out_proj.weight, out_proj.bias, residual, norm.weight, norm.eps,
                                       residual_in_fp32=residual_in_fp32)
     normed, residual = add_norm(norm, decode_linear(y, out_proj.weight, out_proj.bias), residual,
                                 residual_in_fp32=residual_in_fp32)
     return NormedRows(normed), residual
+
+
+def blocks_step(
+    blocks: Sequence[Block], hidden_states: torch.Tensor, caches: Sequence[LayerCache],
+    residual: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:meth:`Block.forward` of each of ``blocks`` in turn for one token, with the
+    recurrent mixer step; ``caches`` (one per block) advance in place.
+
+    hidden_states: (batch, d_model), the input of the first block (embeddings, or the last
+    mixer output before ``residual``). Returns ``(hidden_states, residual)`` after the
+    last block, as the blocks' forward returns them: the last mixer's output and the
+    residual stream before it is added. The same add -> norm -> mixer order, grouped as
+    norm -> (mixer, add, next norm): each block's out_proj also adds the residual and
+    starts the next block's norm.
+    """
+    if len(blocks) == 0 or len(caches) != len(blocks):
+        raise ValueError(f"blocks_step: needs at least one block and one cache a block, got {len(blocks)} blocks "
+                         f"and {len(caches)} caches")
+    first = blocks[0]
+    normed, residual = add_norm(first.norm, hidden_states, residual, residual_in_fp32=first.residual_in_fp32)
+    normed = NormedRows(normed)
+    for i, (block, cache) in enumerate(zip(blocks, caches, strict=True)):
+        y = mixer_inner_step(block.mixer, normed, cache)
+        out_proj = block.mixer.out_proj
+        if i + 1 == len(blocks):
+            break
+        following = blocks[i + 1]
+        normed, residual = _out_proj_add_norm(out_proj, y, residual, following.norm,
+                                              residual_in_fp32=following.residual_in_fp32)
+    return decode_linear(y, out_proj.weight, out_proj.bias), residual
 
 
 def decode_step(model: MambaLM, input_ids: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
@@ -109,30 +134,12 @@ def decode_step(model: MambaLM, input_ids: torch.Tensor, cache: InferenceCache) 
     input_ids: (batch,) int64, the newest token of each sequence; cache for the same
     batch. Returns logits (batch, padded_vocab_size) for the token after it.
     Allocates nothing that outlives the call, so it can be captured in a CUDA graph.
-
-    The same add -> norm -> mixer order as :class:`MambaBackbone`, grouped as
-    norm -> (mixer, add, next norm): each layer's out_proj also adds the residual and
-    starts the next block's norm.
     """
     backbone = model.backbone
-    layers = backbone.layers
-    first = layers[0]
-    normed, residual = add_norm(first.norm, backbone.embedding(input_ids), None,
-                                residual_in_fp32=first.residual_in_fp32)
-    normed = NormedRows(normed)
-    for i, (block, layer_cache) in enumerate(zip(layers, cache.layers, strict=True)):
-        y = mixer_inner_step(block.mixer, normed, layer_cache)
-        if i + 1 < len(layers):
-            following = layers[i + 1]
-            normed, residual = _out_proj_add_norm(block.mixer.out_proj, y, residual, following.norm,
-                                                  residual_in_fp32=following.residual_in_fp32, defer=True)
-        else:
-            # The head (cuBLAS's product at a vocabulary's width) takes normed rows.
-            normed, residual = _out_proj_add_norm(block.mixer.out_proj, y, residual, backbone.norm_f,
-                                                  residual_in_fp32=backbone.config.residual_in_fp32, defer=False)
+    hidden_states, residual = blocks_step(backbone.layers, backbone.embedding(input_ids), cache.layers)
     # The head through the decode products' op too: its launch rule keeps cuBLAS's
     # product for a vocabulary-wide weight unless a measurement says otherwise.
-    return decode_linear(normed.rows, model.lm_head.weight, model.lm_head.bias)
+    return decode_linear(_final_norm(backbone, hidden_states, residual), model.lm_head.weight, model.lm_head.bias)
 
 
 def _final_norm(backbone: MambaBackbone, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:

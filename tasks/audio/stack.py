@@ -6,7 +6,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from seqmamba.models import Block, LayerCache, ModelConfig, add_norm
-from seqmamba.models.decode import mixer_step
+from seqmamba.models.decode import blocks_step
 
 
 class MambaStack(nn.Module):
@@ -45,8 +45,5 @@ class MambaStack(nn.Module):
     def step(self, x: torch.Tensor, caches: list[LayerCache]) -> torch.Tensor:
         """One position: x (batch, d) -> (batch, d), the same arithmetic as
         :meth:`forward`, with the recurrent mixer step; ``caches`` advance in place."""
-        hidden, residual = x, None
-        for block, cache in zip(self.layers, caches, strict=True):
-            normed, residual = add_norm(block.norm, hidden, residual, residual_in_fp32=block.residual_in_fp32)
-            hidden = mixer_step(block.mixer, normed, cache)
+        hidden, residual = blocks_step(self.layers, x, caches)
         return (residual + hidden).to(x.dtype)
