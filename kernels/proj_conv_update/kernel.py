@@ -38,6 +38,22 @@ Launch = tuple[int, ...]
 
 
 @triton.jit
+def _conv_inputs(base, s_sk, mask_w, j, cw_ptr, cb_ptr, chan, mask_c, s_cd, s_ck, x_half,
+                 WIDTH: tl.constexpr, HAS_CONV_BIAS: tl.constexpr, ACC: tl.constexpr):
+    """The conv step's inputs for a tile: the window without its oldest input
+    (BLOCK_M, BLOCK_N, BLOCK_W; .cg: from L2, where earlier kernels' writes are), the taps
+    (BLOCK_N, BLOCK_W) and the bias (BLOCK_N,; 0 without one), in ACC; all masked off
+    unless ``x_half``."""
+    shifted = tl.load(base + s_sk, mask=mask_w & (j < WIDTH - 1)[None, None, :], other=0.0, cache_modifier=".cg")
+    taps = tl.load(cw_ptr + chan[:, None] * s_cd + j[None, :] * s_ck,
+                   mask=mask_c[:, None] & (j < WIDTH)[None, :] & x_half, other=0.0).to(ACC)
+    conv_bias = 0.0
+    if HAS_CONV_BIAS:
+        conv_bias = tl.load(cb_ptr + chan, mask=mask_c & x_half, other=0.0).to(ACC)
+    return shifted, taps, conv_bias
+
+
+@triton.jit
 def _proj_conv_kernel(
     h_ptr, w_ptr, pb_ptr, state_ptr, cw_ptr, cb_ptr, out_ptr, sumsq_ptr,
     BATCH, D, K, P, inv_k, eps,
@@ -75,14 +91,9 @@ def _proj_conv_kernel(
             tl.extra.cuda.gdc_launch_dependents()
     if not RELOAD:
         # With EARLY (the caller's promise that the kernel before writes no window) the
-        # windows and taps are read before the wait, else after it; .cg: from L2, where
-        # earlier kernels' writes are.
-        shifted = tl.load(base + s_sk, mask=mask_w & (j < WIDTH - 1)[None, None, :], other=0.0,
-                          cache_modifier=".cg")
-        taps = tl.load(cw_ptr + chan[:, None] * s_cd + j[None, :] * s_ck,
-                       mask=mask_c[:, None] & (j < WIDTH)[None, :] & (half == 0), other=0.0).to(ACC)
-        if HAS_CONV_BIAS:
-            conv_bias = tl.load(cb_ptr + chan, mask=mask_c & (half == 0), other=0.0).to(ACC)
+        # windows and taps are read before the wait, else after it.
+        shifted, taps, conv_bias = _conv_inputs(base, s_sk, mask_w, j, cw_ptr, cb_ptr, chan, mask_c, s_cd, s_ck,
+                                                half == 0, WIDTH, HAS_CONV_BIAS, ACC)
         if PDL and EARLY:
             tl.extra.cuda.gdc_wait()
             tl.extra.cuda.gdc_launch_dependents()
@@ -107,12 +118,8 @@ def _proj_conv_kernel(
             tl.store(out_ptrs, xz, mask=mask)
             tl.debug_barrier()
             xz = tl.load(out_ptrs, mask=mask, other=0.0)
-            shifted = tl.load(base + s_sk, mask=mask_w & (j < WIDTH - 1)[None, None, :], other=0.0,
-                              cache_modifier=".cg")
-            taps = tl.load(cw_ptr + chan[:, None] * s_cd + j[None, :] * s_ck,
-                           mask=mask_c[:, None] & (j < WIDTH)[None, :], other=0.0).to(ACC)
-            if HAS_CONV_BIAS:
-                conv_bias = tl.load(cb_ptr + chan, mask=mask_c, other=0.0).to(ACC)
+            shifted, taps, conv_bias = _conv_inputs(base, s_sk, mask_w, j, cw_ptr, cb_ptr, chan, mask_c, s_cd, s_ck,
+                                                    True, WIDTH, HAS_CONV_BIAS, ACC)
         # The conv step on the tile: the window shifted left, the new x last.
         x = xz.to(state_ptr.dtype.element_ty)
         window = tl.where((j == WIDTH - 1)[None, None, :], x[:, :, None], shifted)

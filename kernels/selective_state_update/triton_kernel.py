@@ -125,7 +125,8 @@ def _selective_state_update_kernel(
     # loaded before the wait (below): the caller has said that the kernel just before
     # this one writes none of it. .cg: from L2, where earlier kernels' writes are,
     # whatever this SM's L1 held.
-    if EARLY_STATE or not EARLY:
+    LATE_STATE: tl.constexpr = EARLY and not EARLY_STATE  # the state after the wait, with dt, B and C
+    if not LATE_STATE:
         h = tl.load(state_ptrs, mask=mask, other=0.0, cache_modifier=".cg").to(tl.float32)  # (BLOCK_B, BLOCK_D, BLOCK_N)
     x = tl.load(x_ptr + rows[:, None] * s_x_b + offs_d[None, :] * s_x_d, mask=mask_bd, other=0.0,
                 cache_modifier=".cg").to(tl.float32)
@@ -151,7 +152,7 @@ def _selective_state_update_kernel(
     if PDL and EARLY:
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
-    if EARLY and not EARLY_STATE:
+    if LATE_STATE:
         h = tl.load(state_ptrs, mask=mask, other=0.0, cache_modifier=".cg").to(tl.float32)
     if DT_PROJ:
         dt_low = tl.load(dt_ptr + rows[:, None] * s_dt_b + offs_r[None, :] * s_dt_d,
@@ -188,7 +189,7 @@ def early_loads_pay(batch: int, dim: int, n_state: int) -> bool:
     0.3554 / 0.3511, batch 16 0.4856 / 0.4790, but batch 64 0.5921 / 0.6215 (bf16 states
     there 0.5412 / 0.5430): a large step's state read early is slower, so only steps up
     to the small-step size read early, unless LARGE_STEPS_EARLY_PARAMS."""
-    return batch * dim * next_power_of_2(n_state) <= _SMALL_STEP or LARGE_STEPS_EARLY_PARAMS
+    return early_state(batch, dim, n_state) or LARGE_STEPS_EARLY_PARAMS
 
 
 # Larger steps may still read everything but their state (and dt, B, C) before the wait,
