@@ -376,17 +376,19 @@ OPS = {
 def scan_launch_shapes(fwd: str | None = None, bwd: str | None = None) -> Iterator[None]:
     """The scan's forward and backward launch shapes, as scan_tuning.py names them
     (BLOCKDxCHUNKxWARPS[xSEGLEN][p]), instead of the defaults' choice."""
-    from scan_tuning import parse_config
+    from scan_tuning import parse_config, resolve
 
     from seqmamba.kernels.selective_scan import triton_bwd, triton_fwd
 
     saved = triton_fwd.fwd_config, triton_bwd.bwd_config
+
+    def chosen(cfg, default):  # the named shape, or the default's choice (changed by an 'auto...')
+        return lambda *a, **k: resolve(cfg, lambda: default(*a, **k)) if cfg is not None else default(*a, **k)
+
     if fwd is not None:
-        fwd_cfg = parse_config(triton_fwd.FwdConfig, fwd)
-        triton_fwd.fwd_config = lambda *a, **k: fwd_cfg if fwd_cfg is not None else saved[0](*a, **k)
+        triton_fwd.fwd_config = chosen(parse_config(triton_fwd.FwdConfig, fwd), saved[0])
     if bwd is not None:
-        bwd_cfg = parse_config(triton_bwd.BwdConfig, bwd)
-        triton_bwd.bwd_config = lambda *a, **k: bwd_cfg if bwd_cfg is not None else saved[1](*a, **k)
+        triton_bwd.bwd_config = chosen(parse_config(triton_bwd.BwdConfig, bwd), saved[1])
     try:
         yield
     finally:

@@ -39,7 +39,7 @@ def make_inputs(batch: int, dim: int, length: int, n_state: int, *, requires_gra
     return x
 
 
-SUFFIXES = {"p": ("prefetch", True), "s": ("scattered_sums", True)}
+SUFFIXES = {"p": ("prefetch", True), "s": ("scattered_sums", True), "l": ("delta_ahead", False)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,12 +51,15 @@ class Auto:
 
 def parse_config(cls, text: str):
     """'auto' (None), 'auto' followed by letters (an Auto), or BLOCKDxCHUNKxWARPS[xSEGLEN]
-    followed by letters: p turns on the forward's prefetching, s makes the backward sum
-    dB and dC by scattered exchanges."""
-    if text == "auto":
+    followed by letters: p turns on the forward's prefetching, l makes its delta next to
+    its use (late), s makes the backward sum dB and dC by scattered exchanges; '@REGS' at the end caps the registers per thread."""
+    text, _, regs = text.partition("@")
+    if text == "auto" and not regs:
         return None
     shape = text.rstrip("".join(SUFFIXES))
     changes = tuple(SUFFIXES[letter] for letter in text[len(shape):])
+    if regs:
+        changes += (("maxnreg", int(regs)),)
     if shape == "auto":
         return Auto(changes)
     cfg = cls(*map(int, shape.split("x")))
@@ -72,7 +75,8 @@ def variant_name(kind: str, cfg) -> str:
     """'fwd auto', 'bwd auto +s', 'fwd bd16 T16 w1 S2048 pf', ... for the table."""
     if cfg is None or isinstance(cfg, Auto):
         letters = "".join(k for k, change in SUFFIXES.items() if cfg is not None and change in cfg.changes)
-        return f"{kind} auto" + (f" +{letters}" if letters else "")
+        regs = dict(cfg.changes).get("maxnreg") if cfg is not None else None
+        return f"{kind} auto" + (f" +{letters}" if letters else "") + (f" r{regs}" if regs else "")
     name = f"{kind} bd{cfg.block_d} T{cfg.chunk} w{cfg.num_warps}"
     if cfg.seg_len is not None:
         name += f" S{cfg.seg_len}"
@@ -80,6 +84,10 @@ def variant_name(kind: str, cfg) -> str:
         name += " pf"
     if getattr(cfg, "scattered_sums", False):
         name += " scattered"
+    if not getattr(cfg, "delta_ahead", True):
+        name += " late-delta"
+    if cfg.maxnreg is not None:
+        name += f" r{cfg.maxnreg}"
     return name
 
 
@@ -148,8 +156,8 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="*", default=[",".join(map(str, s)) for s in SHAPES])
     parser.add_argument("--backward", action="store_true")
     parser.add_argument("--n-contig", action="store_true", help="also time B and C laid out N-contiguous")
-    parser.add_argument("--configs", default="auto,32x8x1,16x8x1", help="auto[p] or BLOCKDxCHUNKxWARPS[xSEGLEN][p] (SEGLEN: steps per segment of a split L; p: prefetch), comma-separated")
-    parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto[s] or BLOCKDxCHUNKxWARPS[xSEGLEN][s] (s: dB and dC summed by scattered exchanges instead of tl.sum's butterfly)")
+    parser.add_argument("--configs", default="auto,32x8x1,16x8x1", help="auto[p] or BLOCKDxCHUNKxWARPS[xSEGLEN][p] (SEGLEN: steps per segment of a split L; p: prefetch), each optionally @REGS (a cap on registers per thread), comma-separated")
+    parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto[s] or BLOCKDxCHUNKxWARPS[xSEGLEN][s] (s: dB and dC summed by scattered exchanges instead of tl.sum's butterfly), each optionally @REGS")
     parser.add_argument("--save-every", default="64", help="steps between the states the forward saves for the backward "
                         "(multiples of both kernels' chunks), comma-separated: each is timed with every --bwd-configs entry")
     args = parser.parse_args()

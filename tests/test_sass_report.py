@@ -141,17 +141,17 @@ def test_decode_kernels_wait_for_the_previous_kernel_before_loading(batch):
 
 
 @needs_tools
-def test_a_large_ssm_step_may_read_all_but_its_state_before_the_wait():
-    """At batch 64 of the 130M shape the SSM step waits before any load by default; with
-    SEQMAMBA_LARGE_STEP_EARLY_PARAMS=1 it reads x, z and its parameters before the wait
-    and its state (prefetched into L2 meanwhile), dt, B and C after it."""
+def test_a_large_ssm_step_reads_all_but_its_state_before_the_wait():
+    """At batch 64 of the 130M shape the SSM step reads x, z and its parameters before the
+    wait and its state (prefetched into L2 meanwhile), dt, B and C after it; with
+    SEQMAMBA_LARGE_STEP_EARLY_PARAMS=0 it waits before any load."""
     def ssm_step(report: str) -> str:
         return next(line for line in _kernel_block(report, "_selective_state_update_kernel").splitlines()
                     if "dependent launch:" in line)
 
-    default = ssm_step(_report("decode_step", "--shape", "64,768,16"))
-    assert "waits before its first global load" in default, default
-    params = ssm_step(_report("decode_step", "--shape", "64,768,16", SEQMAMBA_LARGE_STEP_EARLY_PARAMS="1"))
+    off = ssm_step(_report("decode_step", "--shape", "64,768,16", SEQMAMBA_LARGE_STEP_EARLY_PARAMS="0"))
+    assert "waits before its first global load" in off, off
+    params = ssm_step(_report("decode_step", "--shape", "64,768,16"))
     before, after = map(int, re.search(r"\((\d+) loads before, (\d+) after\)", params).groups())
     assert before >= 3 and after >= 4, params  # after: the state, dt, B and C
     assert "L2 prefetches before the wait: 0)" not in params, params

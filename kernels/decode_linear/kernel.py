@@ -184,9 +184,13 @@ _LONG_K = 1024
 # row counts (H100, decode_linear_tuning.py: ms a token with out_proj on cuBLAS / this
 # kernel, x_proj on this kernel: 4 rows 0.471 / 0.441, 16 rows 0.499 / 0.643, 32 rows
 # 0.695 / 0.742; at 1 and 64 rows this kernel's was 13% and 8% faster; RESULTS.md,
-# 2026-12-06 morning). Between 4 and 16 rows nothing was measured: the line is at 8.
-# in_proj, as wide but over a shorter K, runs faster as this kernel at 32 and 64 rows.
-_WIDE_CUBLAS_ROWS = range(9, 33)
+# 2026-12-06 morning). in_proj, as wide but over a shorter K, runs faster as this
+# kernel at 32 and 64 rows.
+_WIDE_CUBLAS_ROWS = range(17, 33)
+# Between 9 and 16 rows (one 16-row tile) such products split K into 256-wide parts:
+# out_proj at 16 rows 0.4725 ms a token against cuBLAS's 0.4820 and 0.5485 unsplit,
+# with the deferred norm in its epilogue (H100, RESULTS.md, 2026-12-07).
+_WIDE_SPLIT_ROWS = range(9, 17)
 # Products this wide at more than 16 rows take 32 columns a program (in_proj: 96
 # programs at 3072 columns; 0.657 against 0.684 ms a token with 16 at 64 rows, H100).
 _WIDER_TILE_FROM = 2048
@@ -213,6 +217,8 @@ def default_launch(rows: int, out_features: int, in_features: int) -> Launch | N
     if wide and in_features >= _LONG_K and rows in _WIDE_CUBLAS_ROWS:
         return None
     block_m = smallest_block_m(rows)
+    if wide and in_features >= _LONG_K and rows in _WIDE_SPLIT_ROWS:
+        return block_m, 16, 256, 4, 3, cdiv(in_features, 256)
     if not wide and rows <= _SPLIT_MAX_ROWS:
         return block_m, 16, 128, 4, 3, cdiv(in_features, 128)
     if not wide and rows >= _SPLIT_FROM_ROWS:

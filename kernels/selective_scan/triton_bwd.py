@@ -32,15 +32,18 @@ from .triton_fwd import bc_strides, group_ratio, n_groups
 
 
 @triton.jit
-def _load_chunk_inputs(
-    t0, L, steps, d_mask, n, n_mask, bias, B_tile,
-    dt_base, u_base, B_base, s_dt_l, s_u_l, s_B_l, s_B_n, A2,
-    B_VARYING: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_MATH: tl.constexpr,
-):
-    """delta after bias and softplus, sigmoid of its argument, u, decay and input tiles."""
+def _load_delta(t0, L, steps, d_mask, dt_base, s_dt_l):
+    """The chunk from t0's delta tile (CHUNK, BLOCK_D) as fp32, 0 past L and past the channels."""
+    t = t0 + steps
+    return load_f32(dt_base + t[:, None] * s_dt_l, (t < L)[:, None] & d_mask[None, :])
+
+
+@triton.jit
+def _make_delta(dt_raw, t0, L, steps, d_mask, bias,
+                HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_MATH: tl.constexpr):
+    """(delta after bias and softplus, sigmoid of its argument) from _load_delta's tile."""
     t = t0 + steps
     m2 = (t < L)[:, None] & d_mask[None, :]
-    dt_raw = load_f32(dt_base + t[:, None] * s_dt_l, m2)
     if HAS_BIAS:
         dt_raw = dt_raw + bias[None, :]
     if SOFTPLUS:
@@ -50,7 +53,16 @@ def _load_chunk_inputs(
         dt = dt_raw
         dsoftplus = dt_raw
     # Padded steps and channels get delta = 0: decay 1 and input 0 leave h unchanged.
-    dt = tl.where(m2, dt, 0.0)
+    return tl.where(m2, dt, 0.0), dsoftplus
+
+
+@triton.jit
+def _load_chunk_inputs(
+    t0, L, steps, d_mask, n, n_mask, dt, B_tile, u_base, B_base, s_u_l, s_B_l, s_B_n, A2, B_VARYING: tl.constexpr,
+):
+    """u, decay and input tiles of the chunk from t0, whose delta is dt (from _make_delta)."""
+    t = t0 + steps
+    m2 = (t < L)[:, None] & d_mask[None, :]
     u = load_f32(u_base + t[:, None] * s_u_l, m2)
     decay = tl.exp2(dt[:, None, :] * A2[None, :, :])  # (CHUNK, BLOCK_N, BLOCK_D)
     if B_VARYING:
@@ -59,7 +71,7 @@ def _load_chunk_inputs(
     else:
         Bt = B_tile
         inp = (dt * u)[:, None, :] * B_tile[None, :, :]
-    return dt, dsoftplus, u, decay, Bt, inp
+    return u, decay, Bt, inp
 
 
 @triton.jit
@@ -138,7 +150,7 @@ def _bwd_kernel(
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DFINAL: tl.constexpr, FOLD: tl.constexpr, ATOMIC_BC: tl.constexpr, SCATTERED_SUMS: tl.constexpr,
-    FAST_MATH: tl.constexpr,
+    DELTA_AHEAD: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     """Grid: (channel blocks x segments, groups, batch), segment-major as in the forward.
 
@@ -246,11 +258,28 @@ def _bwd_kernel(
         if SUBCHUNKS > 1:
             tl.store(scratch_base, h, mask=nd_mask)
         h = in_step_layout(h, steps)
+        # DELTA_AHEAD: each chunk's delta is loaded an iteration ahead and made (bias,
+        # softplus, its sigmoid) at the end of the iteration before, in the load's compact
+        # layout, and carried into the next: made next to its use, Triton's layout pass
+        # would compute the chain once per thread of the state axis (see triton_fwd).
+        if DELTA_AHEAD:
+            dt_next, _ = _make_delta(
+                _load_delta(t_start, L, steps, d_mask, dt_base, s_dt_l), t_start, L, steps, d_mask, bias,
+                HAS_BIAS, SOFTPLUS, FAST_MATH,
+            )
         j = 1
         while j < n_sub:
-            dt, dsp, u, decay, Bt, inp = _load_chunk_inputs(
-                t_start + (j - 1) * CHUNK, L, steps, d_mask, n, n_mask, bias, B_tile,
-                dt_base, u_base, B_base, s_dt_l, s_u_l, s_B_l, s_B_n, A2, B_VARYING, HAS_BIAS, SOFTPLUS, FAST_MATH,
+            t0 = t_start + (j - 1) * CHUNK
+            if DELTA_AHEAD:
+                dt = dt_next
+                raw_next = _load_delta(t0 + CHUNK, L, steps, d_mask, dt_base, s_dt_l)
+            else:
+                dt, _ = _make_delta(
+                    _load_delta(t0, L, steps, d_mask, dt_base, s_dt_l), t0, L, steps, d_mask, bias,
+                    HAS_BIAS, SOFTPLUS, FAST_MATH,
+                )
+            u, decay, Bt, inp = _load_chunk_inputs(
+                t0, L, steps, d_mask, n, n_mask, dt, B_tile, u_base, B_base, s_u_l, s_B_l, s_B_n, A2, B_VARYING,
             )
             decay_bits = decay.to(tl.int32, bitcast=True)
             inp_bits = inp.to(tl.int32, bitcast=True)
@@ -259,12 +288,20 @@ def _bwd_kernel(
                 a_i = tl.sum(tl.where(sel, decay_bits, 0), axis=0).to(tl.float32, bitcast=True)
                 h = a_i * h + tl.sum(tl.where(sel, inp_bits, 0), axis=0).to(tl.float32, bitcast=True)
             tl.store(scratch_base + j * (BLOCK_D * BLOCK_N), h, mask=nd_mask)
+            if DELTA_AHEAD:
+                dt_next, _ = _make_delta(raw_next, t0 + CHUNK, L, steps, d_mask, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
             j += 1
         if SUBCHUNKS > 1:
             tl.debug_barrier()  # the scratch written above is read back below
 
         # Pass 2: chunks in reverse.
         j = n_sub - 1
+        if DELTA_AHEAD:
+            t_last = t_start + j * CHUNK
+            dt_next, dsp_next = _make_delta(
+                _load_delta(t_last, L, steps, d_mask, dt_base, s_dt_l), t_last, L, steps, d_mask, bias,
+                HAS_BIAS, SOFTPLUS, FAST_MATH,
+            )
         while j >= 0:
             t0 = t_start + j * CHUNK
             t = t0 + steps
@@ -274,9 +311,18 @@ def _bwd_kernel(
                 h0 = in_step_layout(tl.load(scratch_base + j * (BLOCK_D * BLOCK_N), mask=nd_mask, other=0.0), steps)
             else:
                 h0 = h
-            dt, dsp, u, decay, Bt, inp = _load_chunk_inputs(
-                t0, L, steps, d_mask, n, n_mask, bias, B_tile,
-                dt_base, u_base, B_base, s_dt_l, s_u_l, s_B_l, s_B_n, A2, B_VARYING, HAS_BIAS, SOFTPLUS, FAST_MATH,
+            # The chunk before (this one again at j = 0, never read).
+            t_prev = t_start + tl.maximum(j - 1, 0) * CHUNK
+            if DELTA_AHEAD:
+                dt, dsp = dt_next, dsp_next
+                raw_next = _load_delta(t_prev, L, steps, d_mask, dt_base, s_dt_l)
+            else:
+                dt, dsp = _make_delta(
+                    _load_delta(t0, L, steps, d_mask, dt_base, s_dt_l), t0, L, steps, d_mask, bias,
+                    HAS_BIAS, SOFTPLUS, FAST_MATH,
+                )
+            u, decay, Bt, inp = _load_chunk_inputs(
+                t0, L, steps, d_mask, n, n_mask, dt, B_tile, u_base, B_base, s_u_l, s_B_l, s_B_n, A2, B_VARYING,
             )
             if C_VARYING:
                 C3 = load_f32(C_base + t[:, None] * s_C_l + n[None, :] * s_C_n, mtn)[:, :, None]
@@ -362,6 +408,8 @@ def _bwd_kernel(
                 dbias_acc += tl.sum(ddt, axis=0)
             tl.store(du_base + t[:, None] * s_du_l, du.to(du_ptr.dtype.element_ty), mask=m2)
             tl.store(ddt_base + t[:, None] * s_ddt_l, ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
+            if DELTA_AHEAD:
+                dt_next, dsp_next = _make_delta(raw_next, t_prev, L, steps, d_mask, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
             j -= 1
         if SUBCHUNKS > 1:
             tl.debug_barrier()  # the next interval overwrites the scratch read above
@@ -466,7 +514,8 @@ def _bwd_seg_kernel(
 @dataclasses.dataclass(frozen=True)
 class BwdConfig:
     """Launch shape: channels per program, steps per chunk, warps per program, the
-    steps per segment when L is split across programs (None: one segment)."""
+    steps per segment when L is split across programs (None: one segment), and a cap on
+    registers per thread (None: the compiler's choice)."""
 
     block_d: int
     chunk: int
@@ -475,6 +524,9 @@ class BwdConfig:
     # dB and dC summed over the channels by exchanges that halve the steps each time
     # (_channel_sums_scattered) rather than by tl.sum's butterfly.
     scattered_sums: bool = False
+    maxnreg: int | None = None
+    # Each chunk's delta made an iteration ahead, in the load's layout (see the kernel).
+    delta_ahead: bool = True
 
 
 # Splitting L, as in the forward: segments until about SPLIT_PROGRAMS programs run, each
@@ -594,7 +646,7 @@ def scan_bwd(
     flags = dict(
         BLOCK_D=cfg.block_d, BLOCK_N=block_n, CHUNK=cfg.chunk, C_VARYING=c_varying,
         HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-        FAST_MATH=fast, num_warps=cfg.num_warps,
+        FAST_MATH=fast, num_warps=cfg.num_warps, maxnreg=cfg.maxnreg,
     )
     if n_seg > 1:
         _bwd_seg_kernel[(n_dblk * (n_seg - 1), groups, batch)](
@@ -612,7 +664,7 @@ def scan_bwd(
         *u.stride(), *delta.stride(), *A.stride(), *sB, *sC, *z_arg.stride(), *dout.stride(),
         *du.stride(), *ddelta.stride(), *dz.stride(),
         SUBCHUNKS=subchunks, B_VARYING=b_varying, HAS_D=D is not None, HAS_DFINAL=dfinal is not None, FOLD=n_seg > 1,
-        ATOMIC_BC=atomic, SCATTERED_SUMS=cfg.scattered_sums, **flags,
+        ATOMIC_BC=atomic, SCATTERED_SUMS=cfg.scattered_sums, DELTA_AHEAD=cfg.delta_ahead, **flags,
     )
     return (
         du,

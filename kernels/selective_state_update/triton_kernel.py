@@ -187,15 +187,16 @@ def early_loads_pay(batch: int, dim: int, n_state: int) -> bool:
     waits for the product before it). Measured in the 130M model's graphed decode step
     (H100, state_update_tuning.py --early-ab, ms a token off / on, fp32 states): batch 1
     0.3554 / 0.3511, batch 16 0.4856 / 0.4790, but batch 64 0.5921 / 0.6215 (bf16 states
-    there 0.5412 / 0.5430): a large step's state read early is slower, so only steps up
-    to the small-step size read early, unless LARGE_STEPS_EARLY_PARAMS."""
+    there 0.5412 / 0.5430): a large step's state read early is slower, so larger steps
+    read all but their state early (LARGE_STEPS_EARLY_PARAMS)."""
     return early_state(batch, dim, n_state) or LARGE_STEPS_EARLY_PARAMS
 
 
-# Larger steps may still read everything but their state (and dt, B, C) before the wait,
-# the state only prefetched into L2 meanwhile: not timed yet, so off unless
-# SEQMAMBA_LARGE_STEP_EARLY_PARAMS=1 (state_update_tuning.py --early-params-ab times it).
-LARGE_STEPS_EARLY_PARAMS = os.environ.get("SEQMAMBA_LARGE_STEP_EARLY_PARAMS", "0") == "1"
+# Larger steps read x, z and their parameters before the wait and their state (then only
+# prefetched into L2), dt, B and C after it: at batch 64, 0.5716 -> 0.5598 ms a token with
+# fp32 states, 0.5227 -> 0.4992 with bf16 states (H100, state_update_tuning.py
+# --early-params-ab, RESULTS.md 2026-12-07). SEQMAMBA_LARGE_STEP_EARLY_PARAMS=0 turns it off.
+LARGE_STEPS_EARLY_PARAMS = os.environ.get("SEQMAMBA_LARGE_STEP_EARLY_PARAMS", "1") == "1"
 
 
 def early_state(batch: int, dim: int, n_state: int) -> bool:

@@ -75,15 +75,17 @@ def test_op_on_triton_equals_reference(rows):
 
 def test_launch_rule():
     # Narrow products (x_proj) on the kernel at every decode batch, split over K in
-    # 128-wide parts up to 8 rows, in three above 16; out_proj-like ones (wide, long K) on it up to 8 rows
-    # and from 33 rows; in_proj-like ones (wide, short K) at every row count, with 32
+    # 128-wide parts up to 8 rows, in three above 16; out_proj-like ones (wide, long K) on it up to 8 rows,
+    # split over K in 256-wide parts at 9-16 rows, and from 33 rows; in_proj-like ones
+    # (wide, short K) at every row count, with 32
     # columns a program above 16 rows when very wide; larger products on cuBLAS.
     assert all(default_launch(rows, 80, 1536) is not None for rows in (1, 2, 16, 33, 64))
     assert default_launch(1, 80, 1536) == default_launch(8, 80, 1536) == (16, 16, 128, 4, 3, 12)
     assert default_launch(16, 80, 1536) == (16, 16, 256, 4, 3) and default_launch(64, 80, 1536) == (64, 16, 256, 4, 3, 3)
     assert default_launch(17, 80, 1536) == (32, 16, 256, 4, 3, 3)
     assert default_launch(1, 768, 1536) == default_launch(8, 768, 1536) == (16, 16, 256, 4, 3)
-    assert all(default_launch(rows, 768, 1536) is None for rows in (9, 16, 32))
+    assert default_launch(9, 768, 1536) == default_launch(16, 768, 1536) == (16, 16, 256, 4, 3, 6)
+    assert all(default_launch(rows, 768, 1536) is None for rows in (17, 32))
     assert default_launch(64, 768, 1536) == (64, 16, 256, 4, 3) and default_launch(40, 768, 1536)[0] == 64
     assert default_launch(32, 3072, 768) == (32, 32, 256, 4, 3) and default_launch(64, 3072, 768) == (64, 32, 256, 4, 3)
     assert default_launch(16, 3072, 768) == (16, 16, 256, 4, 3)
@@ -190,7 +192,7 @@ def test_add_norm_epilogue_equals_linear_then_add_and_rms_norm(dtype, rows, laun
 @pytest.mark.parametrize("backend", ["triton", "reference"])
 def test_add_norm_then_deferred_product_equals_the_unfused_chain(rows, backend):
     """out_proj -> add -> norm -> in_proj through the two public ops (deferred or not, as
-    the launch rule decides: cuBLAS's out_proj at 9-32 rows hands over normed rows)
+    the launch rule decides: cuBLAS's out_proj at 17-32 rows hands over normed rows)
     against F.linear, rms_norm and F.linear; float32."""
     from seqmamba.kernels import decode_linear_add_norm
     from seqmamba.kernels.rmsnorm.reference import rms_norm_reference
