@@ -167,6 +167,11 @@ def main() -> None:
         selective_scan_fn = None
     configs = [parse_config(triton_fwd.FwdConfig, c) for c in args.configs.split(",")]
     table = []
+
+    def add(row: tuple) -> None:  # printed at once too, so a run cut off still shows its rows
+        table.append(row)
+        print(*row, flush=True)
+
     for shape in args.shapes:
         batch, dim, length, n_state = map(int, shape.split(","))
         torch.manual_seed(0)
@@ -178,22 +183,22 @@ def main() -> None:
                     delta_softplus=True, return_last_state=True,
                 )
             ref_out, ref_final = anchor()
-            table.append((shape, "mamba_ssm fwd", bench(anchor), 0.0, 0.0))
+            add((shape, "mamba_ssm fwd", bench(anchor), 0.0, 0.0))
         else:
             ref_out, ref_final = selective_scan(
                 **x, delta_softplus=True, return_final_state=True, backend="reference"
             )
         for name, ms, out, final in forward_variants(x, configs):
-            table.append((shape, name, ms, rel(out, ref_out), rel(final, ref_final)))
+            add((shape, name, ms, rel(out, ref_out), rel(final, ref_final)))
         # B and C with N contiguous (how the Mamba block's projection lays them out).
         xt = dict(x, B=x["B"].transpose(1, 2).contiguous().transpose(1, 2), C=x["C"].transpose(1, 2).contiguous().transpose(1, 2))
         for name, ms, out, final in forward_variants(xt, configs[:1]) if args.n_contig else ():
-            table.append((shape, name + " BC n-contig", ms, rel(out, ref_out), rel(final, ref_final)))
+            add((shape, name + " BC n-contig", ms, rel(out, ref_out), rel(final, ref_final)))
         if args.bwd_configs:
             bwd_cfgs = [parse_config(triton_bwd.BwdConfig, c) for c in args.bwd_configs.split(",")]
             for save_every in map(int, args.save_every.split(",")):
                 for name, ms, err in backward_variants(x, bwd_cfgs, save_every):
-                    table.append((shape, name, ms, err, 0.0))
+                    add((shape, name, ms, err, 0.0))
         if args.backward:
             xg = make_inputs(batch, dim, length, n_state, requires_grad=True)
             dout = torch.randn_like(xg["u"])
@@ -202,7 +207,7 @@ def main() -> None:
                 out = selective_scan(**xg, delta_softplus=True, backend="triton")
                 out.backward(dout)
 
-            table.append((shape, "triton fwd+bwd", bench(fwd_bwd_triton), 0.0, 0.0))
+            add((shape, "triton fwd+bwd", bench(fwd_bwd_triton), 0.0, 0.0))
             if selective_scan_fn is not None:
                 def fwd_bwd_anchor():
                     out = selective_scan_fn(
@@ -211,7 +216,7 @@ def main() -> None:
                     )
                     out.backward(dout)
 
-                table.append((shape, "mamba_ssm fwd+bwd", bench(fwd_bwd_anchor), 0.0, 0.0))
+                add((shape, "mamba_ssm fwd+bwd", bench(fwd_bwd_anchor), 0.0, 0.0))
                 grads = {}
                 for name, fn in (("triton", fwd_bwd_triton), ("anchor", fwd_bwd_anchor)):
                     for v in xg.values():
@@ -219,7 +224,7 @@ def main() -> None:
                     fn()
                     grads[name] = {k: v.grad.clone() for k, v in xg.items()}
                 for k in xg:
-                    table.append((shape, f"  grad {k} vs anchor", 0.0, rel(grads["triton"][k], grads["anchor"][k]), 0.0))
+                    add((shape, f"  grad {k} vs anchor", 0.0, rel(grads["triton"][k], grads["anchor"][k]), 0.0))
         del x
         torch.cuda.empty_cache()
     print(f"{'shape':<22} {'variant':<22} {'ms':>8} {'out err':>9} {'state err':>9}")
