@@ -57,6 +57,24 @@ def _make_delta(dt_raw, t0, L, steps, d_mask, bias,
 
 
 @triton.jit
+def _load_dy(t0, L, steps, d_mask, do_base, z_base, s_do_l, s_z_l, HAS_Z: tl.constexpr):
+    """The chunk from t0's dout and z tiles (CHUNK, BLOCK_D) as fp32 (z: dout without HAS_Z)."""
+    t = t0 + steps
+    m2 = (t < L)[:, None] & d_mask[None, :]
+    dout = load_f32(do_base + t[:, None] * s_do_l, m2)
+    zt = load_f32(z_base + t[:, None] * s_z_l, m2) if HAS_Z else dout
+    return dout, zt
+
+
+@triton.jit
+def _seg_dy(dout, zt, HAS_Z: tl.constexpr, FAST_MATH: tl.constexpr):
+    """The gradient reaching y before the gate: dout * z * sigmoid(z) (dout without HAS_Z)."""
+    if HAS_Z:
+        dout = dout * zt * sigmoid(zt, FAST_MATH)
+    return dout
+
+
+@triton.jit
 def _load_chunk_inputs(
     t0, L, steps, d_mask, n, n_mask, dt, B_tile, u_base, B_base, s_u_l, s_B_l, s_B_n, A2, B_VARYING: tl.constexpr,
 ):
@@ -438,7 +456,7 @@ def _bwd_seg_kernel(
     s_do_b, s_do_d, s_do_l,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
     C_VARYING: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    FAST_MATH: tl.constexpr,
+    DELTA_AHEAD: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     """First pass of a split backward. Grid: (channel blocks x (n_seg - 1), groups, batch).
 
@@ -477,20 +495,31 @@ def _bwd_seg_kernel(
     dt_sum = tl.zeros((BLOCK_D,), dtype=tl.float32)
     t_begin = seg * seg_len
     chunk = tl.cdiv(tl.minimum(seg_len, L - t_begin), CHUNK) - 1
+    # DELTA_AHEAD: as in _bwd_kernel, a chunk's delta and dy are made at the end of the
+    # iteration before (from loads issued at its start), in their loads' layout.
+    if DELTA_AHEAD:
+        t_last = t_begin + chunk * CHUNK
+        dt_next, _ = _make_delta(
+            _load_delta(t_last, L, steps, d_mask, dt_base, s_dt_l), t_last, L, steps, d_mask, bias,
+            HAS_BIAS, SOFTPLUS, FAST_MATH,
+        )
+        dy_next = _seg_dy(*_load_dy(t_last, L, steps, d_mask, do_base, z_base, s_do_l, s_z_l, HAS_Z),
+                          HAS_Z, FAST_MATH)
     while chunk >= 0:
-        t = t_begin + chunk * CHUNK + steps
-        m2 = (t < L)[:, None] & d_mask[None, :]
-        dt = load_f32(dt_base + t[:, None] * s_dt_l, m2)
-        if HAS_BIAS:
-            dt = dt + bias[None, :]
-        if SOFTPLUS:
-            dt = softplus(dt, FAST_MATH)
-        dt = tl.where(m2, dt, 0.0)  # padded steps: decay 1, and dout 0 below
+        t0 = t_begin + chunk * CHUNK
+        t = t0 + steps
+        if DELTA_AHEAD:
+            dt, dy = dt_next, dy_next
+            t_prev = t_begin + tl.maximum(chunk - 1, 0) * CHUNK  # this chunk again at 0, never read
+            raw_dt = _load_delta(t_prev, L, steps, d_mask, dt_base, s_dt_l)
+            raw_do, raw_z = _load_dy(t_prev, L, steps, d_mask, do_base, z_base, s_do_l, s_z_l, HAS_Z)
+        else:
+            dt, _ = _make_delta(
+                _load_delta(t0, L, steps, d_mask, dt_base, s_dt_l), t0, L, steps, d_mask, bias,
+                HAS_BIAS, SOFTPLUS, FAST_MATH,
+            )  # padded steps: decay 1, and dout 0 below
+            dy = _seg_dy(*_load_dy(t0, L, steps, d_mask, do_base, z_base, s_do_l, s_z_l, HAS_Z), HAS_Z, FAST_MATH)
         dt_sum += tl.sum(dt, axis=0)
-        dy = load_f32(do_base + t[:, None] * s_do_l, m2)
-        if HAS_Z:
-            zt = load_f32(z_base + t[:, None] * s_z_l, m2)
-            dy = dy * zt * sigmoid(zt, FAST_MATH)
         decay_bits = tl.exp2(dt[:, None, :] * A2[None, :, :]).to(tl.int32, bitcast=True)
         if C_VARYING:
             C3 = load_f32(C_base + t[:, None] * s_C_l + n[None, :] * s_C_n, (t < L)[:, None] & n_mask[None, :])[:, :, None]
@@ -505,6 +534,9 @@ def _bwd_seg_kernel(
             sel = steps[:, None, None] == i
             a_i = tl.sum(tl.where(sel, decay_bits, 0), axis=0).to(tl.float32, bitcast=True)
             q = a_i * (q + tl.sum(tl.where(sel, cdy_bits, 0), axis=0).to(tl.float32, bitcast=True))
+        if DELTA_AHEAD:
+            dt_next, _ = _make_delta(raw_dt, t_prev, L, steps, d_mask, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
+            dy_next = _seg_dy(raw_do, raw_z, HAS_Z, FAST_MATH)
         chunk -= 1
     seg_row = (batch * dim + d) * (n_seg - 1) + seg - 1  # (BLOCK_D,)
     tl.store(seg_q_ptr + seg_row[None, :] * N + n[:, None], q, mask=nd_mask)
@@ -646,7 +678,7 @@ def scan_bwd(
     flags = dict(
         BLOCK_D=cfg.block_d, BLOCK_N=block_n, CHUNK=cfg.chunk, C_VARYING=c_varying,
         HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-        FAST_MATH=fast, num_warps=cfg.num_warps, maxnreg=cfg.maxnreg,
+        DELTA_AHEAD=cfg.delta_ahead, FAST_MATH=fast, num_warps=cfg.num_warps, maxnreg=cfg.maxnreg,
     )
     if n_seg > 1:
         _bwd_seg_kernel[(n_dblk * (n_seg - 1), groups, batch)](
@@ -664,7 +696,7 @@ def scan_bwd(
         *u.stride(), *delta.stride(), *A.stride(), *sB, *sC, *z_arg.stride(), *dout.stride(),
         *du.stride(), *ddelta.stride(), *dz.stride(),
         SUBCHUNKS=subchunks, B_VARYING=b_varying, HAS_D=D is not None, HAS_DFINAL=dfinal is not None, FOLD=n_seg > 1,
-        ATOMIC_BC=atomic, SCATTERED_SUMS=cfg.scattered_sums, DELTA_AHEAD=cfg.delta_ahead, **flags,
+        ATOMIC_BC=atomic, SCATTERED_SUMS=cfg.scattered_sums, **flags,
     )
     return (
         du,
