@@ -20,11 +20,10 @@
 #               over 500 s on an H200 in one process, mostly compiling kernel variants;
 #               both steps run TEST_WORKERS pytest-xdist workers, default 8)
 #   tuning      scan launch shapes (FWD_CONFIGS, BWD_CONFIGS override scan_tuning.py's lists):
-#               by default the forward with 8-channel programs (168 registers, not 255)
-#               and split into 1024- and 4096-step segments (the split's second pass got
-#               cheaper since it was last timed), and the backward's scattered channel
-#               sums ('s') at the default launch and at 16 channels x 4 steps, and without
-#               its split of L (8x8x1) (SAVE_EVERY: the interval between the states the
+#               by default each chunk's delta made an iteration ahead ('a', forward and
+#               backward) and register caps ('@128': 16 resident warps an SM for the
+#               forward's 8-channel programs; '@168': 12 for the backward's), against
+#               the default launches (SAVE_EVERY: the interval between the states the
 #               forward saves, default 64)
 #   scan        bench_scan.py, ours against mamba_ssm
 #   ops         bench_ops.py: causal_conv1d and rms_norm against the causal_conv1d package
@@ -109,8 +108,8 @@ for step in "$@"; do
                 tests/kernels/test_selective_scan_triton.py ;;
         tuning)
             run tuning 420 python3 benchmarks/scan_tuning.py \
-                --configs "${FWD_CONFIGS:-auto,8x16x1p,16x16x1x1024p,16x16x1x4096p}" \
-                --bwd-configs "${BWD_CONFIGS:-auto,autos,8x8x1,16x4x1x2048s,16x4x1x2048}" --save-every "${SAVE_EVERY:-64}" ;;
+                --configs "${FWD_CONFIGS:-auto,autoa,auto@128,autoa@128}" \
+                --bwd-configs "${BWD_CONFIGS:-auto,autoa,auto@168,autoa@168}" --save-every "${SAVE_EVERY:-64}" ;;
         scan)
             run scan 300 python3 benchmarks/bench_scan.py --impls ours,mamba_ssm ;;
         ops)

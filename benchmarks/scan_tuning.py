@@ -39,7 +39,7 @@ def make_inputs(batch: int, dim: int, length: int, n_state: int, *, requires_gra
     return x
 
 
-SUFFIXES = {"p": ("prefetch", True), "s": ("scattered_sums", True), "l": ("delta_ahead", False)}
+SUFFIXES = {"p": ("prefetch", True), "s": ("scattered_sums", True), "a": ("delta_ahead", True)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +51,9 @@ class Auto:
 
 def parse_config(cls, text: str):
     """'auto' (None), 'auto' followed by letters (an Auto), or BLOCKDxCHUNKxWARPS[xSEGLEN]
-    followed by letters: p turns on the forward's prefetching, l makes its delta next to
-    its use (late), s makes the backward sum dB and dC by scattered exchanges; '@REGS' at the end caps the registers per thread."""
+    followed by letters: p turns on the forward's prefetching, a makes each chunk's delta
+    an iteration ahead (forward with p, and backward), s makes the backward sum dB and dC
+    by scattered exchanges; '@REGS' at the end caps the registers per thread."""
     text, _, regs = text.partition("@")
     if text == "auto" and not regs:
         return None
@@ -84,8 +85,8 @@ def variant_name(kind: str, cfg) -> str:
         name += " pf"
     if getattr(cfg, "scattered_sums", False):
         name += " scattered"
-    if not getattr(cfg, "delta_ahead", True):
-        name += " late-delta"
+    if getattr(cfg, "delta_ahead", False):
+        name += " delta-ahead"
     if cfg.maxnreg is not None:
         name += f" r{cfg.maxnreg}"
     return name

@@ -558,7 +558,7 @@ class BwdConfig:
     scattered_sums: bool = False
     maxnreg: int | None = None
     # Each chunk's delta made an iteration ahead, in the load's layout (see the kernel).
-    delta_ahead: bool = True
+    delta_ahead: bool = False
 
 
 # Splitting L, as in the forward: segments until about SPLIT_PROGRAMS programs run, each
@@ -573,6 +573,10 @@ TARGET_PROGRAMS = 2048
 # loop 1357 -> 1245 at N = 16) but 5-8% slower on an H100 at the benchmark shapes
 # (benchmarks/RESULTS.md, 2026-12-05), so off.
 SCATTERED_SUMS = False
+# The default of BwdConfig.delta_ahead: fewer instructions in the sm_90 build (N = 16, 8
+# channels x 8 steps: pass 1 327 -> 269, pass 2 1357 -> 1278, the split's first pass
+# 359 -> 279), but not yet timed on a GPU, so off (scan_tuning.py's 'a' suffix times it).
+DELTA_AHEAD = False
 SPLIT_PROGRAMS = 8192
 MIN_SEG_LEN = 1024
 
@@ -598,6 +602,7 @@ def bwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
         seg_len = split_length(programs, length, math.lcm(align, chunk), target=SPLIT_PROGRAMS, min_len=MIN_SEG_LEN)
     return BwdConfig(
         block_d=block_d, chunk=chunk, num_warps=num_warps, seg_len=seg_len, scattered_sums=SCATTERED_SUMS,
+        delta_ahead=DELTA_AHEAD,
     )
 
 

@@ -359,6 +359,38 @@ def test_split_no_grad_short_segments(split_l, monkeypatch):
     check_no_grad(Case(length=50, small_dt=True), seed=12)
 
 
+@pytest.fixture
+def delta_ahead(monkeypatch):
+    """Each chunk's delta (and the split backward's dy) made an iteration ahead."""
+    from seqmamba.kernels.selective_scan import triton_bwd, triton_fwd
+
+    for module in (triton_fwd, triton_bwd):
+        monkeypatch.setattr(module, "DELTA_AHEAD", True)
+
+
+@pytest.mark.parametrize(
+    "options",
+    (
+        dict(length=1),
+        dict(length=7),
+        dict(length=129, bc="grouped", dim=4),
+        dict(length=200, bc="mixed", dtype=torch.bfloat16, layout="strided"),
+        dict(length=150, with_D=False, with_z=False, with_bias=False, softplus=False, with_init=False),
+        dict(length=67, n_state=16, bc="invariant"),
+    ),
+)
+def test_delta_ahead(delta_ahead, options):
+    """The delta carried into each chunk from the iteration before: one chunk or several,
+    a partial last chunk, every B/C form, without bias, softplus, D, z."""
+    check(Case(**options), seed=19)
+
+
+@pytest.mark.parametrize("length", (129, 200) if not ON_GPU else (129, 4099))
+def test_delta_ahead_split(delta_ahead, split_l, length):
+    """... with L split: the forward's first pass and the backward's segment pass carry it too."""
+    check(Case(length=length, small_dt=True, bc="mixed"), seed=20)
+
+
 @pytest.mark.parametrize("layout", ("strided", "projection"))
 def test_fake_implementations_give_the_kernels_shapes_strides_and_dtypes(layout):
     case = Case(length=9, layout=layout, dtype=torch.bfloat16)
