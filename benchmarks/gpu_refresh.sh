@@ -22,9 +22,10 @@
 #   tuning      scan launch shapes (FWD_CONFIGS, BWD_CONFIGS override scan_tuning.py's lists):
 #               by default each chunk's delta made an iteration ahead ('a', forward and
 #               backward) and register caps ('@128': 16 resident warps an SM for the
-#               forward's 8-channel programs; '@168': 12 for the backward's), against
-#               the default launches (SAVE_EVERY: the interval between the states the
-#               forward saves, default 64)
+#               forward's 8-channel programs; '@168': 12 for the backward's), and 4-channel
+#               forward programs (twice the programs at the third shape), against the
+#               default launches (SAVE_EVERY: the interval between the states the forward
+#               saves, default 64)
 #   scan        bench_scan.py, ours against mamba_ssm
 #   ops         bench_ops.py: causal_conv1d and rms_norm against the causal_conv1d package
 #               and mamba_ssm's layer_norm_fn
@@ -108,7 +109,7 @@ for step in "$@"; do
                 tests/kernels/test_selective_scan_triton.py ;;
         tuning)
             run tuning 420 python3 benchmarks/scan_tuning.py \
-                --configs "${FWD_CONFIGS:-auto,autoa,auto@128,autoa@128}" \
+                --configs "${FWD_CONFIGS:-auto,autoa,auto@128,autoa@128,4x16x1pa}" \
                 --bwd-configs "${BWD_CONFIGS:-auto,autoa,auto@168,autoa@168}" --save-every "${SAVE_EVERY:-64}" ;;
         scan)
             run scan 300 python3 benchmarks/bench_scan.py --impls ours,mamba_ssm ;;
