@@ -57,6 +57,29 @@ def _make_delta(dt_raw, t0, L, steps, d_mask, bias,
 
 
 @triton.jit
+def _delta_at(t0, L, steps, d_mask, bias, dt_base, s_dt_l,
+              HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_MATH: tl.constexpr):
+    """_make_delta of the chunk from t0, loaded here."""
+    return _make_delta(_load_delta(t0, L, steps, d_mask, dt_base, s_dt_l), t0, L, steps, d_mask, bias,
+                       HAS_BIAS, SOFTPLUS, FAST_MATH)
+
+
+@triton.jit
+def _chunk_delta(dt_next, dsp_next, t0, t_next, L, steps, d_mask, bias, dt_base, s_dt_l,
+                 DELTA_AHEAD: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_MATH: tl.constexpr):
+    """(delta, sigmoid) of the chunk from t0 and the raw delta tile of the chunk from t_next:
+    with DELTA_AHEAD the pair carried from the iteration before, the tile loaded now to be
+    made at the end of this one; else the pair made here (and the tile unused)."""
+    if DELTA_AHEAD:
+        dt, dsp = dt_next, dsp_next
+        raw_next = _load_delta(t_next, L, steps, d_mask, dt_base, s_dt_l)
+    else:
+        dt, dsp = _delta_at(t0, L, steps, d_mask, bias, dt_base, s_dt_l, HAS_BIAS, SOFTPLUS, FAST_MATH)
+        raw_next = dt
+    return dt, dsp, raw_next
+
+
+@triton.jit
 def _load_dy(t0, L, steps, d_mask, do_base, z_base, s_do_l, s_z_l, HAS_Z: tl.constexpr):
     """The chunk from t0's dout and z tiles (CHUNK, BLOCK_D) as fp32 (z: dout without HAS_Z)."""
     t = t0 + steps
@@ -280,22 +303,15 @@ def _bwd_kernel(
         # softplus, its sigmoid) at the end of the iteration before, in the load's compact
         # layout, and carried into the next: made next to its use, Triton's layout pass
         # would compute the chain once per thread of the state axis (see triton_fwd).
-        if DELTA_AHEAD:
-            dt_next, _ = _make_delta(
-                _load_delta(t_start, L, steps, d_mask, dt_base, s_dt_l), t_start, L, steps, d_mask, bias,
-                HAS_BIAS, SOFTPLUS, FAST_MATH,
-            )
+        # (Without it the pair made before the loop is never read, and compiled away.)
+        dt_next, dsp_next = _delta_at(t_start, L, steps, d_mask, bias, dt_base, s_dt_l, HAS_BIAS, SOFTPLUS, FAST_MATH)
         j = 1
         while j < n_sub:
             t0 = t_start + (j - 1) * CHUNK
-            if DELTA_AHEAD:
-                dt = dt_next
-                raw_next = _load_delta(t0 + CHUNK, L, steps, d_mask, dt_base, s_dt_l)
-            else:
-                dt, _ = _make_delta(
-                    _load_delta(t0, L, steps, d_mask, dt_base, s_dt_l), t0, L, steps, d_mask, bias,
-                    HAS_BIAS, SOFTPLUS, FAST_MATH,
-                )
+            dt, _, raw_next = _chunk_delta(
+                dt_next, dsp_next, t0, t0 + CHUNK, L, steps, d_mask, bias, dt_base, s_dt_l,
+                DELTA_AHEAD, HAS_BIAS, SOFTPLUS, FAST_MATH,
+            )
             u, decay, Bt, inp = _load_chunk_inputs(
                 t0, L, steps, d_mask, n, n_mask, dt, B_tile, u_base, B_base, s_u_l, s_B_l, s_B_n, A2, B_VARYING,
             )
@@ -307,19 +323,16 @@ def _bwd_kernel(
                 h = a_i * h + tl.sum(tl.where(sel, inp_bits, 0), axis=0).to(tl.float32, bitcast=True)
             tl.store(scratch_base + j * (BLOCK_D * BLOCK_N), h, mask=nd_mask)
             if DELTA_AHEAD:
-                dt_next, _ = _make_delta(raw_next, t0 + CHUNK, L, steps, d_mask, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
+                dt_next, dsp_next = _make_delta(raw_next, t0 + CHUNK, L, steps, d_mask, bias,
+                                                HAS_BIAS, SOFTPLUS, FAST_MATH)
             j += 1
         if SUBCHUNKS > 1:
             tl.debug_barrier()  # the scratch written above is read back below
 
         # Pass 2: chunks in reverse.
         j = n_sub - 1
-        if DELTA_AHEAD:
-            t_last = t_start + j * CHUNK
-            dt_next, dsp_next = _make_delta(
-                _load_delta(t_last, L, steps, d_mask, dt_base, s_dt_l), t_last, L, steps, d_mask, bias,
-                HAS_BIAS, SOFTPLUS, FAST_MATH,
-            )
+        dt_next, dsp_next = _delta_at(t_start + j * CHUNK, L, steps, d_mask, bias, dt_base, s_dt_l,
+                                      HAS_BIAS, SOFTPLUS, FAST_MATH)
         while j >= 0:
             t0 = t_start + j * CHUNK
             t = t0 + steps
@@ -331,14 +344,10 @@ def _bwd_kernel(
                 h0 = h
             # The chunk before (this one again at j = 0, never read).
             t_prev = t_start + tl.maximum(j - 1, 0) * CHUNK
-            if DELTA_AHEAD:
-                dt, dsp = dt_next, dsp_next
-                raw_next = _load_delta(t_prev, L, steps, d_mask, dt_base, s_dt_l)
-            else:
-                dt, dsp = _make_delta(
-                    _load_delta(t0, L, steps, d_mask, dt_base, s_dt_l), t0, L, steps, d_mask, bias,
-                    HAS_BIAS, SOFTPLUS, FAST_MATH,
-                )
+            dt, dsp, raw_next = _chunk_delta(
+                dt_next, dsp_next, t0, t_prev, L, steps, d_mask, bias, dt_base, s_dt_l,
+                DELTA_AHEAD, HAS_BIAS, SOFTPLUS, FAST_MATH,
+            )
             u, decay, Bt, inp = _load_chunk_inputs(
                 t0, L, steps, d_mask, n, n_mask, dt, B_tile, u_base, B_base, s_u_l, s_B_l, s_B_n, A2, B_VARYING,
             )
@@ -497,27 +506,23 @@ def _bwd_seg_kernel(
     chunk = tl.cdiv(tl.minimum(seg_len, L - t_begin), CHUNK) - 1
     # DELTA_AHEAD: as in _bwd_kernel, a chunk's delta and dy are made at the end of the
     # iteration before (from loads issued at its start), in their loads' layout.
-    if DELTA_AHEAD:
-        t_last = t_begin + chunk * CHUNK
-        dt_next, _ = _make_delta(
-            _load_delta(t_last, L, steps, d_mask, dt_base, s_dt_l), t_last, L, steps, d_mask, bias,
-            HAS_BIAS, SOFTPLUS, FAST_MATH,
-        )
-        dy_next = _seg_dy(*_load_dy(t_last, L, steps, d_mask, do_base, z_base, s_do_l, s_z_l, HAS_Z),
-                          HAS_Z, FAST_MATH)
+    # (Without it the pair made before the loop is never read, and compiled away.)
+    t_last = t_begin + chunk * CHUNK
+    dt_next, dsp_next = _delta_at(t_last, L, steps, d_mask, bias, dt_base, s_dt_l, HAS_BIAS, SOFTPLUS, FAST_MATH)
+    dy_next = _seg_dy(*_load_dy(t_last, L, steps, d_mask, do_base, z_base, s_do_l, s_z_l, HAS_Z), HAS_Z, FAST_MATH)
     while chunk >= 0:
         t0 = t_begin + chunk * CHUNK
         t = t0 + steps
+        t_prev = t_begin + tl.maximum(chunk - 1, 0) * CHUNK  # this chunk again at 0, never read
+        # Padded steps get delta 0 (decay 1) and dout 0.
+        dt, _, raw_dt = _chunk_delta(
+            dt_next, dsp_next, t0, t_prev, L, steps, d_mask, bias, dt_base, s_dt_l,
+            DELTA_AHEAD, HAS_BIAS, SOFTPLUS, FAST_MATH,
+        )
         if DELTA_AHEAD:
-            dt, dy = dt_next, dy_next
-            t_prev = t_begin + tl.maximum(chunk - 1, 0) * CHUNK  # this chunk again at 0, never read
-            raw_dt = _load_delta(t_prev, L, steps, d_mask, dt_base, s_dt_l)
+            dy = dy_next
             raw_do, raw_z = _load_dy(t_prev, L, steps, d_mask, do_base, z_base, s_do_l, s_z_l, HAS_Z)
         else:
-            dt, _ = _make_delta(
-                _load_delta(t0, L, steps, d_mask, dt_base, s_dt_l), t0, L, steps, d_mask, bias,
-                HAS_BIAS, SOFTPLUS, FAST_MATH,
-            )  # padded steps: decay 1, and dout 0 below
             dy = _seg_dy(*_load_dy(t0, L, steps, d_mask, do_base, z_base, s_do_l, s_z_l, HAS_Z), HAS_Z, FAST_MATH)
         dt_sum += tl.sum(dt, axis=0)
         decay_bits = tl.exp2(dt[:, None, :] * A2[None, :, :]).to(tl.int32, bitcast=True)
@@ -535,7 +540,7 @@ def _bwd_seg_kernel(
             a_i = tl.sum(tl.where(sel, decay_bits, 0), axis=0).to(tl.float32, bitcast=True)
             q = a_i * (q + tl.sum(tl.where(sel, cdy_bits, 0), axis=0).to(tl.float32, bitcast=True))
         if DELTA_AHEAD:
-            dt_next, _ = _make_delta(raw_dt, t_prev, L, steps, d_mask, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
+            dt_next, dsp_next = _make_delta(raw_dt, t_prev, L, steps, d_mask, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
             dy_next = _seg_dy(raw_do, raw_z, HAS_Z, FAST_MATH)
         chunk -= 1
     seg_row = (batch * dim + d) * (n_seg - 1) + seg - 1  # (BLOCK_D,)

@@ -69,7 +69,7 @@ def _fwd_delta(dt, m2, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAS
 
 @triton.jit
 def _fwd_chunk(
-    h, t, m2, dt, u, z, Bt, Ct, steps, A2, skip, B_tile, C_tile, out_base, s_out_l,
+    h, t, m2, dt, dtu, u, z, Bt, Ct, steps, A2, skip, B_tile, C_tile, out_base, s_out_l,
     CHUNK: tl.constexpr, B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, WRITE_OUT: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
@@ -85,9 +85,9 @@ def _fwd_chunk(
 
     decay = tl.exp2(dt[:, None, :] * A2[None, :, :])  # (CHUNK, BLOCK_N, BLOCK_D)
     if B_VARYING:
-        inp = (dt * u)[:, None, :] * Bt.to(tl.float32)[:, :, None]
+        inp = dtu[:, None, :] * Bt.to(tl.float32)[:, :, None]
     else:
-        inp = (dt * u)[:, None, :] * B_tile[None, :, :]
+        inp = dtu[:, None, :] * B_tile[None, :, :]
     # The recurrence runs step by step inside each thread. Step i of a tile is taken as
     # sum(where(step == i, bits, 0)) over the integer bit patterns: exact, and since the
     # step axis is thread-local the compiler turns it into a register selection.
@@ -237,13 +237,15 @@ def _fwd_kernel(
                 s_u_l, s_dt_l, s_z_l, s_B_n, s_B_l, s_C_n, s_C_l, B_VARYING, C_VARYING, HAS_Z, WRITE_OUT,
             )
             dt_n = raw_dt
+            dtu_n = raw_dt
             if DELTA_AHEAD:
                 dt_n = _fwd_delta(raw_dt, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
+                dtu_n = dt_n * u_n.to(tl.float32)
             while chunk < chunk_end:
                 if SAVE_STATES:
                     if chunk % SAVE_EVERY == 0:
                         tl.store(state_base + (chunk // SAVE_EVERY) * N, h, mask=nd_mask)
-                dt_c, u_c, z_c, B_c, C_c = dt_n, u_n, z_n, B_n, C_n
+                dt_c, dtu_c, u_c, z_c, B_c, C_c = dt_n, dtu_n, u_n, z_n, B_n, C_n
                 t_next = tl.minimum(chunk + 1, chunk_end - 1) * CHUNK + steps
                 raw_dt, u_n, z_n, B_n, C_n = _fwd_load(
                     t_next, m2_full, mtn_full, n, u_base, dt_base, z_base, B_base, C_base,
@@ -251,22 +253,24 @@ def _fwd_kernel(
                 )
                 if not DELTA_AHEAD:
                     dt_c = _fwd_delta(dt_c, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
+                    dtu_c = dt_c * u_c.to(tl.float32)
                 h, dt_chunk = _fwd_chunk(
-                    h, chunk * CHUNK + steps, m2_full, dt_c, u_c, z_c, B_c, C_c, steps, A2, skip,
+                    h, chunk * CHUNK + steps, m2_full, dt_c, dtu_c, u_c, z_c, B_c, C_c, steps, A2, skip,
                     B_tile, C_tile, out_base, s_out_l,
                     CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, WRITE_OUT, FAST_MATH,
                 )
-                # The next chunk's delta is prepared here, after this chunk's recurrence
-                # (its load has landed by now) and in the load's compact layout, where
-                # each (step, channel) is one thread's: the loop carries it in that layout,
-                # so softplus runs once per value, not once per thread of the state axis
-                # as it would next to its use (Triton's layout pass moves the conversion
-                # of a tile made inside the iteration up to its load and computes the
-                # whole chain in the wide layout): 24 fewer MUFU and 113 fewer
-                # instructions per 16-step chunk of 8 channels (sm_90 build, 784 -> 671).
+                # The next chunk's delta (and delta * u) is prepared here, after this
+                # chunk's recurrence (its load has landed by now) and in the load's compact
+                # layout, where each (step, channel) is one thread's: the loop carries it
+                # in that layout, so softplus runs once per value, not once per thread of
+                # the state axis as it would next to its use (Triton's layout pass moves
+                # the conversion of a tile made inside the iteration up to its load and
+                # computes the whole chain in the wide layout): 24 fewer MUFU and 130
+                # fewer instructions per 16-step chunk of 8 channels (sm_90 build, 784 -> 654).
                 dt_n = raw_dt
                 if DELTA_AHEAD:
                     dt_n = _fwd_delta(raw_dt, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
+                    dtu_n = dt_n * u_n.to(tl.float32)
                 if not WRITE_OUT:
                     dt_sum += dt_chunk
                 chunk += 1
@@ -282,7 +286,7 @@ def _fwd_kernel(
             )
             dt_c = _fwd_delta(dt_c, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
             h, dt_chunk = _fwd_chunk(
-                h, t, m2_full, dt_c, u_c, z_c, B_c, C_c, steps, A2, skip, B_tile, C_tile, out_base, s_out_l,
+                h, t, m2_full, dt_c, dt_c * u_c.to(tl.float32), u_c, z_c, B_c, C_c, steps, A2, skip, B_tile, C_tile, out_base, s_out_l,
                 CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, WRITE_OUT, FAST_MATH,
             )
             if not WRITE_OUT:
@@ -304,7 +308,7 @@ def _fwd_kernel(
             )
             dt_c = _fwd_delta(dt_c, m2, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
             h, dt_chunk = _fwd_chunk(
-                h, t, m2, dt_c, u_c, z_c, B_c, C_c, steps, A2, skip, B_tile, C_tile, out_base, s_out_l,
+                h, t, m2, dt_c, dt_c * u_c.to(tl.float32), u_c, z_c, B_c, C_c, steps, A2, skip, B_tile, C_tile, out_base, s_out_l,
                 CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, True, FAST_MATH,
             )
         tl.store(final_ptr + (batch * dim + d[None, :]) * N + n[:, None], h, mask=nd_mask & is_last)
@@ -440,8 +444,8 @@ MIN_BLOCK_D = 8  # the narrowest program a second halving makes (N <= 16)
 # 2.1 ms at (4, 1536, 16384); 0.73 instead of 0.36 ms at (8, 1536, 2048)).
 SPLIT_L = True
 SPLIT_BELOW = 128
-# The default of FwdConfig.delta_ahead: 14% fewer instructions and 23% fewer MUFU in the
-# 8-channel chunk loop of the sm_90 build (784 -> 671, 104 -> 80), but not yet timed on a
+# The default of FwdConfig.delta_ahead: 17% fewer instructions and 23% fewer MUFU in the
+# 8-channel chunk loop of the sm_90 build (784 -> 654, 104 -> 80), but not yet timed on a
 # GPU, so off (scan_tuning.py's 'a' suffix times it).
 DELTA_AHEAD = False
 SPLIT_PROGRAMS = 6144
