@@ -75,8 +75,9 @@ def _fwd_chunk(
 ):
     """Advances h (N, BLOCK_D) over the chunk's steps t (CHUNK,) and writes their outputs.
 
-    dt: the chunk's delta from _fwd_delta; u, z, Bt, Ct: its tiles from _fwd_load; m2: the
-    mask of its (CHUNK, BLOCK_D) tiles (None for a full chunk of full channel blocks).
+    dt: the chunk's delta from _fwd_delta, dtu: dt * u (fp32); u, z, Bt, Ct: its tiles from
+    _fwd_load; m2: the mask of its (CHUNK, BLOCK_D) tiles (None for a full chunk of full
+    channel blocks).
     Returns (h, the chunk's sum of dt per channel (BLOCK_D,)). Without WRITE_OUT only the
     state advances (the first pass of a split sequence); the unused sum of dt costs
     nothing where the caller drops it.
@@ -286,7 +287,8 @@ def _fwd_kernel(
             )
             dt_c = _fwd_delta(dt_c, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
             h, dt_chunk = _fwd_chunk(
-                h, t, m2_full, dt_c, dt_c * u_c.to(tl.float32), u_c, z_c, B_c, C_c, steps, A2, skip, B_tile, C_tile, out_base, s_out_l,
+                h, t, m2_full, dt_c, dt_c * u_c.to(tl.float32), u_c, z_c, B_c, C_c, steps, A2, skip,
+                B_tile, C_tile, out_base, s_out_l,
                 CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, WRITE_OUT, FAST_MATH,
             )
             if not WRITE_OUT:
@@ -308,7 +310,8 @@ def _fwd_kernel(
             )
             dt_c = _fwd_delta(dt_c, m2, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
             h, dt_chunk = _fwd_chunk(
-                h, t, m2, dt_c, dt_c * u_c.to(tl.float32), u_c, z_c, B_c, C_c, steps, A2, skip, B_tile, C_tile, out_base, s_out_l,
+                h, t, m2, dt_c, dt_c * u_c.to(tl.float32), u_c, z_c, B_c, C_c, steps, A2, skip,
+                B_tile, C_tile, out_base, s_out_l,
                 CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, True, FAST_MATH,
             )
         tl.store(final_ptr + (batch * dim + d[None, :]) * N + n[:, None], h, mask=nd_mask & is_last)
