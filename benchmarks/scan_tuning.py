@@ -157,8 +157,8 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="*", default=[",".join(map(str, s)) for s in SHAPES])
     parser.add_argument("--backward", action="store_true")
     parser.add_argument("--n-contig", action="store_true", help="also time B and C laid out N-contiguous")
-    parser.add_argument("--configs", default="auto,32x8x1,16x8x1", help="auto[p] or BLOCKDxCHUNKxWARPS[xSEGLEN][p] (SEGLEN: steps per segment of a split L; p: prefetch), each optionally @REGS (a cap on registers per thread), comma-separated")
-    parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto[s] or BLOCKDxCHUNKxWARPS[xSEGLEN][s] (s: dB and dC summed by scattered exchanges instead of tl.sum's butterfly), each optionally @REGS")
+    parser.add_argument("--configs", default="auto,32x8x1,16x8x1", help="auto[letters] or BLOCKDxCHUNKxWARPS[xSEGLEN][letters] (SEGLEN: steps per segment of a split L; p: prefetch, a: delta made an iteration ahead), each optionally @REGS (a cap on registers per thread), comma-separated")
+    parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto[letters] or BLOCKDxCHUNKxWARPS[xSEGLEN][letters] (s: dB and dC summed by scattered exchanges instead of tl.sum's butterfly, a: delta made an iteration ahead), each optionally @REGS")
     parser.add_argument("--save-every", default="64", help="steps between the states the forward saves for the backward "
                         "(multiples of both kernels' chunks), comma-separated: each is timed with every --bwd-configs entry")
     args = parser.parse_args()

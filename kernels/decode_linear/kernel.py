@@ -214,11 +214,12 @@ def default_launch(rows: int, out_features: int, in_features: int) -> Launch | N
     if rows > MAX_ROWS or out_features > MAX_COLUMNS:
         return None
     wide = out_features >= _WIDE
-    if wide and in_features >= _LONG_K and rows in _WIDE_CUBLAS_ROWS:
-        return None
     block_m = smallest_block_m(rows)
-    if wide and in_features >= _LONG_K and rows in _WIDE_SPLIT_ROWS:
-        return block_m, 16, 256, 4, 3, cdiv(in_features, 256)
+    if wide and in_features >= _LONG_K:
+        if rows in _WIDE_CUBLAS_ROWS:
+            return None
+        if rows in _WIDE_SPLIT_ROWS:
+            return block_m, 16, 256, 4, 3, cdiv(in_features, 256)
     if not wide and rows <= _SPLIT_MAX_ROWS:
         return block_m, 16, 128, 4, 3, cdiv(in_features, 128)
     if not wide and rows >= _SPLIT_FROM_ROWS:

@@ -53,9 +53,10 @@ def _fwd_load(
 
 
 @triton.jit
-def _fwd_delta(dt, m2, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_MATH: tl.constexpr):
-    """A chunk's delta tile (CHUNK, BLOCK_D) as stored -> fp32 softplus(delta + bias), 0 where
-    m2 (None: everywhere valid) masks a step or channel out."""
+def _fwd_delta(dt, u, m2, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_MATH: tl.constexpr):
+    """A chunk's delta and u tiles (CHUNK, BLOCK_D) as stored -> (delta, delta * u) in fp32,
+    delta = softplus(delta + bias), 0 where m2 (None: everywhere valid) masks a step or
+    channel out."""
     dt = dt.to(tl.float32)
     if HAS_BIAS:
         dt = dt + bias[None, :]
@@ -64,7 +65,7 @@ def _fwd_delta(dt, m2, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAS
     if m2 is not None:
         # Padded steps and channels get delta = 0: decay 1 and input 0 leave h unchanged.
         dt = tl.where(m2, dt, 0.0)
-    return dt
+    return dt, dt * u.to(tl.float32)
 
 
 @triton.jit
@@ -75,7 +76,7 @@ def _fwd_chunk(
 ):
     """Advances h (N, BLOCK_D) over the chunk's steps t (CHUNK,) and writes their outputs.
 
-    dt: the chunk's delta from _fwd_delta, dtu: dt * u (fp32); u, z, Bt, Ct: its tiles from
+    dt, dtu: the chunk's delta and delta * u from _fwd_delta; u, z, Bt, Ct: its tiles from
     _fwd_load; m2: the mask of its (CHUNK, BLOCK_D) tiles (None for a full chunk of full
     channel blocks).
     Returns (h, the chunk's sum of dt per channel (BLOCK_D,)). Without WRITE_OUT only the
@@ -237,11 +238,9 @@ def _fwd_kernel(
                 t, m2_full, mtn_full, n, u_base, dt_base, z_base, B_base, C_base,
                 s_u_l, s_dt_l, s_z_l, s_B_n, s_B_l, s_C_n, s_C_l, B_VARYING, C_VARYING, HAS_Z, WRITE_OUT,
             )
-            dt_n = raw_dt
-            dtu_n = raw_dt
+            dt_n, dtu_n = raw_dt, raw_dt
             if DELTA_AHEAD:
-                dt_n = _fwd_delta(raw_dt, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
-                dtu_n = dt_n * u_n.to(tl.float32)
+                dt_n, dtu_n = _fwd_delta(raw_dt, u_n, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
             while chunk < chunk_end:
                 if SAVE_STATES:
                     if chunk % SAVE_EVERY == 0:
@@ -253,8 +252,7 @@ def _fwd_kernel(
                     s_u_l, s_dt_l, s_z_l, s_B_n, s_B_l, s_C_n, s_C_l, B_VARYING, C_VARYING, HAS_Z, WRITE_OUT,
                 )
                 if not DELTA_AHEAD:
-                    dt_c = _fwd_delta(dt_c, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
-                    dtu_c = dt_c * u_c.to(tl.float32)
+                    dt_c, dtu_c = _fwd_delta(dt_c, u_c, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
                 h, dt_chunk = _fwd_chunk(
                     h, chunk * CHUNK + steps, m2_full, dt_c, dtu_c, u_c, z_c, B_c, C_c, steps, A2, skip,
                     B_tile, C_tile, out_base, s_out_l,
@@ -270,8 +268,7 @@ def _fwd_kernel(
                 # fewer instructions per 16-step chunk of 8 channels (sm_90 build, 784 -> 654).
                 dt_n = raw_dt
                 if DELTA_AHEAD:
-                    dt_n = _fwd_delta(raw_dt, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
-                    dtu_n = dt_n * u_n.to(tl.float32)
+                    dt_n, dtu_n = _fwd_delta(raw_dt, u_n, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
                 if not WRITE_OUT:
                     dt_sum += dt_chunk
                 chunk += 1
@@ -285,9 +282,9 @@ def _fwd_kernel(
                 t, m2_full, mtn_full, n, u_base, dt_base, z_base, B_base, C_base,
                 s_u_l, s_dt_l, s_z_l, s_B_n, s_B_l, s_C_n, s_C_l, B_VARYING, C_VARYING, HAS_Z, WRITE_OUT,
             )
-            dt_c = _fwd_delta(dt_c, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
+            dt_c, dtu_c = _fwd_delta(dt_c, u_c, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
             h, dt_chunk = _fwd_chunk(
-                h, t, m2_full, dt_c, dt_c * u_c.to(tl.float32), u_c, z_c, B_c, C_c, steps, A2, skip,
+                h, t, m2_full, dt_c, dtu_c, u_c, z_c, B_c, C_c, steps, A2, skip,
                 B_tile, C_tile, out_base, s_out_l,
                 CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, WRITE_OUT, FAST_MATH,
             )
@@ -308,9 +305,9 @@ def _fwd_kernel(
                 t, m2, mtn, n, u_base, dt_base, z_base, B_base, C_base,
                 s_u_l, s_dt_l, s_z_l, s_B_n, s_B_l, s_C_n, s_C_l, B_VARYING, C_VARYING, HAS_Z, True,
             )
-            dt_c = _fwd_delta(dt_c, m2, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
+            dt_c, dtu_c = _fwd_delta(dt_c, u_c, m2, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
             h, dt_chunk = _fwd_chunk(
-                h, t, m2, dt_c, dt_c * u_c.to(tl.float32), u_c, z_c, B_c, C_c, steps, A2, skip,
+                h, t, m2, dt_c, dtu_c, u_c, z_c, B_c, C_c, steps, A2, skip,
                 B_tile, C_tile, out_base, s_out_l,
                 CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, True, FAST_MATH,
             )
