@@ -82,9 +82,9 @@ def test_with_the_memory_saving_options(options):
 def test_on_the_triton_kernels():
     """The kernels pass gradients through initial and final states (the conv's and the scan's)."""
     model = make_model(torch.float32)
-    ids, labels = batch(70)
+    ids, labels = batch(37)
     with use_backend("triton"):
-        got = chunked(model, ids, labels, 32)
+        got = chunked(model, ids, labels, 16)
         want = whole(model, ids, labels)
     assert_same(got, want, 1e-4)
 

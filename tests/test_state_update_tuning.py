@@ -35,7 +35,7 @@ def test_every_launch_shape_is_checked_and_timed(tuning, capsys):
 def test_in_model_shapes_are_valid_launches_that_match_the_reference(tuning):
     shapes = tuning.in_model_shapes()
     assert len(shapes) == len(set(shapes)) and {rows for rows, _, _ in shapes} == {1, 2, 4, 8, 16}
-    inputs = tuning.model_step_inputs(17, torch.float32, device="cpu", dim=128)
+    inputs = tuning.model_step_inputs(9, torch.float32, device="cpu", dim=128)
     ref_state = inputs["state"].clone()
     y_ref = tuning.selective_state_update_reference(**{**inputs, "state": ref_state})
     for rows, block_d, warps in shapes:
