@@ -22,6 +22,8 @@ the fewest bytes a forward must move: u, delta, z read and y written (2 bytes ea
     python benchmarks/bench_scan.py                                   # the four shapes, CUDA
     python benchmarks/bench_scan.py --shapes 8x1536x2048x16 --impls ours,mamba_ssm --out r.json
     python benchmarks/bench_scan.py --device cpu --shapes tiny        # smoke test, no GPU needed
+    python benchmarks/bench_scan.py --impls ours,mamba_ssm --ours-launch autoa/autoa,autoa@128/autoa@168
+                                               # rows of our scan with other launch shapes too
 
 Prints one table, then a markdown version for benchmarks/RESULTS.md. Exits with status 1
 if any implementation disagrees with the reference (or ours with mamba_ssm).
@@ -29,6 +31,7 @@ if any implementation disagrees with the reference (or ours with mamba_ssm).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import itertools
@@ -137,12 +140,29 @@ RUNNERS: dict[str, Callable[[Inputs], torch.Tensor]] = {
 }
 
 
+def runner(name: str) -> Callable[[Inputs], torch.Tensor]:
+    """The function an implementation's row runs: ours[FWD/BWD] rows run ours."""
+    return RUNNERS["ours" if name.startswith("ours[") else name]
+
+
+def launch_shapes(name: str) -> contextlib.AbstractContextManager:
+    """Where an implementation's row runs: ours[FWD/BWD] with the scan's launch shapes
+    FWD and BWD as scan_tuning.py names them (an empty side keeps the default's choice),
+    every other row as it is."""
+    if not name.startswith("ours["):
+        return contextlib.nullcontext()
+    from scan_tuning import scan_launch_shapes
+
+    fwd, _, bwd = name[len("ours["):-1].partition("/")
+    return scan_launch_shapes(fwd or None, bwd or None)
+
+
 def unavailable_reason(name: str, device: str) -> str | None:
     """Why implementation ``name`` cannot run on ``device`` (None if it can)."""
     if name == "mamba_ssm" and device != "cuda":
         return "mamba_ssm runs on CUDA only"
     try:
-        RUNNERS[name](make_inputs(SHAPES["tiny"], device, seed=0))
+        runner(name)(make_inputs(SHAPES["tiny"], device, seed=0))
     except ImportError as e:
         return f"{name} is not importable ({e})"
     except (ValueError, NotImplementedError, RuntimeError) as e:
@@ -240,15 +260,15 @@ def bench_shape(shape, impls: Sequence[str], args) -> list[dict]:
             records.append(rec)
             continue
         if name != "reference":
-            rec["fwd_err"], rec["grad_err"] = compare(RUNNERS[name], run_reference, small, args.seed)
-            rec["ok"] = _within(rec["fwd_err"], rec["grad_err"])
+            with launch_shapes(name):
+                rec["fwd_err"], rec["grad_err"] = compare(runner(name), run_reference, small, args.seed)
+                rec["ok"] = _within(rec["fwd_err"], rec["grad_err"])
+                if runner(name) is run_ours and "mamba_ssm" in impls:  # and at the full shape
+                    rec["fwd_err_vs_mamba_ssm"], rec["grad_err_vs_mamba_ssm"] = compare(
+                        run_ours, run_mamba_ssm, sets[0], args.seed + 1
+                    )
+                    rec["ok"] = rec["ok"] and _within(rec["fwd_err_vs_mamba_ssm"], rec["grad_err_vs_mamba_ssm"])
         records.append(rec)
-    if {"ours", "mamba_ssm"} <= set(impls):
-        ours = next(r for r in records if r["impl"] == "ours")
-        ours["fwd_err_vs_mamba_ssm"], ours["grad_err_vs_mamba_ssm"] = compare(
-            run_ours, run_mamba_ssm, sets[0], args.seed + 1
-        )
-        ours["ok"] = ours["ok"] and _within(ours["fwd_err_vs_mamba_ssm"], ours["grad_err_vs_mamba_ssm"])
 
     grad_out = torch.randn_like(sets[0].u)
     leaf_sets = [x.leaves() for x in sets] if "fwdbwd" in args.modes else []
@@ -256,23 +276,24 @@ def bench_shape(shape, impls: Sequence[str], args) -> list[dict]:
     for rec in records:
         if "skipped" in rec:
             continue
-        run = RUNNERS[rec["impl"]]
-        if "fwd" in args.modes:
-            cycle = itertools.cycle(sets)
+        run = runner(rec["impl"])
+        with launch_shapes(rec["impl"]):
+            if "fwd" in args.modes:
+                cycle = itertools.cycle(sets)
 
-            def fwd() -> None:
-                with torch.no_grad():
-                    run(next(cycle))
+                def fwd() -> None:
+                    with torch.no_grad():
+                        run(next(cycle))
 
-            rec["fwd_ms"] = time_ms(fwd, args.device)
-            rec["fwd_gbps"] = forward_bytes(shape) / rec["fwd_ms"] / 1e6
-        if "fwdbwd" in args.modes and rec.get("grad_err", 0.0) is not None:
-            cycle_grad = itertools.cycle(leaf_sets)
+                rec["fwd_ms"] = time_ms(fwd, args.device)
+                rec["fwd_gbps"] = forward_bytes(shape) / rec["fwd_ms"] / 1e6
+            if "fwdbwd" in args.modes and rec.get("grad_err", 0.0) is not None:
+                cycle_grad = itertools.cycle(leaf_sets)
 
-            def fwdbwd() -> None:
-                run(next(cycle_grad)).backward(grad_out)
+                def fwdbwd() -> None:
+                    run(next(cycle_grad)).backward(grad_out)
 
-            rec["fwdbwd_ms"] = time_ms(fwdbwd, args.device, grad_to_none=leaves)
+                rec["fwdbwd_ms"] = time_ms(fwdbwd, args.device, grad_to_none=leaves)
     anchor = next((r for r in records if r["impl"] == "mamba_ssm" and "skipped" not in r), None)
     for rec in records:
         for mode in ("fwd", "fwdbwd"):
@@ -354,6 +375,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "on CUDA, 'tiny' on the CPU")
     p.add_argument("--impls", default=",".join(IMPLS), help=f"comma-separated subset of {IMPLS}")
     p.add_argument("--modes", default="fwd,fwdbwd", help="comma-separated subset of fwd,fwdbwd")
+    p.add_argument("--ours-launch", default="",
+                   help="comma-separated FWD/BWD launch shapes of our scan, named as scan_tuning.py's --configs "
+                        "and --bwd-configs name them (e.g. autoa/autoa@168; an empty side keeps the default's "
+                        "choice); each adds a row 'ours[FWD/BWD]' beside the others")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cuda", "cpu"))
     p.add_argument("--reference-max-len", type=int, default=2048, help="time the reference only up to this L")
     p.add_argument("--check-len", type=int, default=256, help="steps of the slice checked against the reference")
@@ -372,7 +397,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name, given, allowed in (("--impls", args.impls, IMPLS), ("--modes", args.modes, ("fwd", "fwdbwd"))):
         if not given or any(x not in allowed for x in given):
             p.error(f"{name}: got {','.join(given)!r}; choose from {','.join(allowed)}")
+    for spec in filter(None, args.ours_launch.split(",")):
+        problem = _launch_problem(spec)
+        if problem:
+            p.error(f"--ours-launch: {spec!r}: {problem}")
+        args.impls.append(f"ours[{spec}]")
     return args
+
+
+def _launch_problem(spec: str) -> str | None:
+    """Why ``spec`` is not a FWD/BWD pair of launch shapes (None if it is)."""
+    from scan_tuning import parse_config
+
+    from seqmamba.kernels.selective_scan import triton_bwd, triton_fwd
+
+    fwd, slash, bwd = spec.partition("/")
+    if not slash:
+        return "write FWD/BWD, e.g. autoa/autoa@168 (an empty side keeps the default's choice)"
+    for side, cls in ((fwd, triton_fwd.FwdConfig), (bwd, triton_bwd.BwdConfig)):
+        try:
+            if side:
+                parse_config(cls, side)
+        except (ValueError, TypeError) as e:
+            return f"{side!r} is not a launch shape as scan_tuning.py names them ({e})"
+    return None
 
 
 def _parse_shape(s: str) -> tuple[int, int, int, int] | None:

@@ -27,6 +27,10 @@
 #               default launches (SAVE_EVERY: the interval between the states the forward
 #               saves, default 64)
 #   scan        bench_scan.py, ours against mamba_ssm
+#   scanab      bench_scan.py with more rows of ours, each with other launch shapes, in the same
+#               table as mamba_ssm (SCAN_LAUNCH, FWD/BWD pairs as bench_scan's --ours-launch
+#               takes them; by default each chunk's delta made an iteration ahead, with and
+#               without the register caps, and the caps alone)
 #   ops         bench_ops.py: causal_conv1d and rms_norm against the causal_conv1d package
 #               and mamba_ssm's layer_norm_fn
 #   conv        conv_tuning.py: the conv backward's launch shapes (CONV_CONTIGUOUS,
@@ -113,6 +117,9 @@ for step in "$@"; do
                 --bwd-configs "${BWD_CONFIGS:-auto,autoa,auto@168,autoa@168}" --save-every "${SAVE_EVERY:-64}" ;;
         scan)
             run scan 300 python3 benchmarks/bench_scan.py --impls ours,mamba_ssm ;;
+        scanab)
+            run scanab 450 python3 benchmarks/bench_scan.py --impls ours,mamba_ssm \
+                --ours-launch "${SCAN_LAUNCH:-autoa/autoa,autoa@128/autoa@168,auto@128/auto@168}" ;;
         ops)
             run ops 300 python3 benchmarks/bench_ops.py ;;
         conv)
@@ -140,7 +147,7 @@ for step in "$@"; do
             run decodeab_outproj 200 python3 benchmarks/decode_linear_tuning.py --batches 16,32 --products out_proj --replays 100
             run decodeab_early_params 150 python3 benchmarks/state_update_tuning.py --early-params-ab --batches 64 ;;
         *)
-            echo "unknown step '$step': choose from setup anchor wait tests tests_scan tuning scan ops conv train long generate decode decodelinear projconv decodeab" >&2
+            echo "unknown step '$step': choose from setup anchor wait tests tests_scan tuning scan scanab ops conv train long generate decode decodelinear projconv decodeab" >&2
             exit 2 ;;
     esac
 done

@@ -372,29 +372,6 @@ OPS = {
 }
 
 
-@contextlib.contextmanager
-def scan_launch_shapes(fwd: str | None = None, bwd: str | None = None) -> Iterator[None]:
-    """The scan's forward and backward launch shapes, as scan_tuning.py names them
-    (BLOCKDxCHUNKxWARPS[xSEGLEN][p]), instead of the defaults' choice."""
-    from scan_tuning import parse_config, resolve
-
-    from seqmamba.kernels.selective_scan import triton_bwd, triton_fwd
-
-    saved = triton_fwd.fwd_config, triton_bwd.bwd_config
-
-    def chosen(cfg, default):  # the named shape, or the default's choice (changed by an 'auto...')
-        return lambda *a, **k: resolve(cfg, lambda: default(*a, **k)) if cfg is not None else default(*a, **k)
-
-    if fwd is not None:
-        triton_fwd.fwd_config = chosen(parse_config(triton_fwd.FwdConfig, fwd), saved[0])
-    if bwd is not None:
-        triton_bwd.bwd_config = chosen(parse_config(triton_bwd.BwdConfig, bwd), saved[1])
-    try:
-        yield
-    finally:
-        triton_fwd.fwd_config, triton_bwd.bwd_config = saved
-
-
 def report(op: str, shape: tuple[int, ...] | None = None, dtype: str = "bf16", arch: int = 90,
            dump: Path | None = None, fwd_config: str | None = None, bwd_config: str | None = None) -> list[str]:
     """Compiles every kernel ``op`` launches at ``shape`` (its training shape by default)
@@ -404,6 +381,8 @@ def report(op: str, shape: tuple[int, ...] | None = None, dtype: str = "bf16", a
     shape = spec.default_shape if shape is None else shape
     if len(shape) != len(spec.default_shape):
         raise ValueError(f"sass_report: {op} takes a shape {spec.shape_names}, got {shape}")
+    from scan_tuning import scan_launch_shapes
+
     with compile_only(arch) as collected, scan_launch_shapes(fwd_config, bwd_config):
         spec.run(shape, _DTYPES[dtype])
     return [describe(kernel, dump) for kernel in collected.kernels]

@@ -10,7 +10,10 @@ table is benchmarks/bench_scan.py; this script is for choosing launch shapes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+from collections.abc import Iterator
+
 import torch
 import triton
 
@@ -70,6 +73,25 @@ def parse_config(cls, text: str):
 def resolve(cfg, default):
     """An Auto made concrete from ``default()``, the defaults' choice; other configs as they are."""
     return dataclasses.replace(default(), **dict(cfg.changes)) if isinstance(cfg, Auto) else cfg
+
+
+@contextlib.contextmanager
+def scan_launch_shapes(fwd: str | None = None, bwd: str | None = None) -> Iterator[None]:
+    """The scan's forward and backward launch shapes named as --configs and --bwd-configs
+    name them (``None``: the defaults' choice), for every call made inside."""
+    saved = triton_fwd.fwd_config, triton_bwd.bwd_config
+
+    def chosen(cfg, default):  # the named shape, or the default's choice (changed by an 'auto...')
+        return lambda *a, **k: resolve(cfg, lambda: default(*a, **k)) if cfg is not None else default(*a, **k)
+
+    if fwd is not None:
+        triton_fwd.fwd_config = chosen(parse_config(triton_fwd.FwdConfig, fwd), saved[0])
+    if bwd is not None:
+        triton_bwd.bwd_config = chosen(parse_config(triton_bwd.BwdConfig, bwd), saved[1])
+    try:
+        yield
+    finally:
+        triton_fwd.fwd_config, triton_bwd.bwd_config = saved
 
 
 def variant_name(kind: str, cfg) -> str:

@@ -18,10 +18,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_scan", ROOT / "benchmarks" / "bench_scan.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    with benchmark_module("bench_scan") as module:
+        yield module
 
 
 def test_cpu_smoke_run_writes_table_and_json(bench, tmp_path, capsys):
@@ -87,6 +85,33 @@ def test_forward_only_implementation_is_checked_and_timed_forward_only(bench, mo
     assert ours["fwd_ms"] > 0 and "fwdbwd_ms" not in ours
 
 
+def test_rows_with_other_launch_shapes_run_our_scan_with_them(bench, monkeypatch, tmp_path):
+    """--ours-launch FWD/BWD,...: one more row of our scan per pair, run (checked and timed)
+    with those launch shapes; the other rows, and everything after, with the defaults'."""
+    from seqmamba.kernels.selective_scan import triton_bwd, triton_fwd
+
+    defaults = triton_fwd.fwd_config, triton_bwd.bwd_config
+    in_effect = []
+
+    def ours(x):  # the reference's numbers; records the launch shapes a kernel would get
+        in_effect.append((triton_fwd.fwd_config(2, 8, 4, length=29), triton_bwd.bwd_config(2, 8, 4, length=29)))
+        return bench.run_reference(x)
+
+    monkeypatch.setitem(bench.RUNNERS, "ours", ours)
+    out = tmp_path / "scan.json"
+    argv = ["--device", "cpu", "--shapes", "2x8x29x4", "--impls", "ours", "--ours-launch", "/4x8x1a,16x8x1pa/",
+            "--out", str(out)]
+    assert bench.main(argv) == 0
+    records = json.loads(out.read_text())["records"]
+    assert [r["impl"] for r in records] == ["ours", "ours[/4x8x1a]", "ours[16x8x1pa/]"]
+    assert all(r["ok"] and r["fwd_ms"] > 0 and r["fwdbwd_ms"] > 0 for r in records)
+    default = defaults[0](2, 8, 4, length=29), defaults[1](2, 8, 4, length=29)
+    fwd_named = triton_fwd.FwdConfig(16, 8, 1, prefetch=True, delta_ahead=True)
+    bwd_named = triton_bwd.BwdConfig(4, 8, 1, delta_ahead=True)
+    assert set(in_effect) == {default, (default[0], bwd_named), (fwd_named, default[1])}
+    assert (triton_fwd.fwd_config, triton_bwd.bwd_config) == defaults
+
+
 def test_inputs_are_random_and_shaped_like_a_trained_layer(bench):
     x = bench.make_inputs((2, 16, 37, 8), "cpu", seed=3)
     assert x.u.shape == x.delta.shape == x.z.shape == (2, 16, 37)
@@ -97,7 +122,8 @@ def test_inputs_are_random_and_shaped_like_a_trained_layer(bench):
     assert ((dt > 0.9e-3) & (dt < 0.11)).all()
 
 
-@pytest.mark.parametrize("flag", [["--shapes", "2x3x4"], ["--impls", "cuda_scan"], ["--modes", "bwd"]])
+@pytest.mark.parametrize("flag", [["--shapes", "2x3x4"], ["--impls", "cuda_scan"], ["--modes", "bwd"],
+                                  ["--ours-launch", "autoa"], ["--ours-launch", "autoa/8x8"]])
 def test_bad_flags_exit_with_a_message(bench, flag, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--device", "cpu", *flag])

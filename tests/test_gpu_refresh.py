@@ -15,7 +15,7 @@ def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def test_unknown_step_is_refused_with_the_list_of_steps(tmp_path):
     result = run(str(tmp_path), "bogus")
     assert result.returncode == 2
-    assert "unknown step 'bogus'" in result.stderr and "tests tests_scan tuning scan ops conv train" in result.stderr
+    assert "unknown step 'bogus'" in result.stderr and "tests tests_scan tuning scan scanab ops conv train" in result.stderr
 
 
 def test_anchor_step_needs_the_source_distributions(tmp_path):
@@ -26,7 +26,7 @@ def test_anchor_step_needs_the_source_distributions(tmp_path):
 
 def test_every_step_in_the_header_is_handled():
     text = SCRIPT.read_text()
-    header_steps = ["setup", "anchor", "wait", "tests", "tests_scan", "tuning", "scan", "ops", "train", "long",
+    header_steps = ["setup", "anchor", "wait", "tests", "tests_scan", "tuning", "scan", "scanab", "ops", "train", "long",
                     "generate", "decode", "decodelinear", "projconv", "decodeab"]
     for step in header_steps:
         assert f"\n#   {step} " in text, step
