@@ -7,7 +7,10 @@
 #
 # With WHEEL_DIR the built wheels are kept there, and a later run installs a package from
 # its wheel there instead of building it (seconds instead of minutes; a wheel over a size
-# limit may be kept as parts named WHEEL.partNN, joined back here).
+# limit may be kept as parts named WHEEL.partNN, joined back here). ANCHOR_PART_SIZE (a size
+# as split(1) reads it, e.g. 15M) cuts each kept wheel larger than that into such parts at
+# the end, for a GPU machine that returns only files up to a size: bring the parts back
+# and carry them as WHEEL_DIR to later calls.
 #
 # SDIST_DIR holds mamba_ssm-2.3.2.post1.tar.gz and causal_conv1d-1.7.0.tar.gz, fetched on a
 # machine with a network (from a virtual environment holding torch, wheel and setuptools):
@@ -69,12 +72,23 @@ build() {  # build NAME FORCE_VAR (NAME: the sdist's and the wheel's name prefix
 }
 build causal_conv1d CAUSAL_CONV1D_FORCE_BUILD
 build mamba_ssm MAMBA_FORCE_BUILD
+keep_in_parts() {  # each kept wheel over ANCHOR_PART_SIZE as WHEEL.part00, .part01, ...
+    [ -n "${ANCHOR_PART_SIZE:-}" ] && [ -n "$WHEELS" ] || return 0
+    local whl
+    for whl in "$OUTDIR"/*.whl; do
+        rm -f "$whl".part*
+        split -b "$ANCHOR_PART_SIZE" -d -a 2 "$whl" "$whl".part
+        if [ -e "$whl".part01 ]; then rm "$whl"; else rm "$whl".part00; fi
+    done
+}
 if [ -n "${ANCHOR_BUILD_ONLY:-}" ]; then
+    keep_in_parts
     ls -l "$OUTDIR"
     rm -rf "$WORK"
     exit 0
 fi
 python3 -m pip install -q --no-deps --no-index "$OUTDIR"/causal_conv1d-*.whl "$OUTDIR"/mamba_ssm-*.whl
+keep_in_parts
 cd /
 check
 rm -rf "$WORK"

@@ -12,7 +12,10 @@
 #               (default .whl: omegaconf, antlr4-python3-runtime and pyfaidx, which the
 #               GPU machine's image lacks) into /tmp/site, for the steps that follow
 #   anchor      start building mamba_ssm + causal_conv1d in the background
-#               (benchmarks/build_anchor.sh; needs ANCHOR_SDIST, optional ANCHOR_WHEELS)
+#               (benchmarks/build_anchor.sh; needs ANCHOR_SDIST; ANCHOR_WHEELS: a folder
+#               whose wheels are installed instead of built, and where built ones are kept:
+#               with ANCHOR_PART_SIZE=15M and that folder under OUT_DIR they come back in
+#               parts, to be carried to later calls, which then skip the build's 9 minutes)
 #   wait        wait for that build (up to 9 minutes)
 #   tests       the GPU kernel tests but the scan's, torch.compile, the recompute path, the loss,
 #               a training step that never waits on the GPU, bench_generate's profile
