@@ -140,9 +140,14 @@ RUNNERS: dict[str, Callable[[Inputs], torch.Tensor]] = {
 }
 
 
+def is_ours(name: str) -> bool:
+    """Whether a row runs our scan: 'ours', or 'ours[FWD/BWD]' with other launch shapes."""
+    return name == "ours" or name.startswith("ours[")
+
+
 def runner(name: str) -> Callable[[Inputs], torch.Tensor]:
-    """The function an implementation's row runs: ours[FWD/BWD] rows run ours."""
-    return RUNNERS["ours" if name.startswith("ours[") else name]
+    """The function an implementation's row runs."""
+    return RUNNERS["ours" if is_ours(name) else name]
 
 
 def launch_shapes(name: str) -> contextlib.AbstractContextManager:
@@ -263,9 +268,9 @@ def bench_shape(shape, impls: Sequence[str], args) -> list[dict]:
             with launch_shapes(name):
                 rec["fwd_err"], rec["grad_err"] = compare(runner(name), run_reference, small, args.seed)
                 rec["ok"] = _within(rec["fwd_err"], rec["grad_err"])
-                if runner(name) is run_ours and "mamba_ssm" in impls:  # and at the full shape
+                if is_ours(name) and "mamba_ssm" in impls:  # and at the full shape
                     rec["fwd_err_vs_mamba_ssm"], rec["grad_err_vs_mamba_ssm"] = compare(
-                        run_ours, run_mamba_ssm, sets[0], args.seed + 1
+                        runner(name), run_mamba_ssm, sets[0], args.seed + 1
                     )
                     rec["ok"] = rec["ok"] and _within(rec["fwd_err_vs_mamba_ssm"], rec["grad_err_vs_mamba_ssm"])
         records.append(rec)
