@@ -23,17 +23,16 @@
 #               over 500 s on an H200 in one process, mostly compiling kernel variants;
 #               both steps run TEST_WORKERS pytest-xdist workers, default 8)
 #   tuning      scan launch shapes (FWD_CONFIGS, BWD_CONFIGS override scan_tuning.py's lists):
-#               by default each chunk's delta made an iteration ahead ('a', forward and
-#               backward) and register caps ('@128': 16 resident warps an SM for the
-#               forward's 8-channel programs; '@168': 12 for the backward's), and 4-channel
-#               forward programs (twice the programs at the third shape), against the
-#               default launches (SAVE_EVERY: the interval between the states the forward
+#               by default each chunk's delta made next to its use ('n') and an iteration
+#               ahead ('a') everywhere, against the default launches (which choose by the
+#               number of programs), and 4-channel forward programs (twice the programs at
+#               the third shape) (SAVE_EVERY: the interval between the states the forward
 #               saves, default 64)
 #   scan        bench_scan.py, ours against mamba_ssm
 #   scanab      bench_scan.py with more rows of ours, each with other launch shapes, in the same
 #               table as mamba_ssm (SCAN_LAUNCH, FWD/BWD pairs as bench_scan's --ours-launch
-#               takes them; by default each chunk's delta made an iteration ahead, with and
-#               without the register caps, and the caps alone)
+#               takes them; by default each chunk's delta made next to its use everywhere,
+#               and an iteration ahead everywhere)
 #   ops         bench_ops.py: causal_conv1d and rms_norm against the causal_conv1d package
 #               and mamba_ssm's layer_norm_fn
 #   conv        conv_tuning.py: the conv backward's launch shapes (CONV_CONTIGUOUS,
@@ -116,13 +115,13 @@ for step in "$@"; do
                 tests/kernels/test_selective_scan_triton.py ;;
         tuning)
             run tuning 420 python3 benchmarks/scan_tuning.py \
-                --configs "${FWD_CONFIGS:-auto,autoa,auto@128,autoa@128,4x16x1pa}" \
-                --bwd-configs "${BWD_CONFIGS:-auto,autoa,auto@168,autoa@168}" --save-every "${SAVE_EVERY:-64}" ;;
+                --configs "${FWD_CONFIGS:-auto,auton,autoa,4x16x1pa}" \
+                --bwd-configs "${BWD_CONFIGS:-auto,auton}" --save-every "${SAVE_EVERY:-64}" ;;
         scan)
             run scan 300 python3 benchmarks/bench_scan.py --impls ours,mamba_ssm ;;
         scanab)
             run scanab 450 python3 benchmarks/bench_scan.py --impls ours,mamba_ssm \
-                --ours-launch "${SCAN_LAUNCH:-autoa/autoa,autoa@128/autoa@168,auto@128/auto@168}" ;;
+                --ours-launch "${SCAN_LAUNCH:-auton/auton,autoa/autoa}" ;;
         ops)
             run ops 300 python3 benchmarks/bench_ops.py ;;
         conv)

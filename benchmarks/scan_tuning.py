@@ -42,7 +42,9 @@ def make_inputs(batch: int, dim: int, length: int, n_state: int, *, requires_gra
     return x
 
 
-SUFFIXES = {"p": ("prefetch", True), "s": ("scattered_sums", True), "a": ("delta_ahead", True)}
+SUFFIXES = {
+    "p": ("prefetch", True), "s": ("scattered_sums", True), "a": ("delta_ahead", True), "n": ("delta_ahead", False),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +57,7 @@ class Auto:
 def parse_config(cls, text: str):
     """'auto' (None), 'auto' followed by letters (an Auto), or BLOCKDxCHUNKxWARPS[xSEGLEN]
     followed by letters: p turns on the forward's prefetching, a makes each chunk's delta
-    an iteration ahead (forward with p, and backward), s makes the backward sum dB and dC
+    an iteration ahead (forward with p, and backward) and n next to its use, s makes the backward sum dB and dC
     by scattered exchanges; '@REGS' at the end caps the registers per thread."""
     text, _, regs = text.partition("@")
     if text == "auto" and not regs:

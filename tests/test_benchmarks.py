@@ -193,13 +193,15 @@ def check_launch_shape_strings(tuning) -> None:
     assert tuning.resolve(None, lambda: BwdConfig(8, 8, 1)) is None
     assert tuning.variant_name("bwd", auto_s) == "bwd auto +s" and tuning.variant_name("fwd", None) == "fwd auto"
     assert tuning.variant_name("fwd", FwdConfig(16, 16, 1, seg_len=2048, prefetch=True)) == "fwd bd16 T16 w1 S2048 pf"
-    # '@REGS' caps the registers; 'a' makes each chunk's delta an iteration ahead.
+    # '@REGS' caps the registers; 'a' makes each chunk's delta an iteration ahead, 'n' next to its use.
     assert tuning.parse_config(FwdConfig, "8x16x1pa@128") == FwdConfig(8, 16, 1, prefetch=True, maxnreg=128,
                                                                        delta_ahead=True)
     capped = tuning.parse_config(BwdConfig, "auto@168")
     assert tuning.resolve(capped, lambda: BwdConfig(8, 8, 1)) == BwdConfig(8, 8, 1, maxnreg=168)
     assert tuning.variant_name("bwd", capped) == "bwd auto r168"
     assert tuning.variant_name("fwd", tuning.parse_config(FwdConfig, "autoa")) == "fwd auto +a"
+    assert tuning.parse_config(FwdConfig, "auton").changes == (("delta_ahead", False),)
+    assert tuning.variant_name("fwd", tuning.parse_config(FwdConfig, "auton")) == "fwd auto +n"
 
 
 def test_host_benchmark_cpu_smoke_run(capsys):

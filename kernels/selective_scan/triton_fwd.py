@@ -444,10 +444,15 @@ MIN_BLOCK_D = 8  # the narrowest program a second halving makes (N <= 16)
 # 2.1 ms at (4, 1536, 16384); 0.73 instead of 0.36 ms at (8, 1536, 2048)).
 SPLIT_L = True
 SPLIT_BELOW = 128
-# The default of FwdConfig.delta_ahead: 17% fewer instructions and 23% fewer MUFU in the
-# 8-channel chunk loop of the sm_90 build (784 -> 654, 104 -> 80), but not yet timed on a
-# GPU, so off (scan_tuning.py's 'a' suffix times it).
-DELTA_AHEAD = False
+# FwdConfig.delta_ahead: 17% fewer instructions and 23% fewer MUFU in the 8-channel chunk
+# loop of the sm_90 build (784 -> 654, 104 -> 80). Timed on an H200 (2026-12-07): faster
+# where few programs run, slower where many do: 1.252 against 1.396 ms at (4, 1536, 16384)
+# (768 programs), 2.607 against 2.842 with L split at (1, 1536, 131072), but 0.291 against
+# 0.250 at (8, 1536, 2048) (1536 programs) and 0.514 against 0.486 at (8, 4096, 2048) (1024
+# programs of 32 channels). So it is on where L is split or fewer than DELTA_AHEAD_BELOW
+# programs run. DELTA_AHEAD True or False turns it on or off everywhere (tests, tuning).
+DELTA_AHEAD: bool | None = None
+DELTA_AHEAD_BELOW = 1024
 SPLIT_PROGRAMS = 6144
 MIN_SEG_LEN = 2048
 # Load each chunk's tiles one chunk ahead (software pipelining by hand): 5-30% faster on
@@ -481,7 +486,7 @@ def fwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
         if seg_len is not None:
             return FwdConfig(
                 block_d=block_d, chunk=chunk, num_warps=num_warps, seg_len=seg_len, prefetch=PREFETCH,
-                delta_ahead=DELTA_AHEAD,
+                delta_ahead=DELTA_AHEAD is not False,
             )
     if block_n <= 16 and block_d > MIN_BLOCK_D and programs < TARGET_PROGRAMS:
         # Still too few programs, but enough not to split: halve the channels once more.
@@ -489,4 +494,6 @@ def fwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
         # warps an SM instead of 8): 0.250 against 0.266 ms at (8, 1536, 2048), 1.369
         # against 1.432 at (4, 1536, 16384) (H100, 2026-12-05).
         block_d //= 2
-    return FwdConfig(block_d=block_d, chunk=chunk, num_warps=num_warps, prefetch=PREFETCH, delta_ahead=DELTA_AHEAD)
+    programs = rows * cdiv(dg, block_d)
+    ahead = programs < DELTA_AHEAD_BELOW if DELTA_AHEAD is None else DELTA_AHEAD
+    return FwdConfig(block_d=block_d, chunk=chunk, num_warps=num_warps, prefetch=PREFETCH, delta_ahead=ahead)

@@ -359,13 +359,14 @@ def test_split_no_grad_short_segments(split_l, monkeypatch):
     check_no_grad(Case(length=50, small_dt=True), seed=12)
 
 
-@pytest.fixture
-def delta_ahead(monkeypatch):
-    """Each chunk's delta (and the split backward's dy) made an iteration ahead."""
+@pytest.fixture(params=(True, False), ids=("ahead", "at-use"))
+def delta_ahead(request, monkeypatch):
+    """Each chunk's delta (and the split backward's dy) made an iteration ahead, or next to
+    its use, in both kernels whatever the launch's size (the defaults choose by it)."""
     from seqmamba.kernels.selective_scan import triton_bwd, triton_fwd
 
     for module in (triton_fwd, triton_bwd):
-        monkeypatch.setattr(module, "DELTA_AHEAD", True)
+        monkeypatch.setattr(module, "DELTA_AHEAD", request.param)
 
 
 @pytest.mark.parametrize(
@@ -389,6 +390,19 @@ def test_delta_ahead(delta_ahead, options):
 def test_delta_ahead_split(delta_ahead, split_l, length):
     """... with L split: the forward's first pass and the backward's segment pass carry it too."""
     check(Case(length=length, small_dt=True, bc="mixed"), seed=20)
+
+
+def test_delta_ahead_where_few_programs_run():
+    """The forward makes delta ahead where L is split or fewer than DELTA_AHEAD_BELOW
+    programs run (the benchmark shapes as timed); the backward everywhere."""
+    from seqmamba.kernels.selective_scan import triton_bwd, triton_fwd
+
+    assert not triton_fwd.fwd_config(8, 1536, 16, length=2048).delta_ahead  # 1536 programs
+    assert not triton_fwd.fwd_config(8, 4096, 16, length=2048).delta_ahead  # 1024 programs
+    assert triton_fwd.fwd_config(4, 1536, 16, length=16384).delta_ahead  # 768 programs
+    split = triton_fwd.fwd_config(1, 1536, 16, length=131072)
+    assert split.delta_ahead and (split.seg_len is not None or not triton_fwd.SPLIT_L)
+    assert triton_bwd.bwd_config(8, 1536, 16, length=2048).delta_ahead
 
 
 @pytest.mark.parametrize("layout", ("strided", "projection"))
