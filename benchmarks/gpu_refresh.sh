@@ -14,9 +14,13 @@
 #   anchor      start building mamba_ssm + causal_conv1d in the background
 #               (benchmarks/build_anchor.sh; needs ANCHOR_SDIST; ANCHOR_WHEELS: a folder
 #               whose wheels are installed instead of built, and where built ones are kept:
-#               with ANCHOR_PART_SIZE=15M and that folder under OUT_DIR they come back in
-#               parts, to be carried to later calls, which then skip the build's 9 minutes)
-#   wait        wait for that build (up to 9 minutes)
+#               with ANCHOR_PART_SIZE=15M they are kept in parts small enough to bring back
+#               and carry to later calls, which then skip the build's 9 minutes). Its log
+#               is ANCHOR_LOG (default /tmp/anchor.log), outside OUT_DIR: a machine that
+#               empties OUT_DIR between calls would take the log, and wheels kept there,
+#               from a build still running (keep ANCHOR_WHEELS outside it too, and copy
+#               the parts under OUT_DIR once built)
+#   wait        wait for that build (up to 9 minutes); its log then goes to OUT_DIR/anchor.txt
 #   tests       the GPU kernel tests but the scan's, torch.compile, the recompute path, the loss,
 #               a training step that never waits on the GPU, bench_generate's profile
 #   tests_scan  the selective-scan kernel tests at GPU shapes (the two lists together ran
@@ -90,15 +94,17 @@ for step in "$@"; do
         anchor)
             : "${ANCHOR_SDIST:?anchor: set ANCHOR_SDIST to the folder of the two source distributions}"
             MAX_JOBS=${MAX_JOBS:-14} setsid nohup bash benchmarks/build_anchor.sh "$ANCHOR_SDIST" 90 ${ANCHOR_WHEELS:-} \
-                > "$OUT/anchor.txt" 2>&1 < /dev/null &
-            echo "== anchor: building in the background, log in $OUT/anchor.txt" ;;
+                > "${ANCHOR_LOG:-/tmp/anchor.log}" 2>&1 < /dev/null &
+            echo "== anchor: building in the background, log in ${ANCHOR_LOG:-/tmp/anchor.log}" ;;
         wait)
+            log=${ANCHOR_LOG:-/tmp/anchor.log}
             for _ in $(seq 1 108); do
-                grep -q "anchor ok" "$OUT/anchor.txt" 2> /dev/null && break
-                grep -qi "error" "$OUT/anchor.txt" 2> /dev/null && break
+                grep -q "anchor ok" "$log" 2> /dev/null && break
+                grep -qi "error" "$log" 2> /dev/null && break
                 sleep 5
             done
-            tail -n 5 "$OUT/anchor.txt" ;;
+            cp "$log" "$OUT/anchor.txt" 2> /dev/null || echo "== wait: no build log at $log"
+            tail -n 5 "$OUT/anchor.txt" 2> /dev/null ;;
         tests)
             # -v: each test's name and outcome as it ends, so a run cut off by the limit
             # still says which tests failed. The scan's own file is the step tests_scan.

@@ -24,6 +24,17 @@ def test_anchor_step_needs_the_source_distributions(tmp_path):
     assert "set ANCHOR_SDIST" in result.stderr
 
 
+def test_wait_reads_the_build_log_outside_the_output_folder(tmp_path):
+    """The build's log lives outside OUT_DIR (emptied between calls on some machines);
+    wait finds the build finished there and copies the log into OUT_DIR."""
+    log = tmp_path / "anchor.log"
+    log.write_text("causal_conv1d built in 265 s\nanchor ok\n")
+    out = tmp_path / "out"
+    result = run(str(out), "wait", env={"PATH": "/usr/bin:/bin", "ANCHOR_LOG": str(log)})
+    assert result.returncode == 0, result.stderr
+    assert (out / "anchor.txt").read_text() == log.read_text() and "anchor ok" in result.stdout
+
+
 def test_every_step_in_the_header_is_handled():
     text = SCRIPT.read_text()
     header_steps = ["setup", "anchor", "wait", "tests", "tests_scan", "tuning", "scan", "scanab", "ops", "train", "long",
