@@ -12,6 +12,7 @@ kernels without GPU time (benchmarks/notes_scan.md); instruction counts do not t
 kernel, so changes still need a GPU run (bench_scan.py, scan_tuning.py) to be judged.
 
     python benchmarks/sass_report.py scan --shape 8,1536,2048,16
+    python benchmarks/sass_report.py scan_fwd --fwd-config autoa  # the forward alone, no saved states
     python benchmarks/sass_report.py scan --shape 1,1536,131072,16 --dump /tmp/scan  # .ttgir/.ptx/.sass
     python benchmarks/sass_report.py conv conv_channel_last conv_in_block rmsnorm state_update
 """
@@ -245,13 +246,18 @@ def describe(kernel: CompiledKernel, dump: Path | None = None) -> str:
 # reserved per program.
 SM90_REGISTERS, SM90_REG_UNIT, SM90_MAX_WARPS, SM90_MAX_PROGRAMS = 65536, 256, 64, 32
 SM90_SHARED, SM90_SHARED_RESERVED = 228 * 1024, 1024
+SM90_SCHEDULERS = 4
 
 
 def resident_warps(regs_per_thread: int, warps_per_program: int, shared_bytes: int) -> int:
     """How many warps of a kernel an sm_90 SM holds at once (its occupancy), from its
     registers per thread, warps per program and shared memory per program."""
     per_warp = -(-regs_per_thread * 32 // SM90_REG_UNIT) * SM90_REG_UNIT
-    programs = min(SM90_MAX_PROGRAMS, SM90_REGISTERS // per_warp // warps_per_program,
+    # The register file is split between the SM's four schedulers, and a warp's registers
+    # come from its scheduler's quarter: 180 registers a thread leave 2 warps a scheduler
+    # (8 an SM, as ncu reports), not 65536 // 5888 = 11.
+    warps_by_registers = SM90_SCHEDULERS * (SM90_REGISTERS // SM90_SCHEDULERS // per_warp)
+    programs = min(SM90_MAX_PROGRAMS, warps_by_registers // warps_per_program,
                    SM90_MAX_WARPS // warps_per_program, SM90_SHARED // (shared_bytes + SM90_SHARED_RESERVED))
     return programs * warps_per_program
 
@@ -266,16 +272,20 @@ def _mix(counts: collections.Counter[str], total: int) -> str:
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-def _scan(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+def _scan(shape: tuple[int, ...], dtype: torch.dtype, *, backward: bool = True) -> None:
+    """The scan as training runs it (the forward saving states, then the backward), or
+    the forward alone (``backward=False``: no states saved, as in inference and in
+    bench_scan's forward column; its registers can differ)."""
     from seqmamba.kernels import selective_scan
 
     batch, dim, length, n = shape
-    u, delta, z = (torch.empty(batch, dim, length, dtype=dtype, requires_grad=True) for _ in range(3))
-    B, C = (torch.empty(batch, n, length, dtype=dtype, requires_grad=True) for _ in range(2))
-    A = torch.full((dim, n), -1.0, requires_grad=True)
-    D, bias = (torch.zeros(dim, requires_grad=True) for _ in range(2))
+    u, delta, z = (torch.empty(batch, dim, length, dtype=dtype, requires_grad=backward) for _ in range(3))
+    B, C = (torch.empty(batch, n, length, dtype=dtype, requires_grad=backward) for _ in range(2))
+    A = torch.full((dim, n), -1.0, requires_grad=backward)
+    D, bias = (torch.zeros(dim, requires_grad=backward) for _ in range(2))
     out = selective_scan(u, delta, A, B, C, D=D, z=z, delta_bias=bias, delta_softplus=True, backend="triton")
-    out.backward(torch.empty_like(out))
+    if backward:
+        out.backward(torch.empty_like(out))
 
 
 def _conv(shape: tuple[int, ...], dtype: torch.dtype, *, channel_last: bool = False) -> None:
@@ -363,6 +373,7 @@ class Op:
 
 OPS = {
     "scan": Op(_scan, (8, 1536, 2048, 16), "batch,D,L,N"),
+    "scan_fwd": Op(functools.partial(_scan, backward=False), (8, 1536, 2048, 16), "batch,D,L,N"),
     "conv": Op(_conv, (8, 1536, 2048, 4), "batch,D,L,width"),
     "conv_channel_last": Op(functools.partial(_conv, channel_last=True), (8, 1536, 2048, 4), "batch,D,L,width"),
     "conv_in_block": Op(_conv_in_block, (8, 1536, 2048, 4), "batch,D,L,width"),

@@ -58,20 +58,12 @@ def parse_config(cls, text: str):
     """'auto' (None), 'auto' followed by letters (an Auto), or BLOCKDxCHUNKxWARPS[xSEGLEN]
     followed by letters: p turns on the forward's prefetching, a makes each chunk's delta
     an iteration ahead (forward with p, and backward) and n next to its use, s makes the backward sum dB and dC
-    by scattered exchanges; then (forward only) '~K' computes the decays of each chunk's
-    first K steps on the FMA pipe and '^K' does so in the first pass of a split L (both
-    passes take '~K' alone); '@REGS' at the end caps the registers per thread."""
+    by scattered exchanges; '@REGS' at the end caps the registers per thread."""
     text, _, regs = text.partition("@")
-    text, _, soft_first = text.partition("^")
-    text, _, soft = text.partition("~")
-    if text == "auto" and not (regs or soft or soft_first):
+    if text == "auto" and not regs:
         return None
     shape = text.rstrip("".join(SUFFIXES))
     changes = tuple(SUFFIXES[letter] for letter in text[len(shape):])
-    if soft:
-        changes += (("soft_exp", int(soft)),)
-    if soft_first:
-        changes += (("soft_exp_first", int(soft_first)),)
     if regs:
         changes += (("maxnreg", int(regs)),)
     if shape == "auto":
@@ -104,22 +96,12 @@ def scan_launch_shapes(fwd: str | None = None, bwd: str | None = None) -> Iterat
         triton_fwd.fwd_config, triton_bwd.bwd_config = saved
 
 
-def _soft_exp_name(soft: int, first: int | None) -> str:
-    """' ~2', ' ~2^4', ' ^4' or '' for the steps whose decays run on the FMA pipe."""
-    return (f" ~{soft}" if soft else "") + (f"^{first}" if first is not None else "")
-
-
 def variant_name(kind: str, cfg) -> str:
-    """'fwd auto', 'bwd auto +s', 'fwd auto +a ~2', 'fwd bd16 T16 w1 S2048 pf', ... for the table."""
+    """'fwd auto', 'bwd auto +s', 'fwd bd16 T16 w1 S2048 pf', ... for the table."""
     if cfg is None or isinstance(cfg, Auto):
         letters = "".join(k for k, change in SUFFIXES.items() if cfg is not None and change in cfg.changes)
-        changes = dict(cfg.changes) if cfg is not None else {}
-        regs = changes.get("maxnreg")
-        return (
-            f"{kind} auto" + (f" +{letters}" if letters else "")
-            + _soft_exp_name(changes.get("soft_exp", 0), changes.get("soft_exp_first"))
-            + (f" r{regs}" if regs else "")
-        )
+        regs = dict(cfg.changes).get("maxnreg") if cfg is not None else None
+        return f"{kind} auto" + (f" +{letters}" if letters else "") + (f" r{regs}" if regs else "")
     name = f"{kind} bd{cfg.block_d} T{cfg.chunk} w{cfg.num_warps}"
     if cfg.seg_len is not None:
         name += f" S{cfg.seg_len}"
@@ -129,7 +111,6 @@ def variant_name(kind: str, cfg) -> str:
         name += " scattered"
     if getattr(cfg, "delta_ahead", False):
         name += " delta-ahead"
-    name += _soft_exp_name(getattr(cfg, "soft_exp", 0), getattr(cfg, "soft_exp_first", None))
     if cfg.maxnreg is not None:
         name += f" r{cfg.maxnreg}"
     return name
@@ -209,7 +190,7 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="*", default=[",".join(map(str, s)) for s in SHAPES])
     parser.add_argument("--backward", action="store_true")
     parser.add_argument("--n-contig", action="store_true", help="also time B and C laid out N-contiguous")
-    parser.add_argument("--configs", default="auto,32x8x1,16x8x1", help="auto[letters] or BLOCKDxCHUNKxWARPS[xSEGLEN][letters] (SEGLEN: steps per segment of a split L; p: prefetch, a: delta made an iteration ahead), then optionally ~K (the decays of each chunk's first K steps on the FMA pipe) and ^K (the same in a split's first pass only), each optionally @REGS (a cap on registers per thread), comma-separated")
+    parser.add_argument("--configs", default="auto,32x8x1,16x8x1", help="auto[letters] or BLOCKDxCHUNKxWARPS[xSEGLEN][letters] (SEGLEN: steps per segment of a split L; p: prefetch, a: delta made an iteration ahead), each optionally @REGS (a cap on registers per thread), comma-separated")
     parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto[letters] or BLOCKDxCHUNKxWARPS[xSEGLEN][letters] (s: dB and dC summed by scattered exchanges instead of tl.sum's butterfly, a: delta made an iteration ahead), each optionally @REGS")
     parser.add_argument("--save-every", default="64", help="steps between the states the forward saves for the backward "
                         "(multiples of both kernels' chunks), comma-separated: each is timed with every --bwd-configs entry")

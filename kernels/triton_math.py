@@ -1,5 +1,4 @@
-"""Triton math helpers shared by the kernels: softplus and sigmoid, exact or fast, and
-exp2 on the FMA pipe.
+"""Triton math helpers shared by the kernels: softplus and sigmoid, exact or fast.
 
 The fast forms use the multi-function unit's exp2 and log2 and an approximate division.
 Kernels take them for 16-bit inputs (:func:`fast_math`), whose own rounding is far larger.
@@ -53,38 +52,6 @@ def sigmoid(x, FAST: tl.constexpr = False):
     else:
         r = 1.0 / (1.0 + tl.exp(-x))
     return r
-
-
-# exp2_fma: 2^f on f in [-1/2, 1/2] as 1 + f (c1 + f (c2 + ...)), a degree-5 fit of the
-# relative error with the constant term held at exactly 1 (so decays near 1 keep their
-# distance from 1): 1.9e-7 relative at most in fp32 arithmetic, 6e-8 for |f| < 1e-3,
-# the accuracy class of the multi-function unit's ex2.approx.
-_EXP2_C1 = tl.constexpr(0.6931470036506653)
-_EXP2_C2 = tl.constexpr(0.24022242426872253)
-_EXP2_C3 = tl.constexpr(0.05550733581185341)
-_EXP2_C4 = tl.constexpr(0.009671512991189957)
-_EXP2_C5 = tl.constexpr(0.001326472731307149)
-# 1.5 * 2^23: x + ROUNDER rounds x to an integer held in the sum's low mantissa bits.
-_EXP2_ROUNDER = tl.constexpr(12582912.0)
-
-
-@triton.jit
-def exp2_fma(x):
-    """2^x for fp32 x, on the FMA pipe: about 11 instructions of the pipe that does the
-    multiplies and adds, where tl.exp2 takes one of the multi-function unit, which serves
-    a quarter as many lanes a clock. A kernel whose exponentials bind that unit moves
-    part of them here. x is clamped to [-125, 125] (2^-125 stands in for anything
-    smaller, where exp2 returns 0 or a denormal; beyond 125 it is not for overflow).
-    Exact arithmetic on every backend, so the interpreter runs it too."""
-    x = tl.minimum(tl.maximum(x, -125.0), 125.0)
-    t = x + _EXP2_ROUNDER
-    j = t - _EXP2_ROUNDER  # round(x); x - j is exact (Sterbenz)
-    f = x - j
-    p = 1.0 + f * (_EXP2_C1 + f * (_EXP2_C2 + f * (_EXP2_C3 + f * (_EXP2_C4 + f * _EXP2_C5))))
-    # 2^j * p: j added to p's exponent field. t's bits end in j (two's complement), and
-    # shifting them left by 23 leaves exactly j << 23.
-    bits = p.to(tl.int32, bitcast=True) + (t.to(tl.int32, bitcast=True) << 23)
-    return bits.to(tl.float32, bitcast=True)
 
 
 def fast_math(*tensors) -> bool:

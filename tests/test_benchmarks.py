@@ -202,17 +202,6 @@ def check_launch_shape_strings(tuning) -> None:
     assert tuning.variant_name("fwd", tuning.parse_config(FwdConfig, "autoa")) == "fwd auto +a"
     assert tuning.parse_config(FwdConfig, "auton").changes == (("delta_ahead", False),)
     assert tuning.variant_name("fwd", tuning.parse_config(FwdConfig, "auton")) == "fwd auto +n"
-    # '~K': the decays of each chunk's first K steps on the FMA pipe; '^K': the split's first pass only.
-    soft = tuning.parse_config(FwdConfig, "autoa~2^4@128")
-    assert tuning.resolve(soft, lambda: FwdConfig(16, 8, 1, seg_len=2048)) == FwdConfig(
-        16, 8, 1, seg_len=2048, delta_ahead=True, soft_exp=2, soft_exp_first=4, maxnreg=128)
-    assert tuning.variant_name("fwd", soft) == "fwd auto +a ~2^4 r128"
-    first_only = tuning.parse_config(FwdConfig, "32x8x1x2048p^3")
-    assert first_only == FwdConfig(32, 8, 1, seg_len=2048, prefetch=True, soft_exp_first=3)
-    assert (first_only.soft_exp_steps(True), first_only.soft_exp_steps(False)) == (3, 0)
-    assert tuning.variant_name("fwd", first_only) == "fwd bd32 T8 w1 S2048 pf^3"
-    with pytest.raises(ValueError, match="9 steps of a 8-step chunk"):
-        FwdConfig(32, 8, 1, soft_exp=9).soft_exp_steps(False)
 
 
 def test_host_benchmark_cpu_smoke_run(capsys):

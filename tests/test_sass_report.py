@@ -46,6 +46,7 @@ def test_resident_warps_follow_registers_shared_memory_and_limits():
     with benchmark_module("sass_report") as tool:
         assert tool.resident_warps(255, 1, 512) == 8  # the scan's one-warp programs at 255 registers
         assert tool.resident_warps(168, 1, 512) == 12
+        assert tool.resident_warps(180, 1, 512) == 8  # 2 a scheduler: each holds a quarter of the registers
         assert tool.resident_warps(32, 4, 0) == 64  # the SM's warp limit
         assert tool.resident_warps(16, 1, 0) == 32  # one-warp programs: the program limit
         assert tool.resident_warps(32, 4, 100 * 1024) == 8  # two programs' shared memory

@@ -21,7 +21,7 @@ import triton.language as tl
 
 from ..layout import empty_like_layout
 from ..sizes import cdiv, next_power_of_2
-from ..triton_math import LOG2E, exp2_fma, fast_math, sigmoid, softplus
+from ..triton_math import LOG2E, fast_math, sigmoid, softplus
 from .triton_common import in_step_layout, load, split_length
 
 
@@ -73,7 +73,6 @@ def _fwd_chunk(
     h, t, m2, dt, dtu, u, z, Bt, Ct, steps, A2, skip, B_tile, C_tile, out_base, s_out_l,
     CHUNK: tl.constexpr, B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, WRITE_OUT: tl.constexpr, FAST_MATH: tl.constexpr,
-    SOFT_EXP: tl.constexpr,
 ):
     """Advances h (N, BLOCK_D) over the chunk's steps t (CHUNK,) and writes their outputs.
 
@@ -82,22 +81,11 @@ def _fwd_chunk(
     channel blocks).
     Returns (h, the chunk's sum of dt per channel (BLOCK_D,)). Without WRITE_OUT only the
     state advances (the first pass of a split sequence); the unused sum of dt costs
-    nothing where the caller drops it. The decays of the chunk's first SOFT_EXP steps are
-    computed on the FMA pipe (exp2_fma), the rest on the multi-function unit.
+    nothing where the caller drops it.
     """
     u = u.to(tl.float32)
 
-    decay_arg = dt[:, None, :] * A2[None, :, :]  # (CHUNK, BLOCK_N, BLOCK_D)
-    if SOFT_EXP > 0:
-        # One exponential per (step, state, channel) and a few per (step, channel) make the
-        # multi-function unit (16 lanes a clock per SM) the kernel's tightest pipe where
-        # other work is light (the first pass of a split L, one channel a lane); moving some
-        # steps' exponentials to the FMA pipe (128 lanes, ~11 instructions each) balances
-        # the two. The step axis lies within each thread, so the selection folds per
-        # register at compile time and each decay is computed one way only.
-        decay = tl.where(steps[:, None, None] < SOFT_EXP, exp2_fma(decay_arg), tl.exp2(decay_arg))
-    else:
-        decay = tl.exp2(decay_arg)
+    decay = tl.exp2(dt[:, None, :] * A2[None, :, :])  # (CHUNK, BLOCK_N, BLOCK_D)
     if B_VARYING:
         inp = dtu[:, None, :] * Bt.to(tl.float32)[:, :, None]
     else:
@@ -150,7 +138,7 @@ def _fwd_kernel(
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_INIT: tl.constexpr, SAVE_STATES: tl.constexpr, WRITE_OUT: tl.constexpr, START_FROM_SEGMENTS: tl.constexpr,
-    PREFETCH: tl.constexpr, DELTA_AHEAD: tl.constexpr, FAST_MATH: tl.constexpr, SOFT_EXP: tl.constexpr,
+    PREFETCH: tl.constexpr, DELTA_AHEAD: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     """Grid: (channel blocks x segments, groups, batch).
 
@@ -268,7 +256,7 @@ def _fwd_kernel(
                 h, dt_chunk = _fwd_chunk(
                     h, chunk * CHUNK + steps, m2_full, dt_c, dtu_c, u_c, z_c, B_c, C_c, steps, A2, skip,
                     B_tile, C_tile, out_base, s_out_l,
-                    CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, WRITE_OUT, FAST_MATH, SOFT_EXP,
+                    CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, WRITE_OUT, FAST_MATH,
                 )
                 # The next chunk's delta (and delta * u) is prepared here, after this
                 # chunk's recurrence (its load has landed by now) and in the load's compact
@@ -298,7 +286,7 @@ def _fwd_kernel(
             h, dt_chunk = _fwd_chunk(
                 h, t, m2_full, dt_c, dtu_c, u_c, z_c, B_c, C_c, steps, A2, skip,
                 B_tile, C_tile, out_base, s_out_l,
-                CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, WRITE_OUT, FAST_MATH, SOFT_EXP,
+                CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, WRITE_OUT, FAST_MATH,
             )
             if not WRITE_OUT:
                 dt_sum += dt_chunk
@@ -321,7 +309,7 @@ def _fwd_kernel(
             h, dt_chunk = _fwd_chunk(
                 h, t, m2, dt_c, dtu_c, u_c, z_c, B_c, C_c, steps, A2, skip,
                 B_tile, C_tile, out_base, s_out_l,
-                CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, True, FAST_MATH, SOFT_EXP,
+                CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, True, FAST_MATH,
             )
         tl.store(final_ptr + (batch * dim + d[None, :]) * N + n[:, None], h, mask=nd_mask & is_last)
     else:
@@ -415,7 +403,7 @@ def scan_fwd(
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
             HAS_INIT=initial_state is not None and not first_pass, SAVE_STATES=save and not first_pass,
             WRITE_OUT=not first_pass, START_FROM_SEGMENTS=n_seg > 1 and not first_pass, PREFETCH=cfg.prefetch,
-            DELTA_AHEAD=cfg.delta_ahead, SOFT_EXP=cfg.soft_exp_steps(first_pass),
+            DELTA_AHEAD=cfg.delta_ahead,
             FAST_MATH=fast_math(u, delta, z), num_warps=cfg.num_warps, maxnreg=cfg.maxnreg,
         )
 
@@ -441,18 +429,6 @@ class FwdConfig:
     # With prefetch: each chunk's delta made (bias, softplus) in the load's layout at the
     # end of the iteration before, rather than next to its use (see the kernel).
     delta_ahead: bool = False
-    # Steps of each chunk whose decays exp(delta * A) run on the FMA pipe rather than the
-    # multi-function unit (_fwd_chunk), in the pass that writes the output and, unless
-    # soft_exp_first says otherwise, in the first pass of a split L.
-    soft_exp: int = 0
-    soft_exp_first: int | None = None
-
-    def soft_exp_steps(self, first_pass: bool) -> int:
-        """SOFT_EXP of a launch: the first pass's own count where one is given."""
-        steps = self.soft_exp_first if first_pass and self.soft_exp_first is not None else self.soft_exp
-        if not 0 <= steps <= self.chunk:
-            raise ValueError(f"FwdConfig: soft exponentials on {steps} steps of a {self.chunk}-step chunk")
-        return steps
 
 
 # A one-warp program walks its channels' sequence (or segment) alone, so the launch needs
@@ -469,21 +445,22 @@ MIN_BLOCK_D = 8  # the narrowest program a second halving makes (N <= 16)
 SPLIT_L = True
 SPLIT_BELOW = 128
 # FwdConfig.delta_ahead: 17% fewer instructions and 23% fewer MUFU in the 8-channel chunk
-# loop of the sm_90 build (784 -> 654, 104 -> 80). Timed on an H200 (2026-12-07): faster
-# where few programs run, slower where many do: 1.252 against 1.396 ms at (4, 1536, 16384)
-# (768 programs), 2.607 against 2.842 with L split at (1, 1536, 131072), but 0.291 against
-# 0.250 at (8, 1536, 2048) (1536 programs) and 0.514 against 0.486 at (8, 4096, 2048) (1024
-# programs of 32 channels). So it is on where L is split or fewer than DELTA_AHEAD_BELOW
-# programs run. DELTA_AHEAD True or False turns it on or off everywhere (tests, tuning).
+# loop of the sm_90 build (784 -> 654, 104 -> 80), where each channel's states lie on 4
+# lanes and the per-(step, channel) work would otherwise run on each. Timed on an H200
+# (2026-12-07): 1.252 against 1.396 ms at (4, 1536, 16384), 2.607 against 2.842 with L split
+# at (1, 1536, 131072), but 0.514 against 0.486 at (8, 4096, 2048), where programs of 32
+# channels give each lane a whole channel (nothing replicated, only the conversions added).
+# So it is on where a channel's states share lanes. DELTA_AHEAD True or False turns it on
+# or off everywhere (tests, tuning).
 DELTA_AHEAD: bool | None = None
-DELTA_AHEAD_BELOW = 1024
+# Registers of the 8-channel programs (N <= 16). The forward without saved states holds
+# 180 with delta ahead, and a scheduler's quarter of the register file then keeps 2 warps
+# (8 an SM: ncu, H100, 2026-12-07) where 168 keep 3: at 1536 programs that made delta
+# ahead 16% slower (0.291 against 0.250 ms at (8, 1536, 2048), H200). ptxas fits the loop
+# in 168 without spilling (sm_90 build: 639 instructions, 80 MUFU, no local memory).
+NARROW_MAXNREG = 168
 SPLIT_PROGRAMS = 6144
 MIN_SEG_LEN = 2048
-# FwdConfig.soft_exp and soft_exp_first of the default launches: the steps of each chunk
-# whose decays run on the FMA pipe (at most the chunk; soft_exp_first None: as soft_exp).
-# Not yet timed, so 0 by default; the tests set them to run the path.
-SOFT_EXP = 0
-SOFT_EXP_FIRST: int | None = None
 # Load each chunk's tiles one chunk ahead (software pipelining by hand): 5-30% faster on
 # an H100 at every benchmark shape without a split.
 PREFETCH = True
@@ -513,22 +490,18 @@ def fwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
     if SPLIT_L and programs < SPLIT_BELOW:
         seg_len = split_length(programs, length, math.lcm(align, chunk), target=SPLIT_PROGRAMS, min_len=MIN_SEG_LEN)
         if seg_len is not None:
-            return _with_soft_exp(FwdConfig(
+            return FwdConfig(
                 block_d=block_d, chunk=chunk, num_warps=num_warps, seg_len=seg_len, prefetch=PREFETCH,
                 delta_ahead=DELTA_AHEAD is not False,
-            ))
+            )
     if block_n <= 16 and block_d > MIN_BLOCK_D and programs < TARGET_PROGRAMS:
         # Still too few programs, but enough not to split: halve the channels once more.
         # 8-channel programs hold 168 registers where 16-channel ones hold 255 (12 resident
         # warps an SM instead of 8): 0.250 against 0.266 ms at (8, 1536, 2048), 1.369
         # against 1.432 at (4, 1536, 16384) (H100, 2026-12-05).
         block_d //= 2
-    programs = rows * cdiv(dg, block_d)
-    ahead = programs < DELTA_AHEAD_BELOW if DELTA_AHEAD is None else DELTA_AHEAD
-    return _with_soft_exp(FwdConfig(block_d=block_d, chunk=chunk, num_warps=num_warps, prefetch=PREFETCH, delta_ahead=ahead))
-
-
-def _with_soft_exp(cfg: FwdConfig) -> FwdConfig:
-    """cfg with SOFT_EXP and SOFT_EXP_FIRST applied, each at most the chunk."""
-    first = min(SOFT_EXP_FIRST, cfg.chunk) if SOFT_EXP_FIRST is not None else None
-    return dataclasses.replace(cfg, soft_exp=min(SOFT_EXP, cfg.chunk), soft_exp_first=first)
+    ahead = block_d < 32 * num_warps if DELTA_AHEAD is None else DELTA_AHEAD
+    maxnreg = NARROW_MAXNREG if block_d == MIN_BLOCK_D and block_n <= 16 else None
+    return FwdConfig(
+        block_d=block_d, chunk=chunk, num_warps=num_warps, prefetch=PREFETCH, delta_ahead=ahead, maxnreg=maxnreg,
+    )

@@ -392,53 +392,20 @@ def test_delta_ahead_split(delta_ahead, split_l, length):
     check(Case(length=length, small_dt=True, bc="mixed"), seed=20)
 
 
-def test_delta_ahead_where_few_programs_run():
-    """The forward makes delta ahead where L is split or fewer than DELTA_AHEAD_BELOW
-    programs run (the benchmark shapes as timed); the backward everywhere."""
+def test_delta_ahead_where_states_share_lanes():
+    """The forward makes delta ahead where a channel's states lie on several lanes (the
+    benchmark shapes as timed) and keeps 8-channel programs at 168 registers; the
+    backward makes it ahead everywhere."""
     from seqmamba.kernels.selective_scan import triton_bwd, triton_fwd
 
-    assert not triton_fwd.fwd_config(8, 1536, 16, length=2048).delta_ahead  # 1536 programs
-    assert not triton_fwd.fwd_config(8, 4096, 16, length=2048).delta_ahead  # 1024 programs
-    assert triton_fwd.fwd_config(4, 1536, 16, length=16384).delta_ahead  # 768 programs
+    narrow = triton_fwd.fwd_config(8, 1536, 16, length=2048)  # 1536 programs of 8 channels
+    assert narrow.block_d == 8 and narrow.delta_ahead and narrow.maxnreg == 168
+    wide = triton_fwd.fwd_config(8, 4096, 16, length=2048)  # 1024 programs, a channel a lane
+    assert wide.block_d == 32 and not wide.delta_ahead and wide.maxnreg is None
+    assert triton_fwd.fwd_config(4, 1536, 16, length=16384).delta_ahead  # 768 programs of 8
     split = triton_fwd.fwd_config(1, 1536, 16, length=131072)
     assert split.delta_ahead and (split.seg_len is not None or not triton_fwd.SPLIT_L)
     assert triton_bwd.bwd_config(8, 1536, 16, length=2048).delta_ahead
-
-
-@pytest.fixture
-def soft_exp(monkeypatch):
-    """Decays of some steps of each chunk on the FMA pipe (exp2_fma): 3 steps in the pass
-    that writes the output, 5 in a split's first pass (odd counts: a chunk part each way)."""
-    from seqmamba.kernels.selective_scan import triton_fwd
-
-    monkeypatch.setattr(triton_fwd, "SOFT_EXP", 3)
-    monkeypatch.setattr(triton_fwd, "SOFT_EXP_FIRST", 5)
-    return triton_fwd
-
-
-@pytest.mark.parametrize(
-    "options",
-    (
-        dict(length=7),
-        dict(length=129, bc="grouped", dim=4),
-        dict(length=200, bc="mixed", dtype=torch.bfloat16, layout="strided"),
-        dict(length=67, n_state=16, bc="invariant", with_init=False),
-    ),
-)
-def test_soft_exponentials(soft_exp, options):
-    """Part of the forward's decays computed on the FMA pipe: a partial chunk, several
-    chunks, every B/C form, bf16, a chunk of 16 steps (N = 16)."""
-    cfg = soft_exp.fwd_config(BATCH, options.get("dim", DIM), options.get("n_state", 4), length=options["length"])
-    assert cfg.soft_exp == 3
-    check(Case(**options), seed=25)
-
-
-@pytest.mark.parametrize("length", (129, 200) if not ON_GPU else (129, 4099))
-def test_soft_exponentials_split(soft_exp, split_l, length):
-    """... with L split, the first pass taking its own count."""
-    cfg = split_l.fwd_config(BATCH, DIM, 4, length=length, align=64)
-    assert cfg.seg_len is not None and (cfg.soft_exp_steps(True), cfg.soft_exp_steps(False)) == (5, 3)
-    check(Case(length=length, small_dt=True, bc="mixed"), seed=26)
 
 
 @pytest.mark.parametrize("layout", ("strided", "projection"))
