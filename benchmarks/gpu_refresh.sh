@@ -33,6 +33,10 @@
 #               the third shape) (SAVE_EVERY: the interval between the states the forward
 #               saves, default 64)
 #   scan        bench_scan.py, ours against mamba_ssm
+#   scanprofile ncu (counters, clocks left alone) of the scan's forward and backward kernels at
+#               PROFILE_SHAPE (default 8,1536,2048,16), default launches: throughput by unit,
+#               occupancy, warp states, and the memory tables and source counters (where L1
+#               wavefronts and excessive sectors come from)
 #   scanab      bench_scan.py with more rows of ours, each with other launch shapes, in the same
 #               table as mamba_ssm (SCAN_LAUNCH, FWD/BWD pairs as bench_scan's --ours-launch
 #               takes them; by default each chunk's delta made next to its use everywhere,
@@ -125,6 +129,15 @@ for step in "$@"; do
                 --bwd-configs "${BWD_CONFIGS:-auto,auton}" --save-every "${SAVE_EVERY:-64}" ;;
         scan)
             run scan 300 python3 benchmarks/bench_scan.py --impls ours,mamba_ssm ;;
+        scanprofile)
+            for kernel in fwd bwd; do
+                run "ncu_$kernel" 200 ncu --clock-control none -k "regex:^_${kernel}_kernel" -c 1 \
+                    --section SpeedOfLight --section ComputeWorkloadAnalysis --section Occupancy \
+                    --section SchedulerStats --section WarpStateStats --section MemoryWorkloadAnalysis_Tables \
+                    --section SourceCounters --print-details all \
+                    python3 benchmarks/scan_tuning.py --shapes "${PROFILE_SHAPE:-8,1536,2048,16}" --configs auto \
+                    --bwd-configs auto --untimed 1
+            done ;;
         scanab)
             run scanab 450 python3 benchmarks/bench_scan.py --impls ours,mamba_ssm \
                 --ours-launch "${SCAN_LAUNCH:-auton/auton,autoa/autoa}" ;;
@@ -155,7 +168,7 @@ for step in "$@"; do
             run decodeab_outproj 200 python3 benchmarks/decode_linear_tuning.py --batches 16,32 --products out_proj --replays 100
             run decodeab_early_params 150 python3 benchmarks/state_update_tuning.py --early-params-ab --batches 64 ;;
         *)
-            echo "unknown step '$step': choose from setup anchor wait tests tests_scan tuning scan scanab ops conv train long generate decode decodelinear projconv decodeab" >&2
+            echo "unknown step '$step': choose from setup anchor wait tests tests_scan tuning scan scanprofile scanab ops conv train long generate decode decodelinear projconv decodeab" >&2
             exit 2 ;;
     esac
 done

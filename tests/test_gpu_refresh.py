@@ -15,7 +15,7 @@ def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def test_unknown_step_is_refused_with_the_list_of_steps(tmp_path):
     result = run(str(tmp_path), "bogus")
     assert result.returncode == 2
-    assert "unknown step 'bogus'" in result.stderr and "tests tests_scan tuning scan scanab ops conv train" in result.stderr
+    assert "unknown step 'bogus'" in result.stderr and "tests tests_scan tuning scan scanprofile scanab ops conv train" in result.stderr
 
 
 def test_anchor_step_needs_the_source_distributions(tmp_path):
@@ -35,9 +35,27 @@ def test_wait_reads_the_build_log_outside_the_output_folder(tmp_path):
     assert (out / "anchor.txt").read_text() == log.read_text() and "anchor ok" in result.stdout
 
 
+def test_scanprofile_runs_ncu_on_each_scan_kernel_of_one_shape(tmp_path):
+    """Each kernel gets its own ncu run (a stand-in ncu records its arguments here), on the
+    shape PROFILE_SHAPE names, its output in OUT_DIR/ncu_fwd.txt and ncu_bwd.txt."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ncu").write_text('#!/bin/sh\necho "ncu $*"\n')
+    (bin_dir / "ncu").chmod(0o755)
+    out = tmp_path / "out"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PROFILE_SHAPE": "1,64,512,16"}
+    result = run(str(out), "scanprofile", env=env)
+    assert result.returncode == 0, result.stderr
+    for kernel in ("fwd", "bwd"):
+        args = (out / f"ncu_{kernel}.txt").read_text()
+        assert f"-k regex:^_{kernel}_kernel -c 1" in args and "--clock-control none" in args, args
+        assert "benchmarks/scan_tuning.py --shapes 1,64,512,16 --configs auto --bwd-configs auto --untimed 1" in args
+
+
 def test_every_step_in_the_header_is_handled():
     text = SCRIPT.read_text()
-    header_steps = ["setup", "anchor", "wait", "tests", "tests_scan", "tuning", "scan", "scanab", "ops", "train", "long",
+    header_steps = ["setup", "anchor", "wait", "tests", "tests_scan", "tuning", "scan", "scanprofile", "scanab", "ops",
+                    "train", "long",
                     "generate", "decode", "decodelinear", "projconv", "decodeab"]
     for step in header_steps:
         assert f"\n#   {step} " in text, step
