@@ -473,7 +473,9 @@ def fwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
     length: L; align: what a segment's length must be a multiple of (the chunk and the
     interval between saved states). With fewer than TARGET_PROGRAMS programs it halves
     the channels per program; if that still leaves fewer than SPLIT_BELOW, it also cuts
-    L into segments, and otherwise (N <= 16) halves them once more.
+    L into segments, and otherwise (N <= 16) halves them once more. Each chunk's delta is
+    made an iteration ahead where a channel's states share lanes (fewer than 32 channels a
+    warp), and 8-channel programs are held to NARROW_MAXNREG registers.
     """
     num_warps = 1 if block_n <= 64 else 4
     chunk = 8 if block_n <= 16 else 4
