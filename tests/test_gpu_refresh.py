@@ -55,8 +55,7 @@ def test_scanprofile_runs_ncu_on_each_scan_kernel_of_one_shape(tmp_path):
 def test_every_step_in_the_header_is_handled():
     text = SCRIPT.read_text()
     header_steps = ["setup", "anchor", "wait", "tests", "tests_scan", "tuning", "scan", "scanprofile", "scanab", "ops",
-                    "train", "long",
-                    "generate", "decode", "decodelinear", "projconv", "decodeab"]
+                    "train", "long", "generate", "decode", "decodelinear", "projconv", "decodeab"]
     for step in header_steps:
         assert f"\n#   {step} " in text, step
         assert f"        {step})" in text, step
