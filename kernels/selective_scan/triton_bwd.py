@@ -27,7 +27,7 @@ import triton.language as tl
 from ..layout import empty_like_layout
 from ..sizes import cdiv, next_power_of_2
 from ..triton_math import LOG2E, fast_math, sigmoid, softplus
-from .triton_common import in_step_layout, load_f32, split_length
+from .triton_common import in_step_layout, load, load_f32, split_length
 from .triton_fwd import bc_strides, group_ratio, n_groups
 
 
@@ -98,16 +98,42 @@ def _seg_dy(dout, zt, HAS_Z: tl.constexpr, FAST_MATH: tl.constexpr):
 
 
 @triton.jit
-def _load_chunk_inputs(
-    t0, L, steps, d_mask, n, n_mask, dt, B_tile, u_base, B_base, s_u_l, s_B_l, s_B_n, A2, B_VARYING: tl.constexpr,
-):
-    """u, decay and input tiles of the chunk from t0, whose delta is dt (from _make_delta)."""
+def _load_uB(t0, L, steps, d_mask, n, n_mask, u_base, B_base, s_u_l, s_B_l, s_B_n, B_VARYING: tl.constexpr):
+    """The chunk from t0's u tile (CHUNK, BLOCK_D) and B tile (CHUNK, BLOCK_N) as stored
+    (B: u when time-invariant), 0 past L."""
+    t = t0 + steps
+    u = load(u_base + t[:, None] * s_u_l, (t < L)[:, None] & d_mask[None, :])
+    Bt = u
+    if B_VARYING:
+        Bt = load(B_base + t[:, None] * s_B_l + n[None, :] * s_B_n, (t < L)[:, None] & n_mask[None, :])
+    return u, Bt
+
+
+@triton.jit
+def _load_C_dy(t0, L, steps, d_mask, n, n_mask, C_base, do_base, z_base, s_C_l, s_C_n, s_do_l, s_z_l,
+               C_VARYING: tl.constexpr, HAS_Z: tl.constexpr):
+    """The chunk from t0's C tile (CHUNK, BLOCK_N) and dout and z tiles (CHUNK, BLOCK_D) as
+    stored (C: dout when time-invariant, z: dout without HAS_Z), 0 past L."""
     t = t0 + steps
     m2 = (t < L)[:, None] & d_mask[None, :]
-    u = load_f32(u_base + t[:, None] * s_u_l, m2)
+    dout = load(do_base + t[:, None] * s_do_l, m2)
+    Ct = dout
+    if C_VARYING:
+        Ct = load(C_base + t[:, None] * s_C_l + n[None, :] * s_C_n, (t < L)[:, None] & n_mask[None, :])
+    zt = dout
+    if HAS_Z:
+        zt = load(z_base + t[:, None] * s_z_l, m2)
+    return Ct, dout, zt
+
+
+@triton.jit
+def _chunk_inputs(u, Bt, dt, B_tile, A2, B_VARYING: tl.constexpr):
+    """u, decay and input tiles of a chunk from its u and B tiles as _load_uB returns them
+    and its delta dt (from _make_delta)."""
+    u = u.to(tl.float32)
     decay = tl.exp2(dt[:, None, :] * A2[None, :, :])  # (CHUNK, BLOCK_N, BLOCK_D)
     if B_VARYING:
-        Bt = load_f32(B_base + t[:, None] * s_B_l + n[None, :] * s_B_n, (t < L)[:, None] & n_mask[None, :])
+        Bt = Bt.to(tl.float32)
         inp = (dt * u)[:, None, :] * Bt[:, :, None]
     else:
         Bt = B_tile
@@ -191,7 +217,7 @@ def _bwd_kernel(
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DFINAL: tl.constexpr, FOLD: tl.constexpr, ATOMIC_BC: tl.constexpr, SCATTERED_SUMS: tl.constexpr,
-    DELTA_AHEAD: tl.constexpr, FAST_MATH: tl.constexpr,
+    DELTA_AHEAD: tl.constexpr, PREFETCH: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     """Grid: (channel blocks x segments, groups, batch), segment-major as in the forward.
 
@@ -312,9 +338,8 @@ def _bwd_kernel(
                 dt_next, dsp_next, t0, t0 + CHUNK, L, steps, d_mask, bias, dt_base, s_dt_l,
                 DELTA_AHEAD, HAS_BIAS, SOFTPLUS, FAST_MATH,
             )
-            u, decay, Bt, inp = _load_chunk_inputs(
-                t0, L, steps, d_mask, n, n_mask, dt, B_tile, u_base, B_base, s_u_l, s_B_l, s_B_n, A2, B_VARYING,
-            )
+            u_raw, B_raw = _load_uB(t0, L, steps, d_mask, n, n_mask, u_base, B_base, s_u_l, s_B_l, s_B_n, B_VARYING)
+            u, decay, Bt, inp = _chunk_inputs(u_raw, B_raw, dt, B_tile, A2, B_VARYING)
             decay_bits = decay.to(tl.int32, bitcast=True)
             inp_bits = inp.to(tl.int32, bitcast=True)
             for i in tl.static_range(CHUNK):
@@ -333,11 +358,17 @@ def _bwd_kernel(
         j = n_sub - 1
         dt_next, dsp_next = _delta_at(t_start + j * CHUNK, L, steps, d_mask, bias, dt_base, s_dt_l,
                                       HAS_BIAS, SOFTPLUS, FAST_MATH)
+        if PREFETCH:
+            # Software pipelining, as in the forward: the tiles of the chunk before are
+            # loaded while this one is processed, carried as stored in their loads' layouts.
+            u_n, B_n = _load_uB(t_start + j * CHUNK, L, steps, d_mask, n, n_mask, u_base, B_base,
+                                s_u_l, s_B_l, s_B_n, B_VARYING)
+            C_n, do_n, z_n = _load_C_dy(t_start + j * CHUNK, L, steps, d_mask, n, n_mask, C_base, do_base, z_base,
+                                        s_C_l, s_C_n, s_do_l, s_z_l, C_VARYING, HAS_Z)
         while j >= 0:
             t0 = t_start + j * CHUNK
             t = t0 + steps
             m2 = (t < L)[:, None] & d_mask[None, :]
-            mtn = (t < L)[:, None] & n_mask[None, :]
             if SUBCHUNKS > 1:
                 h0 = in_step_layout(tl.load(scratch_base + j * (BLOCK_D * BLOCK_N), mask=nd_mask, other=0.0), steps)
             else:
@@ -348,11 +379,18 @@ def _bwd_kernel(
                 dt_next, dsp_next, t0, t_prev, L, steps, d_mask, bias, dt_base, s_dt_l,
                 DELTA_AHEAD, HAS_BIAS, SOFTPLUS, FAST_MATH,
             )
-            u, decay, Bt, inp = _load_chunk_inputs(
-                t0, L, steps, d_mask, n, n_mask, dt, B_tile, u_base, B_base, s_u_l, s_B_l, s_B_n, A2, B_VARYING,
-            )
+            if PREFETCH:
+                u_raw, B_raw, C_raw, do_raw, z_raw = u_n, B_n, C_n, do_n, z_n
+                u_n, B_n = _load_uB(t_prev, L, steps, d_mask, n, n_mask, u_base, B_base, s_u_l, s_B_l, s_B_n, B_VARYING)
+                C_n, do_n, z_n = _load_C_dy(t_prev, L, steps, d_mask, n, n_mask, C_base, do_base, z_base,
+                                            s_C_l, s_C_n, s_do_l, s_z_l, C_VARYING, HAS_Z)
+            else:
+                u_raw, B_raw = _load_uB(t0, L, steps, d_mask, n, n_mask, u_base, B_base, s_u_l, s_B_l, s_B_n, B_VARYING)
+                C_raw, do_raw, z_raw = _load_C_dy(t0, L, steps, d_mask, n, n_mask, C_base, do_base, z_base,
+                                                  s_C_l, s_C_n, s_do_l, s_z_l, C_VARYING, HAS_Z)
+            u, decay, Bt, inp = _chunk_inputs(u_raw, B_raw, dt, B_tile, A2, B_VARYING)
             if C_VARYING:
-                C3 = load_f32(C_base + t[:, None] * s_C_l + n[None, :] * s_C_n, mtn)[:, :, None]
+                C3 = C_raw.to(tl.float32)[:, :, None]
             else:
                 C3 = C_tile[None, :, :]
             if B_VARYING:
@@ -379,12 +417,12 @@ def _bwd_kernel(
             hs = hs.to(tl.float32, bitcast=True)
             hp = hp.to(tl.float32, bitcast=True)
 
-            dout = load_f32(do_base + t[:, None] * s_do_l, m2)
+            dout = do_raw.to(tl.float32)
             if HAS_Z:
                 y = tl.sum(hs * C3, axis=1)
                 if HAS_D:
                     y = y + skip[None, :] * u
-                zt = load_f32(z_base + t[:, None] * s_z_l, m2)
+                zt = z_raw.to(tl.float32)
                 sz = sigmoid(zt, FAST_MATH)
                 dz = dout * y * sz * (1.0 + zt * (1.0 - sz))
                 tl.store(dz_base + t[:, None] * s_dz_l, dz.to(dz_ptr.dtype.element_ty), mask=m2)
@@ -564,6 +602,8 @@ class BwdConfig:
     maxnreg: int | None = None
     # Each chunk's delta made an iteration ahead, in the load's layout (see the kernel).
     delta_ahead: bool = False
+    # The second pass loads each chunk's u, B, C, dout and z tiles an iteration ahead.
+    prefetch: bool = False
 
 
 # Splitting L, as in the forward: segments until about SPLIT_PROGRAMS programs run, each
@@ -585,6 +625,8 @@ SCATTERED_SUMS = False
 DELTA_AHEAD = True
 SPLIT_PROGRAMS = 8192
 MIN_SEG_LEN = 1024
+# The default of BwdConfig.prefetch.
+PREFETCH = False
 
 
 def bwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int = 64) -> BwdConfig:
@@ -608,7 +650,7 @@ def bwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
         seg_len = split_length(programs, length, math.lcm(align, chunk), target=SPLIT_PROGRAMS, min_len=MIN_SEG_LEN)
     return BwdConfig(
         block_d=block_d, chunk=chunk, num_warps=num_warps, seg_len=seg_len, scattered_sums=SCATTERED_SUMS,
-        delta_ahead=DELTA_AHEAD,
+        delta_ahead=DELTA_AHEAD, prefetch=PREFETCH,
     )
 
 
@@ -707,7 +749,7 @@ def scan_bwd(
         *u.stride(), *delta.stride(), *A.stride(), *sB, *sC, *z_arg.stride(), *dout.stride(),
         *du.stride(), *ddelta.stride(), *dz.stride(),
         SUBCHUNKS=subchunks, B_VARYING=b_varying, HAS_D=D is not None, HAS_DFINAL=dfinal is not None, FOLD=n_seg > 1,
-        ATOMIC_BC=atomic, SCATTERED_SUMS=cfg.scattered_sums, **flags,
+        ATOMIC_BC=atomic, SCATTERED_SUMS=cfg.scattered_sums, PREFETCH=cfg.prefetch, **flags,
     )
     return (
         du,

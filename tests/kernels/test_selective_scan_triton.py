@@ -392,6 +392,31 @@ def test_delta_ahead_split(delta_ahead, split_l, length):
     check(Case(length=length, small_dt=True, bc="mixed"), seed=20)
 
 
+@pytest.fixture(params=(True, False), ids=("prefetch", "in-place"))
+def bwd_prefetch(request, monkeypatch):
+    """The backward's second pass loads each chunk's tiles an iteration ahead, or in place."""
+    from seqmamba.kernels.selective_scan import triton_bwd
+
+    monkeypatch.setattr(triton_bwd, "PREFETCH", request.param)
+
+
+@pytest.mark.parametrize(
+    "options",
+    (
+        dict(length=1),
+        dict(length=129, bc="grouped", dim=4),
+        dict(length=200, bc="mixed", dtype=torch.bfloat16, layout="strided"),
+        dict(length=150, with_D=False, with_z=False, with_bias=False, softplus=False, with_init=False),
+        dict(length=67, n_state=16, bc="invariant"),
+    ),
+)
+def test_bwd_prefetch(bwd_prefetch, options):
+    """Tiles carried from the iteration before: the first chunk of each saved interval
+    loaded before its loop, the clamped reload at the interval's first chunk, a partial
+    last chunk, every B/C form, without z (dout carried alone)."""
+    check(Case(**options), seed=21)
+
+
 def test_delta_ahead_where_states_share_lanes():
     """The forward makes delta ahead where a channel's states lie on several lanes (the
     benchmark shapes as timed) and keeps 8-channel programs at 168 registers; the
