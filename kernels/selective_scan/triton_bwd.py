@@ -178,10 +178,21 @@ def _channel_sums_scattered(x, channels, BLOCK_D: tl.constexpr):
 
 @triton.jit
 def _write_channel_sums(ptr, base, x, t0, L, channels, n_mask, BLOCK_D: tl.constexpr,
-                        ATOMIC: tl.constexpr, SCATTERED: tl.constexpr):
+                        ATOMIC: tl.constexpr, SCATTERED: tl.constexpr, SUM_GROUPS: tl.constexpr):
     """Adds (ATOMIC) or stores the sums of x (CHUNK, BLOCK_N, BLOCK_D) over its channels
-    at ptr + base + t0 + step, base (1, BLOCK_N): dB or dC of one chunk."""
-    if SCATTERED:
+    at ptr + base + t0 + step, base (1, BLOCK_N): dB or dC of one chunk.
+
+    SUM_GROUPS > 1 (ATOMIC only): the channels are summed in SUM_GROUPS groups, and each
+    group's sums added into memory on their own: log2(SUM_GROUPS) fewer exchange levels
+    (each a shuffle and an add per value, a chain of latencies) for as many more atomics.
+    """
+    if ATOMIC and SUM_GROUPS > 1 and not SCATTERED:
+        groups = tl.arange(0, SUM_GROUPS)[None, None, :]
+        sums = tl.sum(tl.reshape(x, (x.shape[0], x.shape[1], SUM_GROUPS, BLOCK_D // SUM_GROUPS)), axis=3)
+        t = t0 + tl.arange(0, x.shape[0])[:, None, None]
+        mask = (t < L) & n_mask[None, :, None] & (groups >= 0)
+        offs = base[:, :, None] + t + 0 * groups
+    elif SCATTERED:
         sums, step, owner = _channel_sums_scattered(x, channels, BLOCK_D)
         t = t0 + step
         mask = (t < L) & n_mask[None, :, None] & owner
@@ -217,6 +228,7 @@ def _bwd_kernel(
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DFINAL: tl.constexpr, FOLD: tl.constexpr, ATOMIC_BC: tl.constexpr, SCATTERED_SUMS: tl.constexpr,
+    SUM_GROUPS: tl.constexpr,
     DELTA_AHEAD: tl.constexpr, PREFETCH: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     """Grid: (channel blocks x segments, groups, batch), segment-major as in the forward.
@@ -316,12 +328,20 @@ def _bwd_kernel(
 
     first_interval = seg * seg_intervals
     interval = tl.minimum(n_saved, first_interval + seg_intervals) - 1
+    if PREFETCH:
+        # The state saved before each interval and its first delta tile are loaded
+        # during the interval after it (walked before it), as the chunks' tiles are.
+        h_saved = tl.load(state_base + interval * N, mask=nd_mask, other=0.0)
+        dt_first = _load_delta(interval * (SUBCHUNKS * CHUNK), L, steps, d_mask, dt_base, s_dt_l)
     while interval >= first_interval:
         t_start = interval * (SUBCHUNKS * CHUNK)
         n_sub = tl.minimum(SUBCHUNKS, tl.cdiv(L - t_start, CHUNK))
         # Pass 1: each chunk's start state, from the state saved before the interval
         # (nothing to do when states were saved before every chunk: SUBCHUNKS == 1).
-        h = tl.load(state_base + interval * N, mask=nd_mask, other=0.0)
+        if PREFETCH:
+            h = h_saved
+        else:
+            h = tl.load(state_base + interval * N, mask=nd_mask, other=0.0)
         if SUBCHUNKS > 1:
             tl.store(scratch_base, h, mask=nd_mask)
         h = in_step_layout(h, steps)
@@ -330,7 +350,13 @@ def _bwd_kernel(
         # layout, and carried into the next: made next to its use, Triton's layout pass
         # would compute the chain once per thread of the state axis (see triton_fwd).
         # (Without it the pair made before the loop is never read, and compiled away.)
-        dt_next, dsp_next = _delta_at(t_start, L, steps, d_mask, bias, dt_base, s_dt_l, HAS_BIAS, SOFTPLUS, FAST_MATH)
+        if PREFETCH:
+            dt_next, dsp_next = _make_delta(dt_first, t_start, L, steps, d_mask, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
+        else:
+            dt_next, dsp_next = _delta_at(t_start, L, steps, d_mask, bias, dt_base, s_dt_l,
+                                          HAS_BIAS, SOFTPLUS, FAST_MATH)
+        if PREFETCH:
+            u_n, B_n = _load_uB(t_start, L, steps, d_mask, n, n_mask, u_base, B_base, s_u_l, s_B_l, s_B_n, B_VARYING)
         j = 1
         while j < n_sub:
             t0 = t_start + (j - 1) * CHUNK
@@ -338,7 +364,14 @@ def _bwd_kernel(
                 dt_next, dsp_next, t0, t0 + CHUNK, L, steps, d_mask, bias, dt_base, s_dt_l,
                 DELTA_AHEAD, HAS_BIAS, SOFTPLUS, FAST_MATH,
             )
-            u_raw, B_raw = _load_uB(t0, L, steps, d_mask, n, n_mask, u_base, B_base, s_u_l, s_B_l, s_B_n, B_VARYING)
+            if PREFETCH:
+                # The next chunk is in the interval: pass 1 stops a chunk before its end.
+                u_raw, B_raw = u_n, B_n
+                u_n, B_n = _load_uB(t0 + CHUNK, L, steps, d_mask, n, n_mask, u_base, B_base,
+                                    s_u_l, s_B_l, s_B_n, B_VARYING)
+            else:
+                u_raw, B_raw = _load_uB(t0, L, steps, d_mask, n, n_mask, u_base, B_base,
+                                        s_u_l, s_B_l, s_B_n, B_VARYING)
             u, decay, Bt, inp = _chunk_inputs(u_raw, B_raw, dt, B_tile, A2, B_VARYING)
             decay_bits = decay.to(tl.int32, bitcast=True)
             inp_bits = inp.to(tl.int32, bitcast=True)
@@ -359,6 +392,10 @@ def _bwd_kernel(
         dt_next, dsp_next = _delta_at(t_start + j * CHUNK, L, steps, d_mask, bias, dt_base, s_dt_l,
                                       HAS_BIAS, SOFTPLUS, FAST_MATH)
         if PREFETCH:
+            # The next interval's (this one again at the first, never read).
+            before = tl.maximum(interval - 1, first_interval)
+            h_saved = tl.load(state_base + before * N, mask=nd_mask, other=0.0)
+            dt_first = _load_delta(before * (SUBCHUNKS * CHUNK), L, steps, d_mask, dt_base, s_dt_l)
             # Software pipelining, as in the forward: the tiles of the chunk before are
             # loaded while this one is processed, carried as stored in their loads' layouts.
             u_n, B_n = _load_uB(t_start + j * CHUNK, L, steps, d_mask, n, n_mask, u_base, B_base,
@@ -452,12 +489,14 @@ def _bwd_kernel(
             if B_VARYING:
                 _write_channel_sums(
                     dB_ptr, dB_base, gs * dtu[:, None, :], t0, L, channels, n_mask, BLOCK_D, ATOMIC_BC, SCATTERED_SUMS,
+                    SUM_GROUPS,
                 )
             else:
                 dB_acc += tl.sum(gs * dtu[:, None, :], axis=0)
             if C_VARYING:
                 _write_channel_sums(
                     dC_ptr, dC_base, hs * dy[:, None, :], t0, L, channels, n_mask, BLOCK_D, ATOMIC_BC, SCATTERED_SUMS,
+                    SUM_GROUPS,
                 )
             else:
                 dC_acc += tl.sum(hs * dy[:, None, :], axis=0)
@@ -599,10 +638,15 @@ class BwdConfig:
     # dB and dC summed over the channels by exchanges that halve the steps each time
     # (_channel_sums_scattered) rather than by tl.sum's butterfly.
     scattered_sums: bool = False
+    # Input-dependent dB and dC added into memory per group of this many channels' sums
+    # (1: one sum over the program's channels); fixed-order (deterministic) sums keep 1.
+    sum_groups: int = 1
     maxnreg: int | None = None
     # Each chunk's delta made an iteration ahead, in the load's layout (see the kernel).
     delta_ahead: bool = False
-    # The second pass loads each chunk's u, B, C, dout and z tiles an iteration ahead.
+    # Each chunk's tiles loaded an iteration ahead: u and B in the first pass, u, B, C,
+    # dout and z in the second, and the state saved before each interval with its first
+    # delta tile during the interval walked before it.
     prefetch: bool = False
 
 
@@ -627,6 +671,8 @@ SPLIT_PROGRAMS = 8192
 MIN_SEG_LEN = 1024
 # The default of BwdConfig.prefetch.
 PREFETCH = False
+# The default of BwdConfig.sum_groups.
+SUM_GROUPS = 1
 
 
 def bwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int = 64) -> BwdConfig:
@@ -650,7 +696,7 @@ def bwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
         seg_len = split_length(programs, length, math.lcm(align, chunk), target=SPLIT_PROGRAMS, min_len=MIN_SEG_LEN)
     return BwdConfig(
         block_d=block_d, chunk=chunk, num_warps=num_warps, seg_len=seg_len, scattered_sums=SCATTERED_SUMS,
-        delta_ahead=DELTA_AHEAD, prefetch=PREFETCH,
+        delta_ahead=DELTA_AHEAD, prefetch=PREFETCH, sum_groups=SUM_GROUPS,
     )
 
 
@@ -749,7 +795,8 @@ def scan_bwd(
         *u.stride(), *delta.stride(), *A.stride(), *sB, *sC, *z_arg.stride(), *dout.stride(),
         *du.stride(), *ddelta.stride(), *dz.stride(),
         SUBCHUNKS=subchunks, B_VARYING=b_varying, HAS_D=D is not None, HAS_DFINAL=dfinal is not None, FOLD=n_seg > 1,
-        ATOMIC_BC=atomic, SCATTERED_SUMS=cfg.scattered_sums, PREFETCH=cfg.prefetch, **flags,
+        ATOMIC_BC=atomic, SCATTERED_SUMS=cfg.scattered_sums, SUM_GROUPS=min(cfg.sum_groups, cfg.block_d),
+        PREFETCH=cfg.prefetch, **flags,
     )
     return (
         du,

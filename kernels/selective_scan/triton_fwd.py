@@ -21,6 +21,7 @@ import triton.language as tl
 
 from ..layout import empty_like_layout
 from ..sizes import cdiv, next_power_of_2
+from ..backend import triton_interpreter_enabled
 from ..triton_math import LOG2E, fast_math, sigmoid, softplus
 from .triton_common import in_step_layout, load, split_length
 
@@ -69,8 +70,21 @@ def _fwd_delta(dt, u, m2, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, 
 
 
 @triton.jit
+def _fwd_decay(dt, A2, PIN: tl.constexpr = False):
+    """exp(delta * A) (CHUNK, BLOCK_N, BLOCK_D) of a chunk's delta (CHUNK, BLOCK_D); A2 = A log2(e).
+
+    PIN (compiled kernels only: inline PTX): dt passes through an opaque move first, so
+    that Triton's layout pass cannot recompute the chain that made dt in the tile's wide
+    layout (once per thread of the state axis) where dt was made in the same iteration.
+    """
+    if PIN:
+        dt = tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [dt], dtype=tl.float32, is_pure=False, pack=1)
+    return tl.exp2(dt[:, None, :] * A2[None, :, :])
+
+
+@triton.jit
 def _fwd_chunk(
-    h, t, m2, dt, dtu, u, z, Bt, Ct, steps, A2, skip, B_tile, C_tile, out_base, s_out_l,
+    h, t, m2, dt, dtu, u, z, Bt, Ct, steps, A2, skip, B_tile, C_tile, out_base, s_out_l, decay,
     CHUNK: tl.constexpr, B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, WRITE_OUT: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
@@ -78,14 +92,16 @@ def _fwd_chunk(
 
     dt, dtu: the chunk's delta and delta * u from _fwd_delta; u, z, Bt, Ct: its tiles from
     _fwd_load; m2: the mask of its (CHUNK, BLOCK_D) tiles (None for a full chunk of full
-    channel blocks).
+    channel blocks); decay: its exp(delta * A) (CHUNK, BLOCK_N, BLOCK_D) from _fwd_decay,
+    or None to make it here.
     Returns (h, the chunk's sum of dt per channel (BLOCK_D,)). Without WRITE_OUT only the
     state advances (the first pass of a split sequence); the unused sum of dt costs
     nothing where the caller drops it.
     """
     u = u.to(tl.float32)
 
-    decay = tl.exp2(dt[:, None, :] * A2[None, :, :])  # (CHUNK, BLOCK_N, BLOCK_D)
+    if decay is None:
+        decay = _fwd_decay(dt, A2)
     if B_VARYING:
         inp = dtu[:, None, :] * Bt.to(tl.float32)[:, :, None]
     else:
@@ -138,7 +154,8 @@ def _fwd_kernel(
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_INIT: tl.constexpr, SAVE_STATES: tl.constexpr, WRITE_OUT: tl.constexpr, START_FROM_SEGMENTS: tl.constexpr,
-    PREFETCH: tl.constexpr, DELTA_AHEAD: tl.constexpr, FAST_MATH: tl.constexpr,
+    PREFETCH: tl.constexpr, DELTA_AHEAD: tl.constexpr, DECAY_AHEAD: tl.constexpr, FAST_MATH: tl.constexpr,
+    INLINE_PTX: tl.constexpr,
 ):
     """Grid: (channel blocks x segments, groups, batch).
 
@@ -241,11 +258,17 @@ def _fwd_kernel(
             dt_n, dtu_n = raw_dt, raw_dt
             if DELTA_AHEAD:
                 dt_n, dtu_n = _fwd_delta(raw_dt, u_n, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
+            decay_n = None
+            if DECAY_AHEAD:
+                decay_n = _fwd_decay(dt_n, A2, INLINE_PTX)
             while chunk < chunk_end:
                 if SAVE_STATES:
                     if chunk % SAVE_EVERY == 0:
                         tl.store(state_base + (chunk // SAVE_EVERY) * N, h, mask=nd_mask)
                 dt_c, dtu_c, u_c, z_c, B_c, C_c = dt_n, dtu_n, u_n, z_n, B_n, C_n
+                decay_c = None
+                if DECAY_AHEAD:
+                    decay_c = decay_n
                 t_next = tl.minimum(chunk + 1, chunk_end - 1) * CHUNK + steps
                 raw_dt, u_n, z_n, B_n, C_n = _fwd_load(
                     t_next, m2_full, mtn_full, n, u_base, dt_base, z_base, B_base, C_base,
@@ -255,7 +278,7 @@ def _fwd_kernel(
                     dt_c, dtu_c = _fwd_delta(dt_c, u_c, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
                 h, dt_chunk = _fwd_chunk(
                     h, chunk * CHUNK + steps, m2_full, dt_c, dtu_c, u_c, z_c, B_c, C_c, steps, A2, skip,
-                    B_tile, C_tile, out_base, s_out_l,
+                    B_tile, C_tile, out_base, s_out_l, decay_c,
                     CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, WRITE_OUT, FAST_MATH,
                 )
                 # The next chunk's delta (and delta * u) is prepared here, after this
@@ -269,6 +292,11 @@ def _fwd_kernel(
                 dt_n = raw_dt
                 if DELTA_AHEAD:
                     dt_n, dtu_n = _fwd_delta(raw_dt, u_n, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
+                if DECAY_AHEAD:
+                    # The next chunk's exponentials too, independent of this chunk's
+                    # recurrence and outputs: the compiler can interleave the two where
+                    # registers allow (few programs, no register cap).
+                    decay_n = _fwd_decay(dt_n, A2, INLINE_PTX)
                 if not WRITE_OUT:
                     dt_sum += dt_chunk
                 chunk += 1
@@ -285,7 +313,7 @@ def _fwd_kernel(
             dt_c, dtu_c = _fwd_delta(dt_c, u_c, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
             h, dt_chunk = _fwd_chunk(
                 h, t, m2_full, dt_c, dtu_c, u_c, z_c, B_c, C_c, steps, A2, skip,
-                B_tile, C_tile, out_base, s_out_l,
+                B_tile, C_tile, out_base, s_out_l, None,
                 CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, WRITE_OUT, FAST_MATH,
             )
             if not WRITE_OUT:
@@ -308,7 +336,7 @@ def _fwd_kernel(
             dt_c, dtu_c = _fwd_delta(dt_c, u_c, m2, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
             h, dt_chunk = _fwd_chunk(
                 h, t, m2, dt_c, dtu_c, u_c, z_c, B_c, C_c, steps, A2, skip,
-                B_tile, C_tile, out_base, s_out_l,
+                B_tile, C_tile, out_base, s_out_l, None,
                 CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, True, FAST_MATH,
             )
         tl.store(final_ptr + (batch * dim + d[None, :]) * N + n[:, None], h, mask=nd_mask & is_last)
@@ -403,8 +431,8 @@ def scan_fwd(
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
             HAS_INIT=initial_state is not None and not first_pass, SAVE_STATES=save and not first_pass,
             WRITE_OUT=not first_pass, START_FROM_SEGMENTS=n_seg > 1 and not first_pass, PREFETCH=cfg.prefetch,
-            DELTA_AHEAD=cfg.delta_ahead,
-            FAST_MATH=fast_math(u, delta, z), num_warps=cfg.num_warps, maxnreg=cfg.maxnreg,
+            DELTA_AHEAD=cfg.delta_ahead, DECAY_AHEAD=cfg.decay_ahead and cfg.delta_ahead,
+            FAST_MATH=fast_math(u, delta, z), INLINE_PTX=not triton_interpreter_enabled(), num_warps=cfg.num_warps, maxnreg=cfg.maxnreg,
         )
 
     if n_seg > 1:
@@ -429,6 +457,9 @@ class FwdConfig:
     # With prefetch: each chunk's delta made (bias, softplus) in the load's layout at the
     # end of the iteration before, rather than next to its use (see the kernel).
     delta_ahead: bool = False
+    # With delta ahead: each chunk's exp(delta * A) made at the end of the iteration
+    # before as well (a (CHUNK, BLOCK_N, BLOCK_D) tile carried in registers).
+    decay_ahead: bool = False
 
 
 # A one-warp program walks its channels' sequence (or segment) alone, so the launch needs
@@ -459,6 +490,11 @@ DELTA_AHEAD: bool | None = None
 # ahead 16% slower (0.291 against 0.250 ms at (8, 1536, 2048), H200). ptxas fits the loop
 # in 168 without spilling (sm_90 build: 639 instructions, 80 MUFU, no local memory).
 NARROW_MAXNREG = 168
+# ... but only where that many programs could not all be resident uncapped: below
+# CAP_FROM programs every one fits at 180 registers (8 warps an SM, 1056 on 132 SMs), and
+# the compiler's own allocation runs faster: 1.238 against 1.267 ms at (4, 1536, 16384),
+# 768 programs (H100, 2026-12-07).
+CAP_FROM = 1024
 SPLIT_PROGRAMS = 6144
 MIN_SEG_LEN = 2048
 # Load each chunk's tiles one chunk ahead (software pipelining by hand): 5-30% faster on
@@ -475,7 +511,8 @@ def fwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
     the channels per program; if that still leaves fewer than SPLIT_BELOW, it also cuts
     L into segments, and otherwise (N <= 16) halves them once more. Each chunk's delta is
     made an iteration ahead where a channel's states share lanes (fewer than 32 channels a
-    warp), and 8-channel programs are held to NARROW_MAXNREG registers.
+    warp), and 8-channel programs are held to NARROW_MAXNREG registers where CAP_FROM or
+    more of them run.
     """
     num_warps = 1 if block_n <= 64 else 4
     chunk = 8 if block_n <= 16 else 4
@@ -503,7 +540,8 @@ def fwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
         # against 1.432 at (4, 1536, 16384) (H100, 2026-12-05).
         block_d //= 2
     ahead = block_d < 32 * num_warps if DELTA_AHEAD is None else DELTA_AHEAD
-    maxnreg = NARROW_MAXNREG if block_d == MIN_BLOCK_D and block_n <= 16 else None
+    programs = rows * cdiv(dg, block_d)
+    maxnreg = NARROW_MAXNREG if block_d == MIN_BLOCK_D and block_n <= 16 and programs >= CAP_FROM else None
     return FwdConfig(
         block_d=block_d, chunk=chunk, num_warps=num_warps, prefetch=PREFETCH, delta_ahead=ahead, maxnreg=maxnreg,
     )

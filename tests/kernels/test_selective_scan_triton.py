@@ -417,17 +417,37 @@ def test_bwd_prefetch(bwd_prefetch, options):
     check(Case(**options), seed=21)
 
 
+@pytest.mark.parametrize("groups", (2, 4))
+def test_channel_sums_in_groups(groups, monkeypatch):
+    """dB and dC added into memory per group of channels (each group's sums atomically):
+    programs of 8 channels (N = 16) and of 32 (N = 2), a partial channel block, grouped
+    and mixed B/C."""
+    from seqmamba.kernels.selective_scan import triton_bwd
+
+    monkeypatch.setattr(triton_bwd, "SUM_GROUPS", groups)
+    check(Case(length=19, n_state=2, dim=40, batch=1, with_init=False), seed=23)
+    check(Case(length=129, dtype=torch.bfloat16, bc="grouped", dim=12), seed=24)
+    check(Case(length=70, bc="mixed"), seed=25)
+
+
+def test_bwd_prefetch_split(bwd_prefetch, split_l):
+    """... with L split: each segment's first interval loads its saved state before the
+    loop, and its last interval's reload is clamped to the segment."""
+    check(Case(length=200 if not ON_GPU else 4099, small_dt=True, bc="mixed"), seed=22)
+
+
 def test_delta_ahead_where_states_share_lanes():
     """The forward makes delta ahead where a channel's states lie on several lanes (the
-    benchmark shapes as timed) and keeps 8-channel programs at 168 registers; the
-    backward makes it ahead everywhere."""
+    benchmark shapes as timed) and keeps 8-channel programs at 168 registers where they
+    are too many to be resident uncapped; the backward makes it ahead everywhere."""
     from seqmamba.kernels.selective_scan import triton_bwd, triton_fwd
 
     narrow = triton_fwd.fwd_config(8, 1536, 16, length=2048)  # 1536 programs of 8 channels
     assert narrow.block_d == 8 and narrow.delta_ahead and narrow.maxnreg == 168
     wide = triton_fwd.fwd_config(8, 4096, 16, length=2048)  # 1024 programs, a channel a lane
     assert wide.block_d == 32 and not wide.delta_ahead and wide.maxnreg is None
-    assert triton_fwd.fwd_config(4, 1536, 16, length=16384).delta_ahead  # 768 programs of 8
+    few = triton_fwd.fwd_config(4, 1536, 16, length=16384)  # 768 programs of 8: all resident uncapped
+    assert few.block_d == 8 and few.delta_ahead and few.maxnreg is None
     split = triton_fwd.fwd_config(1, 1536, 16, length=131072)
     assert split.delta_ahead and (split.seg_len is not None or not triton_fwd.SPLIT_L)
     assert triton_bwd.bwd_config(8, 1536, 16, length=2048).delta_ahead
