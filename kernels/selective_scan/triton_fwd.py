@@ -21,7 +21,6 @@ import triton.language as tl
 
 from ..layout import empty_like_layout
 from ..sizes import cdiv, next_power_of_2
-from ..backend import triton_interpreter_enabled
 from ..triton_math import LOG2E, fast_math, sigmoid, softplus
 from .triton_common import in_step_layout, load, split_length
 
@@ -70,21 +69,8 @@ def _fwd_delta(dt, u, m2, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, 
 
 
 @triton.jit
-def _fwd_decay(dt, A2, PIN: tl.constexpr = False):
-    """exp(delta * A) (CHUNK, BLOCK_N, BLOCK_D) of a chunk's delta (CHUNK, BLOCK_D); A2 = A log2(e).
-
-    PIN (compiled kernels only: inline PTX): dt passes through an opaque move first, so
-    that Triton's layout pass cannot recompute the chain that made dt in the tile's wide
-    layout (once per thread of the state axis) where dt was made in the same iteration.
-    """
-    if PIN:
-        dt = tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [dt], dtype=tl.float32, is_pure=False, pack=1)
-    return tl.exp2(dt[:, None, :] * A2[None, :, :])
-
-
-@triton.jit
 def _fwd_chunk(
-    h, t, m2, dt, dtu, u, z, Bt, Ct, steps, A2, skip, B_tile, C_tile, out_base, s_out_l, decay,
+    h, t, m2, dt, dtu, u, z, Bt, Ct, steps, A2, skip, B_tile, C_tile, out_base, s_out_l,
     CHUNK: tl.constexpr, B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, WRITE_OUT: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
@@ -92,16 +78,14 @@ def _fwd_chunk(
 
     dt, dtu: the chunk's delta and delta * u from _fwd_delta; u, z, Bt, Ct: its tiles from
     _fwd_load; m2: the mask of its (CHUNK, BLOCK_D) tiles (None for a full chunk of full
-    channel blocks); decay: its exp(delta * A) (CHUNK, BLOCK_N, BLOCK_D) from _fwd_decay,
-    or None to make it here.
+    channel blocks).
     Returns (h, the chunk's sum of dt per channel (BLOCK_D,)). Without WRITE_OUT only the
     state advances (the first pass of a split sequence); the unused sum of dt costs
     nothing where the caller drops it.
     """
     u = u.to(tl.float32)
 
-    if decay is None:
-        decay = _fwd_decay(dt, A2)
+    decay = tl.exp2(dt[:, None, :] * A2[None, :, :])  # (CHUNK, BLOCK_N, BLOCK_D)
     if B_VARYING:
         inp = dtu[:, None, :] * Bt.to(tl.float32)[:, :, None]
     else:
@@ -154,8 +138,7 @@ def _fwd_kernel(
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_INIT: tl.constexpr, SAVE_STATES: tl.constexpr, WRITE_OUT: tl.constexpr, START_FROM_SEGMENTS: tl.constexpr,
-    PREFETCH: tl.constexpr, DELTA_AHEAD: tl.constexpr, DECAY_AHEAD: tl.constexpr, FAST_MATH: tl.constexpr,
-    INLINE_PTX: tl.constexpr,
+    PREFETCH: tl.constexpr, DELTA_AHEAD: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     """Grid: (channel blocks x segments, groups, batch).
 
@@ -258,17 +241,11 @@ def _fwd_kernel(
             dt_n, dtu_n = raw_dt, raw_dt
             if DELTA_AHEAD:
                 dt_n, dtu_n = _fwd_delta(raw_dt, u_n, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
-            decay_n = None
-            if DECAY_AHEAD:
-                decay_n = _fwd_decay(dt_n, A2, INLINE_PTX)
             while chunk < chunk_end:
                 if SAVE_STATES:
                     if chunk % SAVE_EVERY == 0:
                         tl.store(state_base + (chunk // SAVE_EVERY) * N, h, mask=nd_mask)
                 dt_c, dtu_c, u_c, z_c, B_c, C_c = dt_n, dtu_n, u_n, z_n, B_n, C_n
-                decay_c = None
-                if DECAY_AHEAD:
-                    decay_c = decay_n
                 t_next = tl.minimum(chunk + 1, chunk_end - 1) * CHUNK + steps
                 raw_dt, u_n, z_n, B_n, C_n = _fwd_load(
                     t_next, m2_full, mtn_full, n, u_base, dt_base, z_base, B_base, C_base,
@@ -278,7 +255,7 @@ def _fwd_kernel(
                     dt_c, dtu_c = _fwd_delta(dt_c, u_c, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
                 h, dt_chunk = _fwd_chunk(
                     h, chunk * CHUNK + steps, m2_full, dt_c, dtu_c, u_c, z_c, B_c, C_c, steps, A2, skip,
-                    B_tile, C_tile, out_base, s_out_l, decay_c,
+                    B_tile, C_tile, out_base, s_out_l,
                     CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, WRITE_OUT, FAST_MATH,
                 )
                 # The next chunk's delta (and delta * u) is prepared here, after this
@@ -292,11 +269,6 @@ def _fwd_kernel(
                 dt_n = raw_dt
                 if DELTA_AHEAD:
                     dt_n, dtu_n = _fwd_delta(raw_dt, u_n, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
-                if DECAY_AHEAD:
-                    # The next chunk's exponentials too, independent of this chunk's
-                    # recurrence and outputs: the compiler can interleave the two where
-                    # registers allow (few programs, no register cap).
-                    decay_n = _fwd_decay(dt_n, A2, INLINE_PTX)
                 if not WRITE_OUT:
                     dt_sum += dt_chunk
                 chunk += 1
@@ -313,7 +285,7 @@ def _fwd_kernel(
             dt_c, dtu_c = _fwd_delta(dt_c, u_c, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
             h, dt_chunk = _fwd_chunk(
                 h, t, m2_full, dt_c, dtu_c, u_c, z_c, B_c, C_c, steps, A2, skip,
-                B_tile, C_tile, out_base, s_out_l, None,
+                B_tile, C_tile, out_base, s_out_l,
                 CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, WRITE_OUT, FAST_MATH,
             )
             if not WRITE_OUT:
@@ -336,7 +308,7 @@ def _fwd_kernel(
             dt_c, dtu_c = _fwd_delta(dt_c, u_c, m2, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
             h, dt_chunk = _fwd_chunk(
                 h, t, m2, dt_c, dtu_c, u_c, z_c, B_c, C_c, steps, A2, skip,
-                B_tile, C_tile, out_base, s_out_l, None,
+                B_tile, C_tile, out_base, s_out_l,
                 CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, True, FAST_MATH,
             )
         tl.store(final_ptr + (batch * dim + d[None, :]) * N + n[:, None], h, mask=nd_mask & is_last)
@@ -431,8 +403,8 @@ def scan_fwd(
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
             HAS_INIT=initial_state is not None and not first_pass, SAVE_STATES=save and not first_pass,
             WRITE_OUT=not first_pass, START_FROM_SEGMENTS=n_seg > 1 and not first_pass, PREFETCH=cfg.prefetch,
-            DELTA_AHEAD=cfg.delta_ahead, DECAY_AHEAD=cfg.decay_ahead and cfg.delta_ahead,
-            FAST_MATH=fast_math(u, delta, z), INLINE_PTX=not triton_interpreter_enabled(), num_warps=cfg.num_warps, maxnreg=cfg.maxnreg,
+            DELTA_AHEAD=cfg.delta_ahead,
+            FAST_MATH=fast_math(u, delta, z), num_warps=cfg.num_warps, maxnreg=cfg.maxnreg,
         )
 
     if n_seg > 1:
@@ -457,9 +429,6 @@ class FwdConfig:
     # With prefetch: each chunk's delta made (bias, softplus) in the load's layout at the
     # end of the iteration before, rather than next to its use (see the kernel).
     delta_ahead: bool = False
-    # With delta ahead: each chunk's exp(delta * A) made at the end of the iteration
-    # before as well (a (CHUNK, BLOCK_N, BLOCK_D) tile carried in registers).
-    decay_ahead: bool = False
 
 
 # A one-warp program walks its channels' sequence (or segment) alone, so the launch needs
