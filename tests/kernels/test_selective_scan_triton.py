@@ -417,9 +417,10 @@ def test_bwd_prefetch(bwd_prefetch, options):
     check(Case(**options), seed=21)
 
 
-@pytest.mark.parametrize("groups", (2, 4))
+@pytest.mark.parametrize("groups", (1, 2, 4))
 def test_channel_sums_in_groups(groups, monkeypatch):
-    """dB and dC added into memory per group of channels (each group's sums atomically):
+    """dB and dC added into memory per group of channels (each group's sums atomically), or
+    as one sum over the program's channels:
     programs of 8 channels (N = 16) and of 32 (N = 2), a partial channel block, grouped
     and mixed B/C."""
     from seqmamba.kernels.selective_scan import triton_bwd
@@ -451,6 +452,17 @@ def test_delta_ahead_where_states_share_lanes():
     split = triton_fwd.fwd_config(1, 1536, 16, length=131072)
     assert split.delta_ahead and (split.seg_len is not None or not triton_fwd.SPLIT_L)
     assert triton_bwd.bwd_config(8, 1536, 16, length=2048).delta_ahead
+
+
+def test_bwd_defaults_by_launch():
+    """The backward prefetches everywhere and adds dB and dC per two groups of channels
+    where each address then takes at most MAX_ADDS additions (192 blocks of 8 channels: 384)."""
+    from seqmamba.kernels.selective_scan import triton_bwd
+
+    few = triton_bwd.bwd_config(8, 1536, 16, length=2048)
+    assert few.prefetch and few.block_d == 8 and few.sum_groups == 2
+    many = triton_bwd.bwd_config(8, 4096, 16, length=2048)  # 512 blocks: 1024 additions an address
+    assert many.prefetch and many.sum_groups == 1
 
 
 @pytest.mark.parametrize("layout", ("strided", "projection"))
