@@ -369,17 +369,19 @@ def delta_ahead(request, monkeypatch):
         monkeypatch.setattr(module, "DELTA_AHEAD", request.param)
 
 
-@pytest.mark.parametrize(
-    "options",
-    (
-        dict(length=1),
-        dict(length=7),
-        dict(length=129, bc="grouped", dim=4),
-        dict(length=200, bc="mixed", dtype=torch.bfloat16, layout="strided"),
-        dict(length=150, with_D=False, with_z=False, with_bias=False, softplus=False, with_init=False),
-        dict(length=67, n_state=16, bc="invariant"),
-    ),
+# Cases for values carried from one chunk's iteration into the next: one chunk or
+# several, a partial last chunk, every B/C form, without bias, softplus, D, z.
+CARRIED_CASES = (
+    dict(length=1),
+    dict(length=7),
+    dict(length=129, bc="grouped", dim=4),
+    dict(length=200, bc="mixed", dtype=torch.bfloat16, layout="strided"),
+    dict(length=150, with_D=False, with_z=False, with_bias=False, softplus=False, with_init=False),
+    dict(length=67, n_state=16, bc="invariant"),
 )
+
+
+@pytest.mark.parametrize("options", CARRIED_CASES)
 def test_delta_ahead(delta_ahead, options):
     """The delta carried into each chunk from the iteration before: one chunk or several,
     a partial last chunk, every B/C form, without bias, softplus, D, z."""
@@ -394,22 +396,14 @@ def test_delta_ahead_split(delta_ahead, split_l, length):
 
 @pytest.fixture(params=(True, False), ids=("prefetch", "in-place"))
 def bwd_prefetch(request, monkeypatch):
-    """The backward's second pass loads each chunk's tiles an iteration ahead, or in place."""
+    """The backward loads each chunk's tiles (and each interval's saved state) an
+    iteration ahead, or in place."""
     from seqmamba.kernels.selective_scan import triton_bwd
 
     monkeypatch.setattr(triton_bwd, "PREFETCH", request.param)
 
 
-@pytest.mark.parametrize(
-    "options",
-    (
-        dict(length=1),
-        dict(length=129, bc="grouped", dim=4),
-        dict(length=200, bc="mixed", dtype=torch.bfloat16, layout="strided"),
-        dict(length=150, with_D=False, with_z=False, with_bias=False, softplus=False, with_init=False),
-        dict(length=67, n_state=16, bc="invariant"),
-    ),
-)
+@pytest.mark.parametrize("options", CARRIED_CASES)
 def test_bwd_prefetch(bwd_prefetch, options):
     """Tiles carried from the iteration before: the first chunk of each saved interval
     loaded before its loop, the clamped reload at the interval's first chunk, a partial
