@@ -44,7 +44,7 @@ def make_inputs(batch: int, dim: int, length: int, n_state: int, *, requires_gra
 
 SUFFIXES = {
     "p": ("prefetch", True), "s": ("scattered_sums", True), "a": ("delta_ahead", True), "n": ("delta_ahead", False),
-    "h": ("sum_groups", 2), "q": ("sum_groups", 4),
+    "h": ("sum_groups", 2), "q": ("sum_groups", 4), "c": ("add_copies", 2), "C": ("add_copies", 4),
 }
 
 

@@ -228,7 +228,7 @@ def _bwd_kernel(
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DFINAL: tl.constexpr, FOLD: tl.constexpr, ATOMIC_BC: tl.constexpr, SCATTERED_SUMS: tl.constexpr,
-    SUM_GROUPS: tl.constexpr,
+    SUM_GROUPS: tl.constexpr, ADD_COPIES: tl.constexpr,
     DELTA_AHEAD: tl.constexpr, PREFETCH: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     """Grid: (channel blocks x segments, groups, batch), segment-major as in the forward.
@@ -287,12 +287,14 @@ def _bwd_kernel(
     bdn_offs = (batch * dim + d[None, :]) * N + n[:, None]
     sbd = (seg * n_batch + batch) * dim + d  # (BLOCK_D,)
     sbdn_offs = sbd[None, :] * N + n[:, None]
-    # Input-dependent dB, dC, summed over channels: with ATOMIC_BC added into one fp32
-    # (batch, groups of B or C, N, L) buffer, else written per program into
+    # Input-dependent dB, dC, summed over channels: with ATOMIC_BC added into an fp32
+    # (ADD_COPIES, batch, groups of B or C, N, L) buffer (neighbouring channel blocks into
+    # different copies, which the caller adds up), else written per program into
     # (programs per batch, batch, N, L) partial sums that the caller adds up in order.
     if ATOMIC_BC:
-        dB_base = ((batch * B_groups + group // B_ratio) * N + n[None, :]) * L
-        dC_base = ((batch * C_groups + group // C_ratio) * N + n[None, :]) * L
+        copy = (pid_d % ADD_COPIES).to(tl.int64)
+        dB_base = (((copy * n_batch + batch) * B_groups + group // B_ratio) * N + n[None, :]) * L
+        dC_base = (((copy * n_batch + batch) * C_groups + group // C_ratio) * N + n[None, :]) * L
     else:
         dB_base = ((slot * tl.num_programs(2) + batch) * N + n[None, :]) * L
         dC_base = dB_base
@@ -641,6 +643,9 @@ class BwdConfig:
     # Input-dependent dB and dC added into memory per group of this many channels' sums
     # (1: one sum over the program's channels); fixed-order (deterministic) sums keep 1.
     sum_groups: int = 1
+    # ... into this many copies of their buffer (fewer additions an address at once;
+    # the caller adds the copies up); fixed-order sums keep 1.
+    add_copies: int = 1
     maxnreg: int | None = None
     # Each chunk's delta made an iteration ahead, in the load's layout (see the kernel).
     delta_ahead: bool = False
@@ -769,8 +774,9 @@ def scan_bwd(
     # Sums over time: one partial per (segment, batch, channel), added up below.
     dA = torch.empty((n_seg, batch, dim, n_state), dtype=f32, device=dev)
     atomic = not torch.are_deterministic_algorithms_enabled()
-    dB_part = _bc_grad_buffer(B, slots, n_seg, batch, dim, n_state, length, dev, atomic)
-    dC_part = _bc_grad_buffer(C, slots, n_seg, batch, dim, n_state, length, dev, atomic)
+    copies = cfg.add_copies if atomic else 1
+    dB_part = _bc_grad_buffer(B, slots, n_seg, batch, dim, n_state, length, dev, atomic, copies)
+    dC_part = _bc_grad_buffer(C, slots, n_seg, batch, dim, n_state, length, dev, atomic, copies)
     dD = torch.empty((n_seg, batch, dim), dtype=f32, device=dev) if D is not None else dA
     dbias = torch.empty((n_seg, batch, dim), dtype=f32, device=dev) if delta_bias is not None else dA
     dinit = torch.empty((batch, dim, n_state), dtype=f32, device=dev)
@@ -809,6 +815,7 @@ def scan_bwd(
         *du.stride(), *ddelta.stride(), *dz.stride(),
         SUBCHUNKS=subchunks, B_VARYING=b_varying, HAS_D=D is not None, HAS_DFINAL=dfinal is not None, FOLD=n_seg > 1,
         ATOMIC_BC=atomic, SCATTERED_SUMS=cfg.scattered_sums, SUM_GROUPS=min(cfg.sum_groups, cfg.block_d),
+        ADD_COPIES=copies,
         PREFETCH=cfg.prefetch, **flags,
     )
     return (
@@ -830,16 +837,17 @@ def _bc_groups(X: torch.Tensor) -> int:
 
 
 def _bc_grad_buffer(
-    X: torch.Tensor, slots: int, n_seg: int, batch: int, dim: int, n_state: int, length: int, dev, atomic: bool
+    X: torch.Tensor, slots: int, n_seg: int, batch: int, dim: int, n_state: int, length: int, dev, atomic: bool,
+    copies: int = 1,
 ) -> torch.Tensor:
     """fp32 sums for dB or dC. Time-invariant X: per (segment, batch, channel) partials.
-    Input-dependent X (segments cover disjoint steps): with ``atomic`` one zeroed
-    (batch, groups, N, L) buffer that every program adds into, else one partial sum per
+    Input-dependent X (segments cover disjoint steps): with ``atomic`` ``copies`` zeroed
+    (batch, groups, N, L) buffers that the programs add into, else one partial sum per
     channel block, (slots, batch, N, L), added up in a fixed order (deterministic)."""
     if X.dim() == 2:
         return torch.empty((n_seg, batch, dim, n_state), dtype=torch.float32, device=dev)
     if atomic:
-        return torch.zeros((batch, _bc_groups(X), n_state, length), dtype=torch.float32, device=dev)
+        return torch.zeros((copies, batch, _bc_groups(X), n_state, length), dtype=torch.float32, device=dev)
     return torch.empty((slots, batch, n_state, length), dtype=torch.float32, device=dev)
 
 
@@ -848,7 +856,7 @@ def _bc_grad(part: torch.Tensor, X: torch.Tensor, groups: int, n_dblk: int, atom
     if X.dim() == 2:
         return part.sum((0, 1)).to(X.dtype)
     if atomic:
-        return part.view(X.shape).to(X.dtype)
+        return (part[0] if part.shape[0] == 1 else part.sum(0)).view(X.shape).to(X.dtype)
     if X.dim() == 3:
         return part.sum(0).to(X.dtype)
     x_groups = X.shape[1]

@@ -425,6 +425,22 @@ def test_channel_sums_in_groups(groups, monkeypatch):
     check(Case(length=70, bc="mixed"), seed=25)
 
 
+@pytest.mark.parametrize("copies", (2, 4))
+def test_channel_sums_in_copies(copies, monkeypatch):
+    """dB and dC added into several copies of their buffer (neighbouring channel blocks into
+    different ones), which the caller adds up: more channel blocks than copies, fewer (one
+    block of 8 channels), two groups of channels, grouped and mixed B/C."""
+    from seqmamba.kernels.selective_scan import triton_bwd
+
+    default = triton_bwd.bwd_config
+    monkeypatch.setattr(
+        triton_bwd, "bwd_config", lambda *a, **k: dataclasses.replace(default(*a, **k), add_copies=copies)
+    )
+    check(Case(length=19, n_state=2, dim=40, batch=1, with_init=False), seed=26)
+    check(Case(length=129, dtype=torch.bfloat16, bc="grouped", dim=40), seed=27)
+    check(Case(length=70, bc="mixed", dim=8), seed=28)
+
+
 def test_bwd_prefetch_split(bwd_prefetch, split_l):
     """... with L split: each segment's first interval loads its saved state before the
     loop, and its last interval's reload is clamped to the segment."""
