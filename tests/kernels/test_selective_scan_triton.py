@@ -15,6 +15,7 @@ import torch
 from fake_check import assert_fake_matches_real
 
 from seqmamba.kernels import selective_scan
+from seqmamba.kernels.selective_scan import triton_bwd
 
 ON_GPU = torch.cuda.is_available()
 DEVICE = "cuda" if ON_GPU else "cpu"
@@ -394,12 +395,16 @@ def test_delta_ahead_split(delta_ahead, split_l, length):
     check(Case(length=length, small_dt=True, bc="mixed"), seed=20)
 
 
-@pytest.fixture(params=(True, False), ids=("prefetch", "in-place"))
+def _and_not_default(default):
+    """Both settings of a boolean on the GPU; on the CPU (the interpreter is slow) only the
+    one every other test does not already run."""
+    return (True, False) if ON_GPU else (not default,)
+
+
+@pytest.fixture(params=_and_not_default(triton_bwd.PREFETCH), ids=lambda on: "prefetch" if on else "in-place")
 def bwd_prefetch(request, monkeypatch):
     """The backward loads each chunk's tiles (and each interval's saved state) an
     iteration ahead, or in place."""
-    from seqmamba.kernels.selective_scan import triton_bwd
-
     monkeypatch.setattr(triton_bwd, "PREFETCH", request.param)
 
 
@@ -411,14 +416,12 @@ def test_bwd_prefetch(bwd_prefetch, options):
     check(Case(**options), seed=21)
 
 
-@pytest.mark.parametrize("groups", (1, 2, 4))
+@pytest.mark.parametrize("groups", (1, 2, 4) if ON_GPU else (1, 4))  # the small tests' default is 2
 def test_channel_sums_in_groups(groups, monkeypatch):
     """dB and dC added into memory per group of channels (each group's sums atomically), or
     as one sum over the program's channels:
     programs of 8 channels (N = 16) and of 32 (N = 2), a partial channel block, grouped
     and mixed B/C."""
-    from seqmamba.kernels.selective_scan import triton_bwd
-
     monkeypatch.setattr(triton_bwd, "SUM_GROUPS", groups)
     check(Case(length=19, n_state=2, dim=40, batch=1, with_init=False), seed=23)
     check(Case(length=129, dtype=torch.bfloat16, bc="grouped", dim=12), seed=24)
@@ -430,8 +433,6 @@ def test_channel_sums_in_copies(copies, monkeypatch):
     """dB and dC added into several copies of their buffer (neighbouring channel blocks into
     different ones), which the caller adds up: more channel blocks than copies, fewer (one
     block of 8 channels), two groups of channels, grouped and mixed B/C."""
-    from seqmamba.kernels.selective_scan import triton_bwd
-
     default = triton_bwd.bwd_config
     monkeypatch.setattr(
         triton_bwd, "bwd_config", lambda *a, **k: dataclasses.replace(default(*a, **k), add_copies=copies)
