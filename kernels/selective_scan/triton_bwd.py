@@ -354,11 +354,10 @@ def _bwd_kernel(
         # (Without it the pair made before the loop is never read, and compiled away.)
         if PREFETCH:
             dt_next, dsp_next = _make_delta(dt_first, t_start, L, steps, d_mask, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
+            u_n, B_n = _load_uB(t_start, L, steps, d_mask, n, n_mask, u_base, B_base, s_u_l, s_B_l, s_B_n, B_VARYING)
         else:
             dt_next, dsp_next = _delta_at(t_start, L, steps, d_mask, bias, dt_base, s_dt_l,
                                           HAS_BIAS, SOFTPLUS, FAST_MATH)
-        if PREFETCH:
-            u_n, B_n = _load_uB(t_start, L, steps, d_mask, n, n_mask, u_base, B_base, s_u_l, s_B_l, s_B_n, B_VARYING)
         j = 1
         while j < n_sub:
             t0 = t_start + (j - 1) * CHUNK
@@ -640,8 +639,9 @@ class BwdConfig:
     # dB and dC summed over the channels by exchanges that halve the steps each time
     # (_channel_sums_scattered) rather than by tl.sum's butterfly.
     scattered_sums: bool = False
-    # Input-dependent dB and dC added into memory per group of this many channels' sums
-    # (1: one sum over the program's channels); fixed-order (deterministic) sums keep 1.
+    # Input-dependent dB and dC: the program's channels summed in this many groups, each
+    # group's sums added into memory on their own (1: one sum over all of them); the
+    # fixed-order (deterministic) sums keep 1.
     sum_groups: int = 1
     # ... into this many copies of their buffer (fewer additions an address at once;
     # the caller adds the copies up); fixed-order sums keep 1.
