@@ -57,9 +57,11 @@ class Auto:
 
 def parse_config(cls, text: str):
     """'auto' (None), 'auto' followed by letters (an Auto), or BLOCKDxCHUNKxWARPS[xSEGLEN]
-    followed by letters: p turns on the forward's prefetching, a makes each chunk's delta
-    an iteration ahead (forward with p, and backward) and n next to its use, s makes the backward sum dB and dC
-    by scattered exchanges; '@REGS' at the end caps the registers per thread."""
+    followed by letters: p turns on prefetching (each chunk's tiles loaded an iteration
+    ahead), a makes each chunk's delta an iteration ahead (forward with p, and backward)
+    and n next to its use, s makes the backward sum dB and dC by scattered exchanges, h / q
+    add them per 2 / 4 groups of channels and c / C into 2 / 4 copies of their buffer;
+    '@REGS' at the end caps the registers per thread."""
     text, _, regs = text.partition("@")
     if text == "auto" and not regs:
         return None
@@ -192,7 +194,7 @@ def main() -> None:
     parser.add_argument("--backward", action="store_true")
     parser.add_argument("--n-contig", action="store_true", help="also time B and C laid out N-contiguous")
     parser.add_argument("--configs", default="auto,32x8x1,16x8x1", help="auto[letters] or BLOCKDxCHUNKxWARPS[xSEGLEN][letters] (SEGLEN: steps per segment of a split L; p: prefetch, a: delta made an iteration ahead), each optionally @REGS (a cap on registers per thread), comma-separated")
-    parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto[letters] or BLOCKDxCHUNKxWARPS[xSEGLEN][letters] (s: dB and dC summed by scattered exchanges instead of tl.sum's butterfly, a: delta made an iteration ahead), each optionally @REGS")
+    parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto[letters] or BLOCKDxCHUNKxWARPS[xSEGLEN][letters] (p: tiles prefetched, s: dB and dC summed by scattered exchanges instead of tl.sum's butterfly, h / q: added per 2 / 4 channel groups, c / C: into 2 / 4 buffer copies, a: delta made an iteration ahead), each optionally @REGS")
     parser.add_argument("--save-every", default="64", help="steps between the states the forward saves for the backward "
                         "(multiples of both kernels' chunks), comma-separated: each is timed with every --bwd-configs entry")
     parser.add_argument("--untimed", type=int, default=0, metavar="CALLS",
