@@ -13,7 +13,9 @@ into one fp32 buffer with atomics; under ``torch.use_deterministic_algorithms`` 
 program writes its own partial sum instead, and the caller adds them up in a fixed
 order (the atomics' order varies between runs, and with it the last bits of dB, dC).
 Sums over time and batch (dA, dD, ddelta_bias, time-invariant dB/dC) are accumulated in
-registers and written per (batch, channel), added up by the caller. README.md has the math.
+registers, then added atomically into one zeroed (D, N) or (D,) sum each (so that no
+reduction runs after the kernel), or, deterministically, written per (segment, batch,
+channel) and added up by the caller. README.md has the math.
 """
 from __future__ import annotations
 
@@ -227,7 +229,7 @@ def _bwd_kernel(
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, SUBCHUNKS: tl.constexpr,
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_DFINAL: tl.constexpr, FOLD: tl.constexpr, ATOMIC_BC: tl.constexpr, SCATTERED_SUMS: tl.constexpr,
+    HAS_DFINAL: tl.constexpr, FOLD: tl.constexpr, ATOMIC: tl.constexpr, SCATTERED_SUMS: tl.constexpr,
     SUM_GROUPS: tl.constexpr, ADD_COPIES: tl.constexpr,
     DELTA_AHEAD: tl.constexpr, PREFETCH: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
@@ -287,11 +289,11 @@ def _bwd_kernel(
     bdn_offs = (batch * dim + d[None, :]) * N + n[:, None]
     sbd = (seg * n_batch + batch) * dim + d  # (BLOCK_D,)
     sbdn_offs = sbd[None, :] * N + n[:, None]
-    # Input-dependent dB, dC, summed over channels: with ATOMIC_BC added into an fp32
+    # Input-dependent dB, dC, summed over channels: with ATOMIC added into an fp32
     # (ADD_COPIES, batch, groups of B or C, N, L) buffer (neighbouring channel blocks into
     # different copies, which the caller adds up), else written per program into
     # (programs per batch, batch, N, L) partial sums that the caller adds up in order.
-    if ATOMIC_BC:
+    if ATOMIC:
         copy = (pid_d % ADD_COPIES).to(tl.int64)
         dB_base = (((copy * n_batch + batch) * B_groups + group // B_ratio) * N + n[None, :]) * L
         dC_base = (((copy * n_batch + batch) * C_groups + group // C_ratio) * N + n[None, :]) * L
@@ -489,14 +491,14 @@ def _bwd_kernel(
             dA_acc += tl.sum(w * dt[:, None, :], axis=0)
             if B_VARYING:
                 _write_channel_sums(
-                    dB_ptr, dB_base, gs * dtu[:, None, :], t0, L, channels, n_mask, BLOCK_D, ATOMIC_BC, SCATTERED_SUMS,
+                    dB_ptr, dB_base, gs * dtu[:, None, :], t0, L, channels, n_mask, BLOCK_D, ATOMIC, SCATTERED_SUMS,
                     SUM_GROUPS,
                 )
             else:
                 dB_acc += tl.sum(gs * dtu[:, None, :], axis=0)
             if C_VARYING:
                 _write_channel_sums(
-                    dC_ptr, dC_base, hs * dy[:, None, :], t0, L, channels, n_mask, BLOCK_D, ATOMIC_BC, SCATTERED_SUMS,
+                    dC_ptr, dC_base, hs * dy[:, None, :], t0, L, channels, n_mask, BLOCK_D, ATOMIC, SCATTERED_SUMS,
                     SUM_GROUPS,
                 )
             else:
@@ -521,15 +523,25 @@ def _bwd_kernel(
         interval -= 1
 
     tl.store(dinit_ptr + bdn_offs, q, mask=nd_mask & (seg == 0))
-    tl.store(dA_ptr + sbdn_offs, dA_acc, mask=nd_mask)
+    _write_time_sum(dA_ptr, sbdn_offs, d[None, :] * N + n[:, None], dA_acc, nd_mask, ATOMIC)
     if not B_VARYING:
-        tl.store(dB_ptr + sbdn_offs, dB_acc, mask=nd_mask)
+        _write_time_sum(dB_ptr, sbdn_offs, d[None, :] * N + n[:, None], dB_acc, nd_mask, ATOMIC)
     if not C_VARYING:
-        tl.store(dC_ptr + sbdn_offs, dC_acc, mask=nd_mask)
+        _write_time_sum(dC_ptr, sbdn_offs, d[None, :] * N + n[:, None], dC_acc, nd_mask, ATOMIC)
     if HAS_D:
-        tl.store(dD_ptr + sbd, dD_acc, mask=d_mask)
+        _write_time_sum(dD_ptr, sbd, d, dD_acc, d_mask, ATOMIC)
     if HAS_BIAS:
-        tl.store(dbias_ptr + sbd, dbias_acc, mask=d_mask)
+        _write_time_sum(dbias_ptr, sbd, d, dbias_acc, d_mask, ATOMIC)
+
+
+@triton.jit
+def _write_time_sum(ptr, partial_offs, sum_offs, x, mask, ATOMIC: tl.constexpr):
+    """One program's sum over its steps: added (ATOMIC) into the total at ptr + sum_offs,
+    or stored as its (segment, batch) partial at ptr + partial_offs."""
+    if ATOMIC:
+        tl.atomic_add(ptr + sum_offs, x, mask=mask, sem="relaxed")
+    else:
+        tl.store(ptr + partial_offs, x, mask=mask)
 
 
 @triton.jit
@@ -771,14 +783,16 @@ def scan_bwd(
         dz = du
     else:
         dz = dz_out if dz_out is not None else empty_like_layout(z)
-    # Sums over time: one partial per (segment, batch, channel), added up below.
-    dA = torch.empty((n_seg, batch, dim, n_state), dtype=f32, device=dev)
     atomic = not torch.are_deterministic_algorithms_enabled()
     copies = cfg.add_copies if atomic else 1
-    dB_part = _bc_grad_buffer(B, slots, n_seg, batch, dim, n_state, length, dev, atomic, copies)
-    dC_part = _bc_grad_buffer(C, slots, n_seg, batch, dim, n_state, length, dev, atomic, copies)
-    dD = torch.empty((n_seg, batch, dim), dtype=f32, device=dev) if D is not None else dA
-    dbias = torch.empty((n_seg, batch, dim), dtype=f32, device=dev) if delta_bias is not None else dA
+    # Sums over time (dA, time-invariant dB and dC, dD, ddelta_bias): (D, N) or (D,) totals
+    # the programs add into, or one partial per (segment, batch), added up below.
+    dA, dB_time, dC_time, dD, dbias = _time_sums(
+        atomic, n_seg, batch, dim, n_state, dev,
+        dB=B.dim() == 2, dC=C.dim() == 2, dD=D is not None, dbias=delta_bias is not None,
+    )
+    dB_part = dB_time if B.dim() == 2 else _bc_grad_buffer(B, slots, batch, n_state, length, dev, atomic, copies)
+    dC_part = dC_time if C.dim() == 2 else _bc_grad_buffer(C, slots, batch, n_state, length, dev, atomic, copies)
     dinit = torch.empty((batch, dim, n_state), dtype=f32, device=dev)
     subchunks = save_every // cfg.chunk
     # Chunk start states of the interval being walked (none needed when intervals are single chunks).
@@ -808,25 +822,30 @@ def scan_bwd(
     _bwd_kernel[(n_dblk * n_seg, groups, batch)](
         u, delta, A, B, C, D if D is not None else A, z_arg, bias_arg,
         states, dout, dfinal if dfinal is not None else dA,
-        du, ddelta, dz, dA, dB_part, dC_part, dD, dbias, dinit, scratch, seg_q, seg_dt,
+        du, ddelta, dz, dA, dB_part, dC_part, dD if D is not None else dA, dbias if delta_bias is not None else dA,
+        dinit, scratch, seg_q, seg_dt,
         length, n_state, dg, n_saved, group_ratio(B, groups), group_ratio(C, groups), _bc_groups(B), _bc_groups(C),
         seg_len // save_every, n_seg,
         *u.stride(), *delta.stride(), *A.stride(), *sB, *sC, *z_arg.stride(), *dout.stride(),
         *du.stride(), *ddelta.stride(), *dz.stride(),
         SUBCHUNKS=subchunks, B_VARYING=b_varying, HAS_D=D is not None, HAS_DFINAL=dfinal is not None, FOLD=n_seg > 1,
-        ATOMIC_BC=atomic, SCATTERED_SUMS=cfg.scattered_sums, SUM_GROUPS=min(cfg.sum_groups, cfg.block_d),
+        ATOMIC=atomic, SCATTERED_SUMS=cfg.scattered_sums, SUM_GROUPS=min(cfg.sum_groups, cfg.block_d),
         ADD_COPIES=copies,
         PREFETCH=cfg.prefetch, **flags,
     )
+
+    def total(x: torch.Tensor) -> torch.Tensor:
+        return x if atomic else x.sum((0, 1))
+
     return (
         du,
         ddelta,
-        dA.sum((0, 1)),
+        total(dA),
         _bc_grad(dB_part, B, groups, n_dblk, atomic),
         _bc_grad(dC_part, C, groups, n_dblk, atomic),
-        dD.sum((0, 1)).to(D.dtype) if D is not None else None,
+        total(dD).to(D.dtype) if D is not None else None,
         dz if z is not None else None,
-        dbias.sum((0, 1)).to(delta_bias.dtype) if delta_bias is not None else None,
+        total(dbias).to(delta_bias.dtype) if delta_bias is not None else None,
         dinit,
     )
 
@@ -836,25 +855,45 @@ def _bc_groups(X: torch.Tensor) -> int:
     return X.shape[1] if X.dim() == 4 else 1
 
 
+def _time_sums(
+    atomic: bool, n_seg: int, batch: int, dim: int, n_state: int, dev, *, dB: bool, dC: bool, dD: bool, dbias: bool
+) -> tuple[torch.Tensor | None, ...]:
+    """fp32 buffers for dA and the wanted time-invariant dB, dC ((D, N) sums) and dD,
+    ddelta_bias ((D,)); None for the others.
+
+    With ``atomic`` they are zeroed totals the programs add into (separate tensors: a
+    custom op's outputs may not alias each other); else (n_seg, batch, ...) partials, one
+    per program row.
+    """
+    rows = () if atomic else (n_seg, batch)
+
+    def alloc(wanted: bool, *shape: int) -> torch.Tensor | None:
+        if not wanted:
+            return None
+        return (torch.zeros if atomic else torch.empty)((*rows, *shape), dtype=torch.float32, device=dev)
+
+    return (
+        alloc(True, dim, n_state), alloc(dB, dim, n_state), alloc(dC, dim, n_state), alloc(dD, dim), alloc(dbias, dim)
+    )
+
+
 def _bc_grad_buffer(
-    X: torch.Tensor, slots: int, n_seg: int, batch: int, dim: int, n_state: int, length: int, dev, atomic: bool,
-    copies: int = 1,
+    X: torch.Tensor, slots: int, batch: int, n_state: int, length: int, dev, atomic: bool, copies: int = 1,
 ) -> torch.Tensor:
-    """fp32 sums for dB or dC. Time-invariant X: per (segment, batch, channel) partials.
-    Input-dependent X (segments cover disjoint steps): with ``atomic`` ``copies`` zeroed
-    (batch, groups, N, L) buffers that the programs add into, else one partial sum per
-    channel block, (slots, batch, N, L), added up in a fixed order (deterministic)."""
-    if X.dim() == 2:
-        return torch.empty((n_seg, batch, dim, n_state), dtype=torch.float32, device=dev)
+    """fp32 sums for an input-dependent dB or dC (segments cover disjoint steps): with
+    ``atomic`` ``copies`` zeroed (batch, groups, N, L) buffers that the programs add into,
+    else one partial sum per channel block, (slots, batch, N, L), added up in a fixed
+    order (deterministic)."""
     if atomic:
         return torch.zeros((copies, batch, _bc_groups(X), n_state, length), dtype=torch.float32, device=dev)
     return torch.empty((slots, batch, n_state, length), dtype=torch.float32, device=dev)
 
 
 def _bc_grad(part: torch.Tensor, X: torch.Tensor, groups: int, n_dblk: int, atomic: bool) -> torch.Tensor:
-    """Adds the partial sums up into X's shape and dtype."""
+    """Adds the partial sums up into X's shape and dtype (a time-invariant X's atomic
+    total is already its sum)."""
     if X.dim() == 2:
-        return part.sum((0, 1)).to(X.dtype)
+        return (part if atomic else part.sum((0, 1))).to(X.dtype)
     if atomic:
         return (part[0] if part.shape[0] == 1 else part.sum(0)).view(X.shape).to(X.dtype)
     if X.dim() == 3:
