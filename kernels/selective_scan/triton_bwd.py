@@ -26,10 +26,11 @@ import torch
 import triton
 import triton.language as tl
 
+from ..backend import triton_interpreter_enabled
 from ..layout import empty_like_layout
 from ..sizes import cdiv, next_power_of_2
 from ..triton_math import LOG2E, fast_math, sigmoid, softplus
-from .triton_common import in_step_layout, load, load_f32, split_length
+from .triton_common import in_step_layout, load, load_f32, prefetch_rows, split_length
 from .triton_fwd import bc_strides, group_ratio, n_groups
 
 
@@ -126,6 +127,26 @@ def _load_C_dy(t0, L, steps, d_mask, n, n_mask, C_base, do_base, z_base, s_C_l, 
     if HAS_Z:
         zt = load(z_base + t[:, None] * s_z_l, m2)
     return Ct, dout, zt
+
+
+@triton.jit
+def _bwd_cache(
+    t0, live, d, n, d_mask, n_mask, dt_row0, u_row0, z_row0, do_row0, B_row0, C_row0,
+    s_dt_d, s_u_d, s_z_d, s_do_d, s_B_n, s_C_n, s_dt_l, s_u_l, s_z_l, s_do_l, s_B_l, s_C_l,
+    SPAN: tl.constexpr, B_VARYING: tl.constexpr, C_VARYING: tl.constexpr, HAS_Z: tl.constexpr, L2: tl.constexpr,
+):
+    """Asks the cache for the SPAN steps from t0 of every input row (if live): of channels
+    d (BLOCK_D,) for delta, u, z, dout and of states n (BLOCK_N,) for B and C; *_row0: the
+    program's first row of each (the rows are made here, not held across the loop)."""
+    prefetch_rows(dt_row0 + d * s_dt_d, t0, SPAN, s_dt_l, d_mask & live, L2)
+    prefetch_rows(u_row0 + d * s_u_d, t0, SPAN, s_u_l, d_mask & live, L2)
+    prefetch_rows(do_row0 + d * s_do_d, t0, SPAN, s_do_l, d_mask & live, L2)
+    if HAS_Z:
+        prefetch_rows(z_row0 + d * s_z_d, t0, SPAN, s_z_l, d_mask & live, L2)
+    if B_VARYING:
+        prefetch_rows(B_row0 + n * s_B_n, t0, SPAN, s_B_l, n_mask & live, L2)
+    if C_VARYING:
+        prefetch_rows(C_row0 + n * s_C_n, t0, SPAN, s_C_l, n_mask & live, L2)
 
 
 @triton.jit
@@ -231,7 +252,8 @@ def _bwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DFINAL: tl.constexpr, FOLD: tl.constexpr, ATOMIC: tl.constexpr, SCATTERED_SUMS: tl.constexpr,
     SUM_GROUPS: tl.constexpr, ADD_COPIES: tl.constexpr,
-    DELTA_AHEAD: tl.constexpr, PREFETCH: tl.constexpr, FAST_MATH: tl.constexpr,
+    DELTA_AHEAD: tl.constexpr, PREFETCH: tl.constexpr, CACHE_AHEAD: tl.constexpr, CACHE_L2: tl.constexpr,
+    FAST_MATH: tl.constexpr,
 ):
     """Grid: (channel blocks x segments, groups, batch), segment-major as in the forward.
 
@@ -340,6 +362,15 @@ def _bwd_kernel(
     while interval >= first_interval:
         t_start = interval * (SUBCHUNKS * CHUNK)
         n_sub = tl.minimum(SUBCHUNKS, tl.cdiv(L - t_start, CHUNK))
+        if CACHE_AHEAD > 0:
+            # The interval walked CACHE_AHEAD intervals after this one (steps before it) is
+            # asked of the cache now, so that its loads find it there.
+            _bwd_cache(
+                t_start - CACHE_AHEAD * (SUBCHUNKS * CHUNK), interval - CACHE_AHEAD >= first_interval,
+                d, n, d_mask, n_mask, delta_ptr + batch * s_dt_b, u_ptr + batch * s_u_b, z_ptr + batch * s_z_b,
+                dout_ptr + batch * s_do_b, B_base, C_base, s_dt_d, s_u_d, s_z_d, s_do_d, s_B_n, s_C_n,
+                s_dt_l, s_u_l, s_z_l, s_do_l, s_B_l, s_C_l, SUBCHUNKS * CHUNK, B_VARYING, C_VARYING, HAS_Z, CACHE_L2,
+            )
         # Pass 1: each chunk's start state, from the state saved before the interval
         # (nothing to do when states were saved before every chunk: SUBCHUNKS == 1).
         if PREFETCH:
@@ -665,6 +696,10 @@ class BwdConfig:
     # dout and z in the second, and the state saved before each interval with its first
     # delta tile during the interval walked before it.
     prefetch: bool = False
+    # At each saved interval, ask the cache (L1, or L2 with cache_l2) for every input row
+    # of the interval walked cache_ahead intervals later (0: no hints). GPU only.
+    cache_ahead: int = 0
+    cache_l2: bool = False
 
 
 # Splitting L, as in the forward: segments until about SPLIT_PROGRAMS programs run, each
@@ -697,9 +732,15 @@ PREFETCH = True
 # (2026-12-07): 1.285 against 1.337 ms at (8, 1536, 2048, 16) and 5.193 / 5.347, 10.39 /
 # 10.77 at the long shapes (192 blocks, 384 additions an address), but 3.500 against
 # 3.231 at (8, 4096, 2048, 16) (512 blocks, 1024 additions); 4 groups were slower
-# everywhere. So: 2 groups where an address takes at most MAX_ADDS.
+# everywhere. So: 2 groups where an address takes at most MAX_ADDS ...
 SUM_GROUPS: int | None = None
 MAX_ADDS = 512
+# ... or, with BwdConfig.add_copies, where 2 copies of the buffer bring it there: on an
+# H200 (2026-12-07) two groups into two copies ran 3.032 against 3.162 ms (one group, one
+# copy) at (8, 4096, 2048, 16), and copies changed nothing where the additions were few
+# already (1.291 / 1.282 ms at (8, 1536, 2048, 16), 5.170 / 5.175 and 10.42 / 10.42 at the
+# long shapes). Beyond 2 * MAX_ADDS an address: one group, one copy (not timed).
+MAX_COPIES = 2
 
 
 def bwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int = 64) -> BwdConfig:
@@ -721,12 +762,15 @@ def bwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
     seg_len = None
     if SPLIT_L and programs < TARGET_PROGRAMS:
         seg_len = split_length(programs, length, math.lcm(align, chunk), target=SPLIT_PROGRAMS, min_len=MIN_SEG_LEN)
-    sum_groups = SUM_GROUPS
+    sum_groups, add_copies = SUM_GROUPS, 1
     if sum_groups is None:
-        sum_groups = 2 if 2 * cdiv(dg, block_d) <= MAX_ADDS else 1
+        adds = 2 * cdiv(dg, block_d)  # additions an address of dB or dC takes with two groups
+        add_copies = min(MAX_COPIES, next_power_of_2(cdiv(adds, MAX_ADDS)))
+        sum_groups = 2 if adds <= MAX_ADDS * add_copies else 1
+        add_copies = add_copies if sum_groups == 2 else 1
     return BwdConfig(
         block_d=block_d, chunk=chunk, num_warps=num_warps, seg_len=seg_len, scattered_sums=SCATTERED_SUMS,
-        delta_ahead=DELTA_AHEAD, prefetch=PREFETCH, sum_groups=sum_groups,
+        delta_ahead=DELTA_AHEAD, prefetch=PREFETCH, sum_groups=sum_groups, add_copies=add_copies,
     )
 
 
@@ -830,8 +874,8 @@ def scan_bwd(
         *du.stride(), *ddelta.stride(), *dz.stride(),
         SUBCHUNKS=subchunks, B_VARYING=b_varying, HAS_D=D is not None, HAS_DFINAL=dfinal is not None, FOLD=n_seg > 1,
         ATOMIC=atomic, SCATTERED_SUMS=cfg.scattered_sums, SUM_GROUPS=min(cfg.sum_groups, cfg.block_d),
-        ADD_COPIES=copies,
-        PREFETCH=cfg.prefetch, **flags,
+        ADD_COPIES=copies, PREFETCH=cfg.prefetch,
+        CACHE_AHEAD=cfg.cache_ahead if not triton_interpreter_enabled() else 0, CACHE_L2=cfg.cache_l2, **flags,
     )
 
     def total(x: torch.Tensor) -> torch.Tensor:

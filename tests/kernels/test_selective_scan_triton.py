@@ -15,7 +15,7 @@ import torch
 from fake_check import assert_fake_matches_real
 
 from seqmamba.kernels import selective_scan
-from seqmamba.kernels.selective_scan import triton_bwd
+from seqmamba.kernels.selective_scan import triton_bwd, triton_fwd
 
 ON_GPU = torch.cuda.is_available()
 DEVICE = "cuda" if ON_GPU else "cpu"
@@ -442,6 +442,21 @@ def test_channel_sums_in_copies(copies, monkeypatch):
     check(Case(length=70, bc="mixed", dim=8), seed=28)
 
 
+@pytest.mark.skipif(not ON_GPU, reason="cache hints are inline PTX: compiled kernels only")
+@pytest.mark.parametrize("cache_ahead, cache_l2", ((1, False), (2, False), (1, True)))
+@pytest.mark.parametrize("options", CARRIED_CASES + (dict(length=4099, small_dt=True, bc="mixed"),))
+def test_cache_hints(cache_ahead, cache_l2, options, split_l, monkeypatch):
+    """The forward asking L1 or L2 for chunks ahead of its prefetching loads, and the
+    backward for saved intervals ahead, change no result: hints past a segment's end
+    masked off, every B/C form, L split."""
+    for module, name in ((triton_fwd, "fwd_config"), (triton_bwd, "bwd_config")):
+        default = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, default=default, **k: dataclasses.replace(
+            default(*a, **k), prefetch=True, cache_ahead=cache_ahead, cache_l2=cache_l2
+        ))
+    check(Case(**options), seed=29)
+
+
 def test_bwd_prefetch_split(bwd_prefetch, split_l):
     """... with L split: each segment's first interval loads its saved state before the
     loop, and its last interval's reload is clamped to the segment."""
@@ -467,13 +482,16 @@ def test_delta_ahead_where_states_share_lanes():
 
 def test_bwd_defaults_by_launch():
     """The backward prefetches everywhere and adds dB and dC per two groups of channels
-    where each address then takes at most MAX_ADDS additions (192 blocks of 8 channels: 384)."""
+    where each address then takes at most MAX_ADDS additions (192 blocks of 8 channels: 384),
+    into two copies of their buffer where that brings it there, else in one group."""
     from seqmamba.kernels.selective_scan import triton_bwd
 
     few = triton_bwd.bwd_config(8, 1536, 16, length=2048)
-    assert few.prefetch and few.block_d == 8 and few.sum_groups == 2
+    assert few.prefetch and few.block_d == 8 and (few.sum_groups, few.add_copies) == (2, 1)
     many = triton_bwd.bwd_config(8, 4096, 16, length=2048)  # 512 blocks: 1024 additions an address
-    assert many.prefetch and many.sum_groups == 1
+    assert many.prefetch and (many.sum_groups, many.add_copies) == (2, 2)
+    most = triton_bwd.bwd_config(8, 8192, 16, length=2048)  # 1024 blocks: 1024 a copy even with two
+    assert (most.sum_groups, most.add_copies) == (1, 1)
 
 
 @pytest.mark.parametrize("layout", ("strided", "projection"))
