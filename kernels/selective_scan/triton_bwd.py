@@ -26,11 +26,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import triton_interpreter_enabled
 from ..layout import empty_like_layout
 from ..sizes import cdiv, next_power_of_2
 from ..triton_math import LOG2E, fast_math, sigmoid, softplus
-from .triton_common import in_step_layout, load, load_f32, prefetch_rows, split_length
+from .triton_common import in_step_layout, load, load_f32, split_length
 from .triton_fwd import bc_strides, group_ratio, n_groups
 
 
@@ -127,26 +126,6 @@ def _load_C_dy(t0, L, steps, d_mask, n, n_mask, C_base, do_base, z_base, s_C_l, 
     if HAS_Z:
         zt = load(z_base + t[:, None] * s_z_l, m2)
     return Ct, dout, zt
-
-
-@triton.jit
-def _bwd_cache(
-    t0, live, d, n, d_mask, n_mask, dt_row0, u_row0, z_row0, do_row0, B_row0, C_row0,
-    s_dt_d, s_u_d, s_z_d, s_do_d, s_B_n, s_C_n, s_dt_l, s_u_l, s_z_l, s_do_l, s_B_l, s_C_l,
-    SPAN: tl.constexpr, B_VARYING: tl.constexpr, C_VARYING: tl.constexpr, HAS_Z: tl.constexpr, L2: tl.constexpr,
-):
-    """Asks the cache for the SPAN steps from t0 of every input row (if live): of channels
-    d (BLOCK_D,) for delta, u, z, dout and of states n (BLOCK_N,) for B and C; *_row0: the
-    program's first row of each (the rows are made here, not held across the loop)."""
-    prefetch_rows(dt_row0 + d * s_dt_d, t0, SPAN, s_dt_l, d_mask & live, L2)
-    prefetch_rows(u_row0 + d * s_u_d, t0, SPAN, s_u_l, d_mask & live, L2)
-    prefetch_rows(do_row0 + d * s_do_d, t0, SPAN, s_do_l, d_mask & live, L2)
-    if HAS_Z:
-        prefetch_rows(z_row0 + d * s_z_d, t0, SPAN, s_z_l, d_mask & live, L2)
-    if B_VARYING:
-        prefetch_rows(B_row0 + n * s_B_n, t0, SPAN, s_B_l, n_mask & live, L2)
-    if C_VARYING:
-        prefetch_rows(C_row0 + n * s_C_n, t0, SPAN, s_C_l, n_mask & live, L2)
 
 
 @triton.jit
@@ -252,8 +231,7 @@ def _bwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DFINAL: tl.constexpr, FOLD: tl.constexpr, ATOMIC: tl.constexpr, SCATTERED_SUMS: tl.constexpr,
     SUM_GROUPS: tl.constexpr, ADD_COPIES: tl.constexpr,
-    DELTA_AHEAD: tl.constexpr, PREFETCH: tl.constexpr, CACHE_AHEAD: tl.constexpr, CACHE_L2: tl.constexpr,
-    FAST_MATH: tl.constexpr,
+    DELTA_AHEAD: tl.constexpr, PREFETCH: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     """Grid: (channel blocks x segments, groups, batch), segment-major as in the forward.
 
@@ -362,15 +340,6 @@ def _bwd_kernel(
     while interval >= first_interval:
         t_start = interval * (SUBCHUNKS * CHUNK)
         n_sub = tl.minimum(SUBCHUNKS, tl.cdiv(L - t_start, CHUNK))
-        if CACHE_AHEAD > 0:
-            # The interval walked CACHE_AHEAD intervals after this one (steps before it) is
-            # asked of the cache now, so that its loads find it there.
-            _bwd_cache(
-                t_start - CACHE_AHEAD * (SUBCHUNKS * CHUNK), interval - CACHE_AHEAD >= first_interval,
-                d, n, d_mask, n_mask, delta_ptr + batch * s_dt_b, u_ptr + batch * s_u_b, z_ptr + batch * s_z_b,
-                dout_ptr + batch * s_do_b, B_base, C_base, s_dt_d, s_u_d, s_z_d, s_do_d, s_B_n, s_C_n,
-                s_dt_l, s_u_l, s_z_l, s_do_l, s_B_l, s_C_l, SUBCHUNKS * CHUNK, B_VARYING, C_VARYING, HAS_Z, CACHE_L2,
-            )
         # Pass 1: each chunk's start state, from the state saved before the interval
         # (nothing to do when states were saved before every chunk: SUBCHUNKS == 1).
         if PREFETCH:
@@ -696,10 +665,6 @@ class BwdConfig:
     # dout and z in the second, and the state saved before each interval with its first
     # delta tile during the interval walked before it.
     prefetch: bool = False
-    # At each saved interval, ask the cache (L1, or L2 with cache_l2) for every input row
-    # of the interval walked cache_ahead intervals later (0: no hints). GPU only.
-    cache_ahead: int = 0
-    cache_l2: bool = False
 
 
 # Splitting L, as in the forward: segments until about SPLIT_PROGRAMS programs run, each
@@ -739,7 +704,9 @@ MAX_ADDS = 512
 # H200 (2026-12-07) two groups into two copies ran 3.032 against 3.162 ms (one group, one
 # copy) at (8, 4096, 2048, 16), and copies changed nothing where the additions were few
 # already (1.291 / 1.282 ms at (8, 1536, 2048, 16), 5.170 / 5.175 and 10.42 / 10.42 at the
-# long shapes). Beyond 2 * MAX_ADDS an address: one group, one copy (not timed).
+# long shapes); on an H100 the adopted launch then ran forward + backward in 3.619 ms
+# against 3.849 (1.64x mamba_ssm, side by side). Beyond 2 * MAX_ADDS an address: one
+# group, one copy (not timed).
 MAX_COPIES = 2
 
 
@@ -874,8 +841,8 @@ def scan_bwd(
         *du.stride(), *ddelta.stride(), *dz.stride(),
         SUBCHUNKS=subchunks, B_VARYING=b_varying, HAS_D=D is not None, HAS_DFINAL=dfinal is not None, FOLD=n_seg > 1,
         ATOMIC=atomic, SCATTERED_SUMS=cfg.scattered_sums, SUM_GROUPS=min(cfg.sum_groups, cfg.block_d),
-        ADD_COPIES=copies, PREFETCH=cfg.prefetch,
-        CACHE_AHEAD=cfg.cache_ahead if not triton_interpreter_enabled() else 0, CACHE_L2=cfg.cache_l2, **flags,
+        ADD_COPIES=copies,
+        PREFETCH=cfg.prefetch, **flags,
     )
 
     def total(x: torch.Tensor) -> torch.Tensor:

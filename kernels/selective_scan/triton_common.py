@@ -48,33 +48,3 @@ def split_length(programs: int, length: int, align: int, *, target: int, min_len
     seg_len = max(min_len, cdiv(length, cdiv(target, programs)))
     seg_len = cdiv(seg_len, align) * align
     return seg_len if seg_len < length else None
-
-
-@triton.jit
-def prefetch_lines(ptrs, mask, L2: tl.constexpr):
-    """Asks the cache (L1, or L2 with ``L2``) for the lines holding ``ptrs`` (any shape)
-    where ``mask``. Only a hint: it writes no register, so no later instruction waits on
-    it. A load issued early for the same purpose holds one of the few scoreboards, which
-    ptxas may then share with nearer loads (shared memory, the multi-function unit): their
-    users then wait for the far load too (ncu: the forward's largest single stall).
-    Inline PTX: GPU only (callers pass no lines under TRITON_INTERPRET)."""
-    if L2:
-        tl.inline_asm_elementwise(
-            "{ .reg .pred p; setp.ne.b32 p, $2, 0; @p prefetch.global.L2 [$1]; mov.u32 $0, 0; }",
-            "=r,l,r", [ptrs, mask.to(tl.int32)], dtype=tl.int32, is_pure=False, pack=1,
-        )
-    else:
-        tl.inline_asm_elementwise(
-            "{ .reg .pred p; setp.ne.b32 p, $2, 0; @p prefetch.global.L1 [$1]; mov.u32 $0, 0; }",
-            "=r,l,r", [ptrs, mask.to(tl.int32)], dtype=tl.int32, is_pure=False, pack=1,
-        )
-
-
-@triton.jit
-def prefetch_rows(rows, t0, count, stride, mask, L2: tl.constexpr):
-    """Asks the cache (:func:`prefetch_lines`) for the steps t0 .. t0 + count - 1 of each
-    row in ``rows`` (pointers to step 0, any shape) where ``mask``: the lines of the span's
-    first and last step, all of it for spans of up to two lines (a 16-step bf16 row is
-    32 bytes, a 64-step one 128)."""
-    prefetch_lines(rows + t0 * stride, mask, L2)
-    prefetch_lines(rows + (t0 + count - 1) * stride, mask, L2)

@@ -19,11 +19,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import triton_interpreter_enabled
 from ..layout import empty_like_layout
 from ..sizes import cdiv, next_power_of_2
 from ..triton_math import LOG2E, fast_math, sigmoid, softplus
-from .triton_common import in_step_layout, load, prefetch_rows, split_length
+from .triton_common import in_step_layout, load, split_length
 
 
 @triton.jit
@@ -51,27 +50,6 @@ def _fwd_load(
     if C_VARYING and WRITE_OUT:
         Ct = load(C_base + t[:, None] * s_C_l + n[None, :] * s_C_n, mtn).to(tl.float32)
     return dt, u, z, Bt, Ct
-
-
-@triton.jit
-def _fwd_cache(
-    c, chunk_end, d_mask, n_mask, dt_rows, u_rows, z_rows, B_rows, C_rows,
-    s_u_l, s_dt_l, s_z_l, s_B_l, s_C_l,
-    CHUNK: tl.constexpr, B_VARYING: tl.constexpr, C_VARYING: tl.constexpr, HAS_Z: tl.constexpr,
-    WRITE_OUT: tl.constexpr, L2: tl.constexpr,
-):
-    """Asks the cache for chunk c's input rows (if c < chunk_end). dt_rows, u_rows,
-    z_rows: (BLOCK_D,) pointers to step 0; B_rows, C_rows: (BLOCK_N,)."""
-    t0 = c * CHUNK
-    live = c < chunk_end
-    prefetch_rows(dt_rows, t0, CHUNK, s_dt_l, d_mask & live, L2)
-    prefetch_rows(u_rows, t0, CHUNK, s_u_l, d_mask & live, L2)
-    if HAS_Z and WRITE_OUT:
-        prefetch_rows(z_rows, t0, CHUNK, s_z_l, d_mask & live, L2)
-    if B_VARYING:
-        prefetch_rows(B_rows, t0, CHUNK, s_B_l, n_mask & live, L2)
-    if C_VARYING and WRITE_OUT:
-        prefetch_rows(C_rows, t0, CHUNK, s_C_l, n_mask & live, L2)
 
 
 @triton.jit
@@ -160,8 +138,7 @@ def _fwd_kernel(
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_INIT: tl.constexpr, SAVE_STATES: tl.constexpr, WRITE_OUT: tl.constexpr, START_FROM_SEGMENTS: tl.constexpr,
-    PREFETCH: tl.constexpr, DELTA_AHEAD: tl.constexpr, CACHE_AHEAD: tl.constexpr, CACHE_L2: tl.constexpr,
-    FAST_MATH: tl.constexpr,
+    PREFETCH: tl.constexpr, DELTA_AHEAD: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     """Grid: (channel blocks x segments, groups, batch).
 
@@ -251,12 +228,6 @@ def _fwd_kernel(
         mtn_full = None
     else:
         mtn_full = (steps >= 0)[:, None] & n_mask[None, :]
-    # Row pointers at step 0 for the cache hints (CACHE_AHEAD): (BLOCK_D,) and (BLOCK_N,).
-    dt_rows = delta_ptr + batch * s_dt_b + d * s_dt_d
-    u_rows = u_ptr + batch * s_u_b + d * s_u_d
-    z_rows = z_ptr + batch * s_z_b + d * s_z_d
-    B_rows = B_base + n * s_B_n
-    C_rows = C_base + n * s_C_n
     if PREFETCH:
         # Software pipelining: the next chunk's tiles are loaded before this chunk's
         # recurrence runs, so their memory latency overlaps the arithmetic. The last
@@ -280,13 +251,6 @@ def _fwd_kernel(
                     t_next, m2_full, mtn_full, n, u_base, dt_base, z_base, B_base, C_base,
                     s_u_l, s_dt_l, s_z_l, s_B_n, s_B_l, s_C_n, s_C_l, B_VARYING, C_VARYING, HAS_Z, WRITE_OUT,
                 )
-                if CACHE_AHEAD > 0:
-                    # The chunk the next iteration's loads fetch (and CACHE_AHEAD - 1 after it)
-                    # is asked of the cache now, so that those loads find it there.
-                    _fwd_cache(
-                        chunk + 1 + CACHE_AHEAD, chunk_end, d_mask, n_mask, dt_rows, u_rows, z_rows, B_rows, C_rows,
-                        s_u_l, s_dt_l, s_z_l, s_B_l, s_C_l, CHUNK, B_VARYING, C_VARYING, HAS_Z, WRITE_OUT, CACHE_L2,
-                    )
                 if not DELTA_AHEAD:
                     dt_c, dtu_c = _fwd_delta(dt_c, u_c, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
                 h, dt_chunk = _fwd_chunk(
@@ -426,7 +390,6 @@ def scan_fwd(
     z_arg = z if z is not None else u
     init_arg = initial_state if initial_state is not None else final
     n_dblk = cdiv(dg, cfg.block_d)
-    compiled = not triton_interpreter_enabled()  # cache hints are inline PTX
 
     def launch(segments: int, first_pass: bool) -> None:
         _fwd_kernel[(n_dblk * segments, groups, batch)](
@@ -440,8 +403,8 @@ def scan_fwd(
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
             HAS_INIT=initial_state is not None and not first_pass, SAVE_STATES=save and not first_pass,
             WRITE_OUT=not first_pass, START_FROM_SEGMENTS=n_seg > 1 and not first_pass, PREFETCH=cfg.prefetch,
-            DELTA_AHEAD=cfg.delta_ahead, CACHE_AHEAD=cfg.cache_ahead if cfg.prefetch and compiled else 0,
-            CACHE_L2=cfg.cache_l2, FAST_MATH=fast_math(u, delta, z), num_warps=cfg.num_warps, maxnreg=cfg.maxnreg,
+            DELTA_AHEAD=cfg.delta_ahead,
+            FAST_MATH=fast_math(u, delta, z), num_warps=cfg.num_warps, maxnreg=cfg.maxnreg,
         )
 
     if n_seg > 1:
@@ -466,10 +429,6 @@ class FwdConfig:
     # With prefetch: each chunk's delta made (bias, softplus) in the load's layout at the
     # end of the iteration before, rather than next to its use (see the kernel).
     delta_ahead: bool = False
-    # With prefetch: ask the cache (L1, or L2 with cache_l2) for the chunk cache_ahead
-    # chunks after the one the prefetching loads fetch (0: no hints). GPU only.
-    cache_ahead: int = 0
-    cache_l2: bool = False
 
 
 # A one-warp program walks its channels' sequence (or segment) alone, so the launch needs

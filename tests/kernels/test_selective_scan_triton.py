@@ -15,7 +15,7 @@ import torch
 from fake_check import assert_fake_matches_real
 
 from seqmamba.kernels import selective_scan
-from seqmamba.kernels.selective_scan import triton_bwd, triton_fwd
+from seqmamba.kernels.selective_scan import triton_bwd
 
 ON_GPU = torch.cuda.is_available()
 DEVICE = "cuda" if ON_GPU else "cpu"
@@ -440,21 +440,6 @@ def test_channel_sums_in_copies(copies, monkeypatch):
     check(Case(length=19, n_state=2, dim=40, batch=1, with_init=False), seed=26)
     check(Case(length=129, dtype=torch.bfloat16, bc="grouped", dim=40), seed=27)
     check(Case(length=70, bc="mixed", dim=8), seed=28)
-
-
-@pytest.mark.skipif(not ON_GPU, reason="cache hints are inline PTX: compiled kernels only")
-@pytest.mark.parametrize("cache_ahead, cache_l2", ((1, False), (2, False), (1, True)))
-@pytest.mark.parametrize("options", CARRIED_CASES + (dict(length=4099, small_dt=True, bc="mixed"),))
-def test_cache_hints(cache_ahead, cache_l2, options, split_l, monkeypatch):
-    """The forward asking L1 or L2 for chunks ahead of its prefetching loads, and the
-    backward for saved intervals ahead, change no result: hints past a segment's end
-    masked off, every B/C form, L split."""
-    for module, name in ((triton_fwd, "fwd_config"), (triton_bwd, "bwd_config")):
-        default = getattr(module, name)
-        monkeypatch.setattr(module, name, lambda *a, default=default, **k: dataclasses.replace(
-            default(*a, **k), prefetch=True, cache_ahead=cache_ahead, cache_l2=cache_l2
-        ))
-    check(Case(**options), seed=29)
 
 
 def test_bwd_prefetch_split(bwd_prefetch, split_l):
