@@ -35,21 +35,38 @@ def _fwd_load(
 
     Absent tiles are returned as dt, which the caller never reads.
     """
+    dt, u, z = _fwd_load_rows(t, m2, u_base, dt_base, z_base, s_u_l, s_dt_l, s_z_l, HAS_Z, WRITE_OUT)
+    Bt, Ct = _fwd_load_bc(t, mtn, n, B_base, C_base, s_B_n, s_B_l, s_C_n, s_C_l, dt, B_VARYING, C_VARYING, WRITE_OUT)
+    return dt, u, z, Bt, Ct
+
+
+@triton.jit
+def _fwd_load_rows(t, m2, u_base, dt_base, z_base, s_u_l, s_dt_l, s_z_l, HAS_Z: tl.constexpr, WRITE_OUT: tl.constexpr):
+    """The per-channel tiles of _fwd_load: dt, u, z (z: dt when absent)."""
     dt = load(dt_base + t[:, None] * s_dt_l, m2)
     u = load(u_base + t[:, None] * s_u_l, m2)
     z = dt
     if HAS_Z and WRITE_OUT:
         z = load(z_base + t[:, None] * s_z_l, m2)
+    return dt, u, z
+
+
+@triton.jit
+def _fwd_load_bc(
+    t, mtn, n, B_base, C_base, s_B_n, s_B_l, s_C_n, s_C_l, absent,
+    B_VARYING: tl.constexpr, C_VARYING: tl.constexpr, WRITE_OUT: tl.constexpr,
+):
+    """The B and C tiles of _fwd_load, in fp32 (``absent`` for one that is not loaded)."""
     # B and C are widened to fp32 here, in the load's compact layout, before they are
     # spread to every thread of the chunk's (step, state, channel) tile: one conversion
     # per value rather than one per thread.
-    Bt = dt
+    Bt = absent
     if B_VARYING:
         Bt = load(B_base + t[:, None] * s_B_l + n[None, :] * s_B_n, mtn).to(tl.float32)
-    Ct = dt
+    Ct = absent
     if C_VARYING and WRITE_OUT:
         Ct = load(C_base + t[:, None] * s_C_l + n[None, :] * s_C_n, mtn).to(tl.float32)
-    return dt, u, z, Bt, Ct
+    return Bt, Ct
 
 
 @triton.jit
@@ -138,7 +155,7 @@ def _fwd_kernel(
     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_INIT: tl.constexpr, SAVE_STATES: tl.constexpr, WRITE_OUT: tl.constexpr, START_FROM_SEGMENTS: tl.constexpr,
-    PREFETCH: tl.constexpr, DELTA_AHEAD: tl.constexpr, FAST_MATH: tl.constexpr,
+    PREFETCH: tl.constexpr, DELTA_AHEAD: tl.constexpr, LATE_LOADS: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     """Grid: (channel blocks x segments, groups, batch).
 
@@ -241,16 +258,42 @@ def _fwd_kernel(
             dt_n, dtu_n = raw_dt, raw_dt
             if DELTA_AHEAD:
                 dt_n, dtu_n = _fwd_delta(raw_dt, u_n, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
+            if LATE_LOADS:
+                far_dt, far_u, far_z = _fwd_load_rows(
+                    tl.minimum(chunk + 1, chunk_end - 1) * CHUNK + steps, m2_full, u_base, dt_base, z_base,
+                    s_u_l, s_dt_l, s_z_l, HAS_Z, WRITE_OUT,
+                )
             while chunk < chunk_end:
                 if SAVE_STATES:
                     if chunk % SAVE_EVERY == 0:
                         tl.store(state_base + (chunk // SAVE_EVERY) * N, h, mask=nd_mask)
                 dt_c, dtu_c, u_c, z_c, B_c, C_c = dt_n, dtu_n, u_n, z_n, B_n, C_n
                 t_next = tl.minimum(chunk + 1, chunk_end - 1) * CHUNK + steps
-                raw_dt, u_n, z_n, B_n, C_n = _fwd_load(
-                    t_next, m2_full, mtn_full, n, u_base, dt_base, z_base, B_base, C_base,
-                    s_u_l, s_dt_l, s_z_l, s_B_n, s_B_l, s_C_n, s_C_l, B_VARYING, C_VARYING, HAS_Z, WRITE_OUT,
-                )
+                if LATE_LOADS:
+                    # Delta, u and z come two chunks ahead, all loads are issued here and
+                    # each is first read here an iteration later: ptxas then counts them all
+                    # on one scoreboard that nothing in the chunk's middle waits on (issued
+                    # with the next chunk's delta made at the iteration's end, the delta, u
+                    # and z loads got scoreboards of their own, which ptxas then shared with
+                    # the shared-memory loads of the chunk's middle: waits there also waited
+                    # for memory).
+                    B_n, C_n = _fwd_load_bc(
+                        t_next, mtn_full, n, B_base, C_base, s_B_n, s_B_l, s_C_n, s_C_l, far_dt,
+                        B_VARYING, C_VARYING, WRITE_OUT,
+                    )
+                    u_n, z_n = far_u, far_z
+                    dt_n, dtu_n = far_dt, far_dt
+                    if DELTA_AHEAD:
+                        dt_n, dtu_n = _fwd_delta(far_dt, far_u, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
+                    far_dt, far_u, far_z = _fwd_load_rows(
+                        tl.minimum(chunk + 2, chunk_end - 1) * CHUNK + steps, m2_full, u_base, dt_base, z_base,
+                        s_u_l, s_dt_l, s_z_l, HAS_Z, WRITE_OUT,
+                    )
+                else:
+                    raw_dt, u_n, z_n, B_n, C_n = _fwd_load(
+                        t_next, m2_full, mtn_full, n, u_base, dt_base, z_base, B_base, C_base,
+                        s_u_l, s_dt_l, s_z_l, s_B_n, s_B_l, s_C_n, s_C_l, B_VARYING, C_VARYING, HAS_Z, WRITE_OUT,
+                    )
                 if not DELTA_AHEAD:
                     dt_c, dtu_c = _fwd_delta(dt_c, u_c, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
                 h, dt_chunk = _fwd_chunk(
@@ -266,9 +309,10 @@ def _fwd_kernel(
                 # the conversion of a tile made inside the iteration up to its load and
                 # computes the whole chain in the wide layout): 24 fewer MUFU and 130
                 # fewer instructions per 16-step chunk of 8 channels (sm_90 build, 784 -> 654).
-                dt_n = raw_dt
-                if DELTA_AHEAD:
-                    dt_n, dtu_n = _fwd_delta(raw_dt, u_n, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
+                if not LATE_LOADS:
+                    dt_n = raw_dt
+                    if DELTA_AHEAD:
+                        dt_n, dtu_n = _fwd_delta(raw_dt, u_n, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
                 if not WRITE_OUT:
                     dt_sum += dt_chunk
                 chunk += 1
@@ -403,7 +447,7 @@ def scan_fwd(
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
             HAS_INIT=initial_state is not None and not first_pass, SAVE_STATES=save and not first_pass,
             WRITE_OUT=not first_pass, START_FROM_SEGMENTS=n_seg > 1 and not first_pass, PREFETCH=cfg.prefetch,
-            DELTA_AHEAD=cfg.delta_ahead,
+            DELTA_AHEAD=cfg.delta_ahead, LATE_LOADS=cfg.late_loads,
             FAST_MATH=fast_math(u, delta, z), num_warps=cfg.num_warps, maxnreg=cfg.maxnreg,
         )
 
@@ -429,6 +473,9 @@ class FwdConfig:
     # With prefetch: each chunk's delta made (bias, softplus) in the load's layout at the
     # end of the iteration before, rather than next to its use (see the kernel).
     delta_ahead: bool = False
+    # With prefetch: delta, u and z loaded two chunks ahead (B and C one), and each chunk's
+    # delta made at the start of the iteration before rather than at its end (see the kernel).
+    late_loads: bool = False
 
 
 # A one-warp program walks its channels' sequence (or segment) alone, so the launch needs

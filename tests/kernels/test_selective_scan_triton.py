@@ -15,7 +15,7 @@ import torch
 from fake_check import assert_fake_matches_real
 
 from seqmamba.kernels import selective_scan
-from seqmamba.kernels.selective_scan import triton_bwd
+from seqmamba.kernels.selective_scan import triton_bwd, triton_fwd
 
 ON_GPU = torch.cuda.is_available()
 DEVICE = "cuda" if ON_GPU else "cpu"
@@ -440,6 +440,27 @@ def test_channel_sums_in_copies(copies, monkeypatch):
     check(Case(length=19, n_state=2, dim=40, batch=1, with_init=False), seed=26)
     check(Case(length=129, dtype=torch.bfloat16, bc="grouped", dim=40), seed=27)
     check(Case(length=70, bc="mixed", dim=8), seed=28)
+
+
+@pytest.mark.parametrize("options", CARRIED_CASES if ON_GPU else CARRIED_CASES[1:4])
+def test_forward_late_loads(options, monkeypatch):
+    """The forward loading delta, u and z two chunks ahead and making each chunk's delta an
+    iteration before its use: one chunk or several (the reloads clamped to the last), a
+    partial last chunk, every B/C form, without bias, softplus, D, z."""
+    default = triton_fwd.fwd_config
+    monkeypatch.setattr(
+        triton_fwd, "fwd_config", lambda *a, **k: dataclasses.replace(default(*a, **k), prefetch=True, late_loads=True)
+    )
+    check(Case(**options), seed=29)
+
+
+def test_forward_late_loads_split(split_l, monkeypatch):
+    """... with L split: the first pass (no outputs) and the segments' own chunk ranges."""
+    default = triton_fwd.fwd_config
+    monkeypatch.setattr(
+        triton_fwd, "fwd_config", lambda *a, **k: dataclasses.replace(default(*a, **k), prefetch=True, late_loads=True)
+    )
+    check(Case(length=200 if not ON_GPU else 4099, small_dt=True, bc="mixed"), seed=30)
 
 
 def test_bwd_prefetch_split(bwd_prefetch, split_l):
