@@ -5,7 +5,9 @@ driver for a chosen NVIDIA architecture (sm_90 by default): every kernel the op 
 launch is compiled for that GPU instead (Triton's bundled ptxas), and nothing runs, so
 the outputs are garbage and only their shapes matter. For each compiled kernel it
 prints the registers, spilled bytes, shared memory and the SASS opcode mix of the
-whole kernel and of its innermost loops (the step loops, where the time goes).
+whole kernel and of its innermost loops (the step loops, where the time goes), and in
+each loop the waits that also wait for a global load they do not read (a scoreboard
+ptxas shares between a far and a near load: `Sass.far_waits`).
 
 This is how layout conversions, shuffles and spills were found and removed in the scan
 kernels without GPU time (benchmarks/notes_scan.md); instruction counts do not time a
@@ -133,18 +135,71 @@ def compile_only(arch: int = 90) -> Iterator[Collected]:
 
 _INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
 _BRANCH_TARGET = re.compile(r"^\s*(0x[0-9a-f]+)\s*$")
+_ENCODING = re.compile(r"/\* (0x[0-9a-f]{16}) \*/\s*$")
+_REGISTER = re.compile(r"\bR(\d+)\b")
 
 
 @dataclass
 class Sass:
-    """A kernel's SASS (``cuobjdump -sass``) as (address, opcode, operands) triples."""
+    """A kernel's SASS (``cuobjdump -sass``) as (address, opcode, operands) triples, and
+    each instruction's control bits where the dump has the encodings (sm_90: the high 64
+    bits of the instruction word, on the line after it)."""
 
     instructions: list[tuple[int, str, str]]
+    controls: list[int | None] = field(default_factory=list)
 
     @classmethod
     def parse(cls, text: str) -> Sass:
-        return cls([(int(m.group(1), 16), m.group(2), m.group(3))
-                    for line in text.splitlines() if (m := _INSTRUCTION.search(line)) is not None])
+        instructions, controls = [], []
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
+            if (m := _INSTRUCTION.search(line)) is None:
+                continue
+            instructions.append((int(m.group(1), 16), m.group(2), m.group(3)))
+            high = _ENCODING.search(lines[i + 1]) if i + 1 < len(lines) else None
+            low = _ENCODING.search(line)
+            controls.append(int(high.group(1), 16) >> 41 if high and low and not _INSTRUCTION.search(lines[i + 1])
+                            else None)
+        return cls(instructions, controls)
+
+    def far_waits(self, start: int, end: int) -> list[tuple[int, str, list[int]]] | None:
+        """Waits in the loop [start, end] that also wait for a global load they do not read.
+
+        Each variable-latency instruction counts on one of six scoreboards (its control
+        bits: write barrier bits 5-7, read barrier 8-10, wait mask 11-16 of the control
+        word); an instruction that waits on a scoreboard waits for everything counted on
+        it. When ptxas puts a load issued early (a prefetch) on the scoreboard of a nearer
+        shared-memory load or MUFU result, the wait for those also waits for memory.
+        Returns (address, opcode, [how many instructions earlier each such load was
+        issued, around the loop]) per wait, or None without control bits.
+        """
+        body = [(i, ins) for i, ins in enumerate(self.instructions) if start <= ins[0] <= end]
+        if not body or any(self.controls[i] is None for i, _ in body) if self.controls else True:
+            return None
+        pending: dict[int, list[tuple[int, set[int]]]] = {sb: [] for sb in range(6)}  # (position, registers)
+        found = []
+        for lap in range(2):  # the first lap leaves what the loop's end carries into its start
+            for position, (i, (address, opcode, operands)) in enumerate(body):
+                control = self.controls[i]
+                read = set(map(int, _REGISTER.findall(operands if opcode.startswith(("ST", "RED", "ATOM"))
+                                                      else operands.partition(",")[2])))
+                for sb in range(6):
+                    if control >> (11 + sb) & 1:
+                        unread = [p for p, regs in pending[sb] if regs and not regs & read]
+                        if unread and lap == 1:
+                            found.append((address, opcode, [(position - p) % len(body) for p in unread]))
+                        pending[sb] = []
+                write, read_barrier = control >> 5 & 7, control >> 8 & 7
+                if write != 7:
+                    # Global loads carry their destination registers; other producers none.
+                    regs: set[int] = set()
+                    if opcode.startswith("LDG") and (m := _REGISTER.search(operands.partition(",")[0])):
+                        width = 4 if ".128" in opcode else 2 if ".64" in opcode else 1
+                        regs = set(range(int(m.group(1)), int(m.group(1)) + width))
+                    pending[write].append((position, regs))
+                if read_barrier != 7:
+                    pending[read_barrier].append((position, set()))
+        return found
 
     def opcodes(self, start: int = 0, end: int | None = None) -> collections.Counter[str]:
         """Opcode counts (without modifiers) of the instructions at addresses in [start, end]."""
@@ -231,6 +286,11 @@ def describe(kernel: CompiledKernel, dump: Path | None = None) -> str:
     for i, (start, end) in enumerate(sass.innermost_loops()):
         counts = sass.opcodes(start, end)
         lines.append(f"  loop {i} [{start:#x}-{end:#x}]: {_mix(counts, sum(counts.values()))}")
+        waits = sass.far_waits(start, end)
+        if waits:
+            shown_waits = "; ".join(f"{address:#x} {opcode} ({', '.join(map(str, sorted(distances)))} instrs after)"
+                                    for address, opcode, distances in waits)
+            lines.append(f"    waits also for a global load it does not read: {shown_waits}")
     if dump is not None:
         dump.mkdir(parents=True, exist_ok=True)
         stem = dump / f"{kernel.name}_{abs(hash(tuple(sorted(map(str, shown.items()))))) % 10**6}"

@@ -116,6 +116,8 @@ def variant_name(kind: str, cfg) -> str:
         name += " scattered"
     if getattr(cfg, "delta_ahead", False):
         name += " delta-ahead"
+    if getattr(cfg, "late_loads", False):
+        name += " late-loads"
     if cfg.maxnreg is not None:
         name += f" r{cfg.maxnreg}"
     return name

@@ -42,6 +42,39 @@ def test_sass_parsing_counts_opcodes_and_finds_innermost_loops():
         assert sass.opcodes(0x20, 0x50) == {"FFMA": 1, "SHFL": 1, "FADD": 1, "BRA": 1}
 
 
+def _encoded(rows: list[tuple[str, int, int]]) -> str:
+    """A toy SASS dump with encodings: (instruction, write scoreboard or 7, wait mask) per
+    row, the control bits in the high word as sm_90 places them (read barrier 7: none)."""
+    out = []
+    for i, (text, write, wait) in enumerate(rows):
+        control = 1 | write << 5 | 7 << 8 | wait << 11
+        out.append(f"        /*{16 * i:04x}*/   {text} ;   /* 0x{0x1234:016x} */")
+        out.append(f"                                   /* 0x{control << 41:016x} */")
+    return "\n".join(out)
+
+
+def test_far_waits_find_a_wait_that_also_waits_for_an_unread_global_load():
+    """A load issued early (LDG, scoreboard 2) and a shared-memory load on the same
+    scoreboard: the LDS's user waits for both, and is reported with the distance; on
+    scoreboards of their own nothing is reported; a dump without encodings gives None."""
+    def loop(ldg_scoreboard: int) -> list[tuple[str, int, int]]:
+        return [
+            ("LDG.E.64 R2, desc[UR4][R8.64]", ldg_scoreboard, 0),
+            ("LDS R4, [R10]", 2, 0),
+            ("FMUL R5, R4, R4", 7, 1 << 2),
+            ("FADD R6, R2, R5", 7, 1 << ldg_scoreboard),
+            ("@!P0 BRA 0x0", 7, 0),
+        ]
+
+    with benchmark_module("sass_report") as tool:
+        shared = tool.Sass.parse(_encoded(loop(2)))
+        assert shared.innermost_loops() == [(0x0, 0x40)]
+        assert shared.far_waits(0x0, 0x40) == [(0x20, "FMUL", [2])]
+        apart = tool.Sass.parse(_encoded(loop(3)))
+        assert apart.far_waits(0x0, 0x40) == []
+        assert tool.Sass.parse(SASS).far_waits(0x20, 0x50) is None
+
+
 def test_resident_warps_follow_registers_shared_memory_and_limits():
     with benchmark_module("sass_report") as tool:
         assert tool.resident_warps(255, 1, 512) == 8  # the scan's one-warp programs at 255 registers
@@ -82,6 +115,27 @@ def _last_loop(block: str) -> dict[str, int]:
 
 
 needs_tools = pytest.mark.skipif(not _cuobjdump_available(), reason="Triton's bundled cuobjdump is not installed")
+
+
+def _far_wait_distances(block: str) -> list[int]:
+    """The distances of the last loop's waits that also wait for an unread global load."""
+    line = re.findall(r"^  loop \d+ .*$\n(?:    waits also for a global load it does not read: (.*)$)?", block, flags=re.M)
+    assert line, block
+    return [int(d) for d in re.findall(r"\d+", " ".join(re.findall(r"\(([\d, ]+) instrs after\)", line[-1])))]
+
+
+@needs_tools
+def test_forward_late_loads_keep_the_prefetch_off_the_chunks_scoreboards():
+    """768 programs of 8 channels (the third benchmark shape), the forward alone: with
+    each chunk's delta made at the end of the iteration before, ptxas shares the delta,
+    u and z prefetches' scoreboards with the chunk's shared-memory loads, and waits in
+    the chunk's middle wait for them too, 100-200 instructions after they were issued;
+    with late_loads every load of the iteration is first waited on an iteration later."""
+    shape = ("--shape", "4,1536,16384,16")
+    default = _far_wait_distances(_kernel_block(_report("scan_fwd", *shape), "_fwd_kernel"))
+    late = _far_wait_distances(_kernel_block(_report("scan_fwd", *shape, "--fwd-config", "autof"), "_fwd_kernel"))
+    assert min(default) < 300, default
+    assert late and min(late) > 500, late
 
 
 @needs_tools
