@@ -86,15 +86,23 @@ def _fwd_delta(dt, u, m2, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, 
 
 
 @triton.jit
+def _fwd_gate(z, FAST_MATH: tl.constexpr):
+    """silu(z) = z * sigmoid(z) in fp32 from z as stored."""
+    zt = z.to(tl.float32)
+    return zt * sigmoid(zt, FAST_MATH)
+
+
+@triton.jit
 def _fwd_chunk(
     h, t, m2, dt, dtu, u, z, Bt, Ct, steps, A2, skip, B_tile, C_tile, out_base, s_out_l,
     CHUNK: tl.constexpr, B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, WRITE_OUT: tl.constexpr, FAST_MATH: tl.constexpr,
+    GATED: tl.constexpr = False,
 ):
     """Advances h (N, BLOCK_D) over the chunk's steps t (CHUNK,) and writes their outputs.
 
     dt, dtu: the chunk's delta and delta * u from _fwd_delta; u, z, Bt, Ct: its tiles from
-    _fwd_load; m2: the mask of its (CHUNK, BLOCK_D) tiles (None for a full chunk of full
+    _fwd_load (with GATED, z is silu(z) from _fwd_gate instead); m2: the mask of its (CHUNK, BLOCK_D) tiles (None for a full chunk of full
     channel blocks).
     Returns (h, the chunk's sum of dt per channel (BLOCK_D,)). Without WRITE_OUT only the
     state advances (the first pass of a split sequence); the unused sum of dt costs
@@ -131,8 +139,10 @@ def _fwd_chunk(
         if HAS_D:
             y = y + skip[None, :] * u
         if HAS_Z:
-            zt = z.to(tl.float32)
-            y = y * zt * sigmoid(zt, FAST_MATH)
+            if GATED:
+                y = y * z
+            else:
+                y = y * _fwd_gate(z, FAST_MATH)
         tl.store(out_base + t[:, None] * s_out_l, y.to(out_base.dtype.element_ty), mask=m2)
     return h, tl.sum(dt, axis=0)
 
@@ -258,6 +268,8 @@ def _fwd_kernel(
             dt_n, dtu_n = raw_dt, raw_dt
             if DELTA_AHEAD:
                 dt_n, dtu_n = _fwd_delta(raw_dt, u_n, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
+            if LATE_LOADS and HAS_Z and WRITE_OUT:
+                z_n = _fwd_gate(z_n, FAST_MATH)
             if LATE_LOADS:
                 far_dt, far_u, far_z = _fwd_load_rows(
                     tl.minimum(chunk + 1, chunk_end - 1) * CHUNK + steps, m2_full, u_base, dt_base, z_base,
@@ -281,7 +293,10 @@ def _fwd_kernel(
                         t_next, mtn_full, n, B_base, C_base, s_B_n, s_B_l, s_C_n, s_C_l, far_dt,
                         B_VARYING, C_VARYING, WRITE_OUT,
                     )
+                    # z's gate is made here too, so that z's load is also first read here.
                     u_n, z_n = far_u, far_z
+                    if HAS_Z and WRITE_OUT:
+                        z_n = _fwd_gate(far_z, FAST_MATH)
                     dt_n, dtu_n = far_dt, far_dt
                     if DELTA_AHEAD:
                         dt_n, dtu_n = _fwd_delta(far_dt, far_u, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
@@ -299,7 +314,7 @@ def _fwd_kernel(
                 h, dt_chunk = _fwd_chunk(
                     h, chunk * CHUNK + steps, m2_full, dt_c, dtu_c, u_c, z_c, B_c, C_c, steps, A2, skip,
                     B_tile, C_tile, out_base, s_out_l,
-                    CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, WRITE_OUT, FAST_MATH,
+                    CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, WRITE_OUT, FAST_MATH, LATE_LOADS,
                 )
                 # The next chunk's delta (and delta * u) is prepared here, after this
                 # chunk's recurrence (its load has landed by now) and in the load's compact
@@ -474,7 +489,7 @@ class FwdConfig:
     # end of the iteration before, rather than next to its use (see the kernel).
     delta_ahead: bool = False
     # With prefetch: delta, u and z loaded two chunks ahead (B and C one), and each chunk's
-    # delta made at the start of the iteration before rather than at its end (see the kernel).
+    # delta and gate silu(z) made at the start of the iteration before (see the kernel).
     late_loads: bool = False
 
 
