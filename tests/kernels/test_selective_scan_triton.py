@@ -442,24 +442,25 @@ def test_channel_sums_in_copies(copies, monkeypatch):
     check(Case(length=70, bc="mixed", dim=8), seed=28)
 
 
-@pytest.mark.parametrize("options", CARRIED_CASES if ON_GPU else CARRIED_CASES[1:4])
-def test_forward_late_loads(options, monkeypatch):
-    """The forward loading delta, u and z two chunks ahead and making each chunk's delta an
-    iteration before its use: one chunk or several (the reloads clamped to the last), a
-    partial last chunk, every B/C form, without bias, softplus, D, z."""
+@pytest.fixture
+def late_loads(monkeypatch):
+    """The forward loads delta, u and z two chunks ahead and makes each chunk's delta and
+    gate at the top of the iteration before (FwdConfig.late_loads)."""
     default = triton_fwd.fwd_config
     monkeypatch.setattr(
         triton_fwd, "fwd_config", lambda *a, **k: dataclasses.replace(default(*a, **k), prefetch=True, late_loads=True)
     )
+
+
+@pytest.mark.parametrize("options", CARRIED_CASES if ON_GPU else CARRIED_CASES[1:4])
+def test_forward_late_loads(late_loads, options):
+    """Tiles carried two chunks: one chunk or several (the reloads clamped to the last), a
+    partial last chunk, every B/C form, without bias, softplus, D, z."""
     check(Case(**options), seed=29)
 
 
-def test_forward_late_loads_split(split_l, monkeypatch):
+def test_forward_late_loads_split(late_loads, split_l):
     """... with L split: the first pass (no outputs) and the segments' own chunk ranges."""
-    default = triton_fwd.fwd_config
-    monkeypatch.setattr(
-        triton_fwd, "fwd_config", lambda *a, **k: dataclasses.replace(default(*a, **k), prefetch=True, late_loads=True)
-    )
     check(Case(length=200 if not ON_GPU else 4099, small_dt=True, bc="mixed"), seed=30)
 
 
