@@ -174,7 +174,7 @@ class Sass:
         issued, around the loop]) per wait, or None without control bits.
         """
         body = [(i, ins) for i, ins in enumerate(self.instructions) if start <= ins[0] <= end]
-        if not body or any(self.controls[i] is None for i, _ in body) if self.controls else True:
+        if not self.controls or not body or any(self.controls[i] is None for i, _ in body):
             return None
         pending: dict[int, list[tuple[int, set[int]]]] = {sb: [] for sb in range(6)}  # (position, registers)
         found = []

@@ -523,11 +523,12 @@ def _bwd_kernel(
         interval -= 1
 
     tl.store(dinit_ptr + bdn_offs, q, mask=nd_mask & (seg == 0))
-    _write_time_sum(dA_ptr, sbdn_offs, d[None, :] * N + n[:, None], dA_acc, nd_mask, ATOMIC)
+    dn_offs = d[None, :] * N + n[:, None]  # in the (D, N) totals
+    _write_time_sum(dA_ptr, sbdn_offs, dn_offs, dA_acc, nd_mask, ATOMIC)
     if not B_VARYING:
-        _write_time_sum(dB_ptr, sbdn_offs, d[None, :] * N + n[:, None], dB_acc, nd_mask, ATOMIC)
+        _write_time_sum(dB_ptr, sbdn_offs, dn_offs, dB_acc, nd_mask, ATOMIC)
     if not C_VARYING:
-        _write_time_sum(dC_ptr, sbdn_offs, d[None, :] * N + n[:, None], dC_acc, nd_mask, ATOMIC)
+        _write_time_sum(dC_ptr, sbdn_offs, dn_offs, dC_acc, nd_mask, ATOMIC)
     if HAS_D:
         _write_time_sum(dD_ptr, sbd, d, dD_acc, d_mask, ATOMIC)
     if HAS_BIAS:

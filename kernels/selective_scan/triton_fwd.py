@@ -93,6 +93,22 @@ def _fwd_gate(z, FAST_MATH: tl.constexpr):
 
 
 @triton.jit
+def _fwd_ahead(
+    raw_dt, u, z, m2, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, DELTA_AHEAD: tl.constexpr,
+    GATE: tl.constexpr, FAST_MATH: tl.constexpr,
+):
+    """A chunk's tiles as the prefetching loop carries them into the chunk's iteration:
+    (delta, delta * u) made with DELTA_AHEAD (else raw dt twice), and z's gate silu(z) with
+    GATE (else z as stored). Returns (dt, dtu, z)."""
+    dt, dtu = raw_dt, raw_dt
+    if DELTA_AHEAD:
+        dt, dtu = _fwd_delta(raw_dt, u, m2, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
+    if GATE:
+        z = _fwd_gate(z, FAST_MATH)
+    return dt, dtu, z
+
+
+@triton.jit
 def _fwd_chunk(
     h, t, m2, dt, dtu, u, z, Bt, Ct, steps, A2, skip, B_tile, C_tile, out_base, s_out_l,
     CHUNK: tl.constexpr, B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
@@ -102,8 +118,8 @@ def _fwd_chunk(
     """Advances h (N, BLOCK_D) over the chunk's steps t (CHUNK,) and writes their outputs.
 
     dt, dtu: the chunk's delta and delta * u from _fwd_delta; u, z, Bt, Ct: its tiles from
-    _fwd_load (with GATED, z is silu(z) from _fwd_gate instead); m2: the mask of its (CHUNK, BLOCK_D) tiles (None for a full chunk of full
-    channel blocks).
+    _fwd_load (with GATED, z is silu(z) from _fwd_gate instead); m2: the mask of its
+    (CHUNK, BLOCK_D) tiles (None for a full chunk of full channel blocks).
     Returns (h, the chunk's sum of dt per channel (BLOCK_D,)). Without WRITE_OUT only the
     state advances (the first pass of a split sequence); the unused sum of dt costs
     nothing where the caller drops it.
@@ -265,11 +281,10 @@ def _fwd_kernel(
                 t, m2_full, mtn_full, n, u_base, dt_base, z_base, B_base, C_base,
                 s_u_l, s_dt_l, s_z_l, s_B_n, s_B_l, s_C_n, s_C_l, B_VARYING, C_VARYING, HAS_Z, WRITE_OUT,
             )
-            dt_n, dtu_n = raw_dt, raw_dt
-            if DELTA_AHEAD:
-                dt_n, dtu_n = _fwd_delta(raw_dt, u_n, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
-            if LATE_LOADS and HAS_Z and WRITE_OUT:
-                z_n = _fwd_gate(z_n, FAST_MATH)
+            dt_n, dtu_n, z_n = _fwd_ahead(
+                raw_dt, u_n, z_n, m2_full, bias, HAS_BIAS, SOFTPLUS, DELTA_AHEAD, LATE_LOADS and HAS_Z and WRITE_OUT,
+                FAST_MATH,
+            )
             if LATE_LOADS:
                 far_dt, far_u, far_z = _fwd_load_rows(
                     tl.minimum(chunk + 1, chunk_end - 1) * CHUNK + steps, m2_full, u_base, dt_base, z_base,
@@ -294,12 +309,11 @@ def _fwd_kernel(
                         B_VARYING, C_VARYING, WRITE_OUT,
                     )
                     # z's gate is made here too, so that z's load is also first read here.
-                    u_n, z_n = far_u, far_z
-                    if HAS_Z and WRITE_OUT:
-                        z_n = _fwd_gate(far_z, FAST_MATH)
-                    dt_n, dtu_n = far_dt, far_dt
-                    if DELTA_AHEAD:
-                        dt_n, dtu_n = _fwd_delta(far_dt, far_u, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
+                    u_n = far_u
+                    dt_n, dtu_n, z_n = _fwd_ahead(
+                        far_dt, far_u, far_z, m2_full, bias, HAS_BIAS, SOFTPLUS, DELTA_AHEAD, HAS_Z and WRITE_OUT,
+                        FAST_MATH,
+                    )
                     far_dt, far_u, far_z = _fwd_load_rows(
                         tl.minimum(chunk + 2, chunk_end - 1) * CHUNK + steps, m2_full, u_base, dt_base, z_base,
                         s_u_l, s_dt_l, s_z_l, HAS_Z, WRITE_OUT,
