@@ -44,6 +44,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from kernel_profile import format_kernels, profile_step, rank_kernels
 from seqmamba.kernels import selective_scan
 
 SHAPES = {  # name -> (batch, D, L, N)
@@ -299,12 +300,25 @@ def bench_shape(shape, impls: Sequence[str], args) -> list[dict]:
                     run(next(cycle_grad)).backward(grad_out)
 
                 rec["fwdbwd_ms"] = time_ms(fwdbwd, args.device, grad_to_none=leaves)
+                if args.profile:
+                    print_fwdbwd_kernels(rec["impl"], shape, fwdbwd, leaves, args.profile)
     anchor = next((r for r in records if r["impl"] == "mamba_ssm" and "skipped" not in r), None)
     for rec in records:
         for mode in ("fwd", "fwdbwd"):
             if anchor and f"{mode}_ms" in rec and f"{mode}_ms" in anchor:
                 rec[f"{mode}_speedup_vs_mamba_ssm"] = anchor[f"{mode}_ms"] / rec[f"{mode}_ms"]
     return records
+
+
+def print_fwdbwd_kernels(name: str, shape, fwdbwd: Callable[[], None], leaves: Sequence[torch.Tensor], rows: int) -> None:
+    """Where one forward + backward's device time goes: its ``rows`` costliest kernels
+    (the small ones around the scan's own, zeroing and casting, included)."""
+    for t in leaves:
+        t.grad = None
+    ranked = rank_kernels(profile_step(fwdbwd))
+    print(f"  one forward + backward of {name} at {tuple(shape)}: {sum(n for _, _, n in ranked)} launches, "
+          f"{sum(us for _, us, _ in ranked) / 1e3:.3f} ms of kernel time", flush=True)
+    print(format_kernels(ranked, rows), flush=True)
 
 
 def _speedup(v: float) -> str:
@@ -390,9 +404,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--check-batch", type=int, default=2, help="rows of the slice checked against the reference")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the records and environment as JSON to this file")
+    p.add_argument("--profile", type=int, default=0, metavar="K",
+                   help="also profile one forward + backward per shape and implementation (CUDA): print its K "
+                        "costliest kernels")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available; use --device cpu")
+    if args.profile and args.device != "cuda":
+        p.error("--profile ranks CUDA kernels: it needs --device cuda")
     args.shapes = [s for s in (args.shapes or ("tiny" if args.device == "cpu" else ",".join(GPU_SHAPES))).split(",")]
     for s in args.shapes:
         if s not in SHAPES and not _parse_shape(s):

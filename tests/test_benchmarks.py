@@ -11,6 +11,7 @@ import pathlib
 import sys
 
 import pytest
+import torch
 from bench_modules import benchmark_module
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -123,11 +124,19 @@ def test_inputs_are_random_and_shaped_like_a_trained_layer(bench):
 
 
 @pytest.mark.parametrize("flag", [["--shapes", "2x3x4"], ["--impls", "cuda_scan"], ["--modes", "bwd"],
-                                  ["--ours-launch", "autoa"], ["--ours-launch", "autoa/8x8"]])
+                                  ["--ours-launch", "autoa"], ["--ours-launch", "autoa/8x8"], ["--profile", "5"]])
 def test_bad_flags_exit_with_a_message(bench, flag, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--device", "cpu", *flag])
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="ranks CUDA kernels")
+def test_profile_ranks_the_kernels_of_a_forward_backward(bench, capsys):
+    assert bench.main(["--shapes", "2x64x300x16", "--impls", "ours", "--modes", "fwdbwd", "--profile", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "one forward + backward of ours at (2, 64, 300, 16):" in printed
+    assert "_bwd_kernel" in printed and "_fwd_kernel" in printed
 
 
 @pytest.fixture(scope="module")
