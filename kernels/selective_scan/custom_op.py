@@ -115,6 +115,10 @@ def _setup_context(ctx, inputs, output) -> None:
     saved = [u, delta, A, B, C, output[2]] + [x for x in (D, z, delta_bias) if x is not None]
     ctx.save_for_backward(*saved)
     ctx.mark_non_differentiable(output[2])
+    # Gradients of unused outputs arrive as None, not as zeros: autograd would otherwise
+    # fill a (batch, D, L / 64, N) fp32 tensor for the saved states (200 MB at batch 1,
+    # L = 2^17) and one for the final state on every backward, for the kernel to read zeros.
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, dout: Tensor, dfinal: Tensor | None, _dstates: Tensor | None):
@@ -129,6 +133,8 @@ def _backward(ctx, dout: Tensor, dfinal: Tensor | None, _dstates: Tensor | None)
             f"{OP}: the forward ran without saving states for the backward (no input required "
             "grad when it ran); run it with grad enabled"
         )
+    if dout is None:  # only the final state was used
+        dout = torch.zeros_like(u)
     du, ddelta, dA, dB, dC, dD, dz, dbias, dinit = selective_scan_bwd(
         u, delta, A, B, C, D, z, delta_bias, states, dout, dfinal, ctx.delta_softplus, None
     )  # every argument passed: the dispatcher finds the mutable one by its position

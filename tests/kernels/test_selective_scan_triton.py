@@ -92,37 +92,61 @@ def make_inputs(case: Case, generator: torch.Generator) -> dict[str, torch.Tenso
     )
 
 
-def run(inputs: dict, case: Case, backend: str, dout: torch.Tensor, dfinal: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Output, final state and every gradient of <out, dout> + <final, dfinal>."""
+def run(inputs: dict, case: Case, backend: str, dout: torch.Tensor | None,
+        dfinal: torch.Tensor | None) -> dict[str, torch.Tensor | None]:
+    """Output, final state and every gradient of <out, dout> + <final, dfinal> (a None
+    gradient: that output unused)."""
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in inputs.items() if v is not None}
     if backend == "sequential":  # the reference runs in float64
         leaves = {k: v.detach().double().requires_grad_(True) for k, v in leaves.items()}
     out, final = selective_scan(
         **leaves, delta_softplus=case.softplus, return_final_state=True, backend=backend
     )
-    torch.autograd.backward([out, final], [dout.to(out.dtype), dfinal.to(final.dtype)])
+    used = [(x, g.to(x.dtype)) for x, g in ((out, dout), (final, dfinal)) if g is not None]
+    torch.autograd.backward(*map(list, zip(*used)))
     result = {"out": out.detach(), "final_state": final.detach()}
     result.update({f"d{k}": v.grad for k, v in leaves.items()})
     return result
 
 
-def check(case: Case, seed: int = 0) -> None:
+def check(case: Case, seed: int = 0, used: tuple[str, ...] = ("out", "final_state")) -> None:
     gen = torch.Generator().manual_seed(seed)
     inputs = make_inputs(case, gen)
     dout = torch.randn(case.batch, case.dim, case.length, generator=gen).to(DEVICE)
     dfinal = torch.randn(case.batch, case.dim, case.n_state, generator=gen).to(DEVICE)
+    dout = dout if "out" in used else None
+    dfinal = dfinal if "final_state" in used else None
     got = run(inputs, case, "triton", dout, dfinal)
     want = run(inputs, case, "sequential", dout, dfinal)
     assert got.keys() == want.keys()
     assert got["out"].dtype == inputs["u"].dtype and got["final_state"].dtype == torch.float32
     for name, ref in want.items():
         val = got[name]
+        if ref is None:  # an input only the unused output depends on (z, D): no gradient, or zeros
+            assert val is None or not val.any(), name
+            continue
         assert val.shape == ref.shape, name
         if name[1:] in inputs:
             assert val.dtype == inputs[name[1:]].dtype, name
         assert torch.isfinite(val).all(), name
         err = ((val.double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
         assert err < TOL[case.dtype], f"{name}: relative error {err:.2e} for {case}"
+
+
+@pytest.mark.parametrize("used", [("out",), ("final_state",)])
+def test_one_output_used(used, monkeypatch):
+    """The gradient of the unused output reaches the op as None, not zeros (the backward
+    then reads no final-state gradient, or makes a zero dout itself)."""
+    dfinals = []
+    scan_bwd = triton_bwd.scan_bwd
+
+    def spy(*args, **kwargs):
+        dfinals.append(args[12])
+        return scan_bwd(*args, **kwargs)
+
+    monkeypatch.setattr(triton_bwd, "scan_bwd", spy)
+    check(Case(length=65), used=used)
+    assert len(dfinals) == 1 and (dfinals[0] is None) == ("final_state" not in used)
 
 
 LENGTHS = LENGTHS_GPU if ON_GPU else LENGTHS_CPU
