@@ -39,8 +39,9 @@
 #               wavefronts and excessive sectors come from)
 #   scanab      bench_scan.py with more rows of ours, each with other launch shapes, in the same
 #               table as mamba_ssm (SCAN_LAUNCH, FWD/BWD pairs as bench_scan's --ours-launch
-#               takes them; by default each chunk's delta made next to its use everywhere,
-#               and an iteration ahead everywhere)
+#               takes them; by default the forward's late loads, a split L's passes
+#               overlapped in both kernels, and the two together; SCAN_PROFILE=K also ranks
+#               the K costliest kernels of one forward + backward per row)
 #   ops         bench_ops.py: causal_conv1d and rms_norm against the causal_conv1d package
 #               and mamba_ssm's layer_norm_fn
 #   conv        conv_tuning.py: the conv backward's launch shapes (CONV_CONTIGUOUS,
@@ -140,7 +141,7 @@ for step in "$@"; do
             done ;;
         scanab)
             run scanab 450 python3 benchmarks/bench_scan.py --impls ours,mamba_ssm \
-                --ours-launch "${SCAN_LAUNCH:-auton/auton,autoa/autoa}" ;;
+                --ours-launch "${SCAN_LAUNCH:-autof/,autov/autov,autofv/autov}" --profile "${SCAN_PROFILE:-0}" ;;
         ops)
             run ops 300 python3 benchmarks/bench_ops.py ;;
         conv)

@@ -266,8 +266,9 @@ def describe(kernel: CompiledKernel, dump: Path | None = None) -> str:
         # A dependent launch must wait (ACQBULK) before it reads anything an earlier
         # kernel may still be writing (kernels/dependent_launch.py).
         wait, load = sass.first("ACQBULK"), sass.first("LDG")
-        if shown.get("EARLY"):
-            # Told that the kernel before writes only some inputs, it loads the others first.
+        if shown.get("EARLY") or shown.get("LAST_SEGMENT_FIRST") or shown.get("SEGMENT_SLOWEST"):
+            # Told that the kernel before writes only some inputs, it loads the others first
+            # (a split scan's second pass: all but the first pass's results).
             early_loads = sum(1 for address, opcode, _ in sass.instructions
                               if opcode.startswith("LDG") and wait is not None and address < wait)
             later_loads = sum(1 for address, opcode, _ in sass.instructions

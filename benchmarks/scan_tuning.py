@@ -45,7 +45,7 @@ def make_inputs(batch: int, dim: int, length: int, n_state: int, *, requires_gra
 SUFFIXES = {
     "p": ("prefetch", True), "s": ("scattered_sums", True), "a": ("delta_ahead", True), "n": ("delta_ahead", False),
     "h": ("sum_groups", 2), "q": ("sum_groups", 4), "c": ("add_copies", 2), "C": ("add_copies", 4),
-    "f": ("late_loads", True),
+    "f": ("late_loads", True), "v": ("overlap", True),
 }
 
 
@@ -63,7 +63,7 @@ def parse_config(cls, text: str):
     and n next to its use, s makes the backward sum dB and dC by scattered exchanges, h / q
     add them per 2 / 4 groups of channels and c / C into 2 / 4 copies of their buffer, f
     makes the forward load delta, u and z two chunks ahead and make each chunk's delta and
-    gate at the top of the iteration before;
+    gate at the top of the iteration before, v overlaps a split L's two kernels (forward and backward);
     '@REGS' at the end caps the registers per thread."""
     text, _, regs = text.partition("@")
     if text == "auto" and not regs:
@@ -198,8 +198,8 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="*", default=[",".join(map(str, s)) for s in SHAPES])
     parser.add_argument("--backward", action="store_true")
     parser.add_argument("--n-contig", action="store_true", help="also time B and C laid out N-contiguous")
-    parser.add_argument("--configs", default="auto,32x8x1,16x8x1", help="auto[letters] or BLOCKDxCHUNKxWARPS[xSEGLEN][letters] (SEGLEN: steps per segment of a split L; p: prefetch, a: delta made an iteration ahead, f: delta, u, z loaded two chunks ahead, delta and gate made at the top of the iteration before), each optionally @REGS (a cap on registers per thread), comma-separated")
-    parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto[letters] or BLOCKDxCHUNKxWARPS[xSEGLEN][letters] (p: tiles prefetched, s: dB and dC summed by scattered exchanges instead of tl.sum's butterfly, h / q: added per 2 / 4 channel groups, c / C: into 2 / 4 buffer copies, a: delta made an iteration ahead), each optionally @REGS")
+    parser.add_argument("--configs", default="auto,32x8x1,16x8x1", help="auto[letters] or BLOCKDxCHUNKxWARPS[xSEGLEN][letters] (SEGLEN: steps per segment of a split L; p: prefetch, a: delta made an iteration ahead, f: delta, u, z loaded two chunks ahead, delta and gate made at the top of the iteration before, v: a split L's two passes overlapped), each optionally @REGS (a cap on registers per thread), comma-separated")
+    parser.add_argument("--bwd-configs", default="", help="backward launch shapes to time alone: auto[letters] or BLOCKDxCHUNKxWARPS[xSEGLEN][letters] (p: tiles prefetched, s: dB and dC summed by scattered exchanges instead of tl.sum's butterfly, h / q: added per 2 / 4 channel groups, c / C: into 2 / 4 buffer copies, a: delta made an iteration ahead, v: a split L's two kernels overlapped, the last segment's programs first), each optionally @REGS")
     parser.add_argument("--save-every", default="64", help="steps between the states the forward saves for the backward "
                         "(multiples of both kernels' chunks), comma-separated: each is timed with every --bwd-configs entry")
     parser.add_argument("--untimed", type=int, default=0, metavar="CALLS",

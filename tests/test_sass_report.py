@@ -164,6 +164,28 @@ def test_scan_backward_sums_channels_with_fewer_shuffles(tmp_path):
 
 
 @needs_tools
+@pytest.mark.parametrize("op, shape, config, first, second", [
+    ("scan", "1,64,2048,16", "--bwd-config", "_bwd_seg_kernel", "_bwd_kernel"),
+    ("scan_fwd", "1,64,8192,16", "--fwd-config", "_fwd_kernel", "_fwd_kernel"),
+], ids=("backward", "forward"))
+def test_overlapped_passes_wait_for_the_first_before_folding(tmp_path, op, shape, config, first, second):
+    """With a split L and the launch's overlap ('v'), the first pass lets the second start
+    at once (PREEXIT), and the second waits (ACQBULK) before its fold loop reads the first
+    pass's results; what it loads before the wait are inputs no kernel writes then."""
+    text = _report(op, "--shape", shape, config, "autov", "--dump", str(tmp_path))
+    blocks = re.findall(rf"^(?:{first}|{second}) .*?(?=^\S|\Z)", text, flags=re.M | re.S)
+    (signals,) = [b for b in blocks if "LAUNCH_DEPENDENTS=True" in b]
+    (waits,) = [b for b in blocks if "PDL=True" in b]
+    assert signals.startswith(first) and waits.startswith(second)
+    sass = {p.read_text() for p in tmp_path.glob(f"{first}_*.sass")}
+    assert any("PREEXIT" in text for text in sass)
+    assert "loads early inputs before its wait" in waits, waits
+    wait = int(re.search(r"wait at (0x[0-9a-f]+)", waits).group(1), 16)
+    fold_start = int(re.search(r"loop 0 \[(0x[0-9a-f]+)-", waits).group(1), 16)
+    assert wait < fold_start
+
+
+@needs_tools
 @pytest.mark.parametrize("batch", [1, 20])
 def test_decode_kernels_wait_for_the_previous_kernel_before_loading(batch):
     """The decode step's kernels are dependent launches on sm_90: each must wait for the

@@ -15,7 +15,9 @@ order (the atomics' order varies between runs, and with it the last bits of dB, 
 Sums over time and batch (dA, dD, ddelta_bias, time-invariant dB/dC) are accumulated in
 registers, then added atomically into one zeroed (D, N) or (D,) sum each (so that no
 reduction runs after the kernel), or, deterministically, written per (segment, batch,
-channel) and added up by the caller. README.md has the math.
+channel) and added up by the caller. The atomic totals are views of one workspace,
+zeroed by one fill and finished (cast, copies added) by one kernel (triton_sums).
+README.md has the math.
 """
 from __future__ import annotations
 
@@ -26,11 +28,13 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import dependent_launch
 from ..layout import empty_like_layout
 from ..sizes import cdiv, next_power_of_2
 from ..triton_math import LOG2E, fast_math, sigmoid, softplus
 from .triton_common import in_step_layout, load, load_f32, split_length
 from .triton_fwd import bc_strides, group_ratio, n_groups
+from .triton_sums import atomic_sums, finish_sums
 
 
 @triton.jit
@@ -232,8 +236,11 @@ def _bwd_kernel(
     HAS_DFINAL: tl.constexpr, FOLD: tl.constexpr, ATOMIC: tl.constexpr, SCATTERED_SUMS: tl.constexpr,
     SUM_GROUPS: tl.constexpr, ADD_COPIES: tl.constexpr,
     DELTA_AHEAD: tl.constexpr, PREFETCH: tl.constexpr, FAST_MATH: tl.constexpr,
+    LAST_SEGMENT_FIRST: tl.constexpr = False, PDL: tl.constexpr = False,
 ):
-    """Grid: (channel blocks x segments, groups, batch), segment-major as in the forward.
+    """Grid: (channel blocks x segments, groups, batch), segment-major as in the forward;
+    with LAST_SEGMENT_FIRST (channel blocks, groups, segments x batch), the last segment's
+    programs first. PDL: launched as a dependent launch of _bwd_seg_kernel (FOLD only).
 
     Segment seg covers saved intervals seg * seg_intervals .. (seg + 1) * seg_intervals - 1
     (one segment when L is not split). With FOLD the gradient entering the segment from
@@ -242,15 +249,25 @@ def _bwd_kernel(
     q <- exp(A sum dt_k) q + q_k for k = n_seg - 1 .. seg + 1, starting from dfinal.
     """
     n_dblk = tl.cdiv(DG, BLOCK_D)
-    pid_d = tl.program_id(0) % n_dblk
-    seg = tl.program_id(0) // n_dblk
+    if LAST_SEGMENT_FIRST:
+        # Grid (channel blocks, groups, segments x batch): the GPU starts programs in the
+        # order of their linear index, so those of the last segment, which fold nothing,
+        # start first (and, with PDL, while _bwd_seg_kernel still runs).
+        pid_d = tl.program_id(0)
+        n_batch = tl.num_programs(2) // n_seg
+        seg = n_seg - 1 - tl.program_id(2) // n_batch
+        batch = (tl.program_id(2) % n_batch).to(tl.int64)
+    else:
+        pid_d = tl.program_id(0) % n_dblk
+        seg = tl.program_id(0) // n_dblk
+        batch = tl.program_id(2).to(tl.int64)
+        n_batch = tl.num_programs(2)
     group = tl.program_id(1)
-    batch = tl.program_id(2).to(tl.int64)
     n_grid_groups = tl.num_programs(1)
-    n_batch = tl.num_programs(2)
     dim = DG * n_grid_groups
     slot = group * n_dblk + pid_d  # this program's row in the per-program partial sums
-    program = (batch * n_grid_groups + group) * tl.num_programs(0) + tl.program_id(0)
+    # This program's scratch: one per program, whichever the grid's layout.
+    program = (tl.program_id(2).to(tl.int64) * n_grid_groups + group) * tl.num_programs(0) + tl.program_id(0)
 
     channels = tl.arange(0, BLOCK_D)
     d_in_group = pid_d * BLOCK_D + channels
@@ -314,6 +331,12 @@ def _bwd_kernel(
     else:
         q = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     if FOLD:
+        if PDL:
+            # A dependent launch: _bwd_seg_kernel, launched just before, may still be
+            # running; its local adjoints are complete once this returns. (Programs of
+            # the last segment read none of them, and never wait.)
+            if seg < n_seg - 1:
+                tl.extra.cuda.gdc_wait()
         seg_row = (batch * dim + d) * (n_seg - 1)  # (BLOCK_D,)
         k = n_seg - 1
         while k > seg:
@@ -556,7 +579,7 @@ def _bwd_seg_kernel(
     s_do_b, s_do_d, s_do_l,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
     C_VARYING: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    DELTA_AHEAD: tl.constexpr, FAST_MATH: tl.constexpr,
+    DELTA_AHEAD: tl.constexpr, FAST_MATH: tl.constexpr, LAUNCH_DEPENDENTS: tl.constexpr = False,
 ):
     """First pass of a split backward. Grid: (channel blocks x (n_seg - 1), groups, batch).
 
@@ -565,6 +588,10 @@ def _bwd_seg_kernel(
     its first step (seg_q_ptr: (batch, D, n_seg - 1, N) fp32) and its sum of dt
     (seg_dt_ptr: (batch, D, n_seg - 1) fp32). dy needs only dout and z, not the states.
     """
+    if LAUNCH_DEPENDENTS:
+        # _bwd_kernel may start now; its programs that read what this kernel writes wait
+        # for it to finish (see PDL there).
+        tl.extra.cuda.gdc_launch_dependents()
     n_dblk = tl.cdiv(DG, BLOCK_D)
     pid_d = tl.program_id(0) % n_dblk
     seg = tl.program_id(0) // n_dblk + 1
@@ -666,6 +693,11 @@ class BwdConfig:
     # dout and z in the second, and the state saved before each interval with its first
     # delta tile during the interval walked before it.
     prefetch: bool = False
+    # A split L's two kernels overlapped: the main kernel launched as a dependent launch
+    # of the first pass (Hopper and later; elsewhere only the order below), its grid
+    # ordered so that the last segment's programs, which need nothing from the first
+    # pass, start first, while it still runs.
+    overlap: bool = False
 
 
 # Splitting L, as in the forward: segments until about SPLIT_PROGRAMS programs run, each
@@ -797,14 +829,20 @@ def scan_bwd(
         dz = dz_out if dz_out is not None else empty_like_layout(z)
     atomic = not torch.are_deterministic_algorithms_enabled()
     copies = cfg.add_copies if atomic else 1
-    # Sums over time (dA, time-invariant dB and dC, dD, ddelta_bias): (D, N) or (D,) totals
-    # the programs add into, or one partial per (segment, batch), added up below.
-    dA, dB_time, dC_time, dD, dbias = _time_sums(
-        atomic, n_seg, batch, dim, n_state, dev,
-        dB=B.dim() == 2, dC=C.dim() == 2, dD=D is not None, dbias=delta_bias is not None,
-    )
-    dB_part = dB_time if B.dim() == 2 else _bc_grad_buffer(B, slots, batch, n_state, length, dev, atomic, copies)
-    dC_part = dC_time if C.dim() == 2 else _bc_grad_buffer(C, slots, batch, n_state, length, dev, atomic, copies)
+    # Sums over time (dA, time-invariant dB and dC, dD, ddelta_bias) and input-dependent
+    # dB, dC: with atomics, zeroed totals in one workspace the programs add into (finished
+    # by one kernel below); else one partial per program row, added up in a fixed order.
+    if atomic:
+        sums = atomic_sums(B, C, batch=batch, dim=dim, n_state=n_state, length=length, copies=copies,
+                           dD=D is not None, dbias=delta_bias is not None, device=dev)
+        dA, dB_part, dC_part, dD, dbias = sums.dA, sums.dB, sums.dC, sums.dD, sums.dbias
+    else:
+        dA, dB_time, dC_time, dD, dbias = _time_sums(
+            n_seg, batch, dim, n_state, dev,
+            dB=B.dim() == 2, dC=C.dim() == 2, dD=D is not None, dbias=delta_bias is not None,
+        )
+        dB_part = dB_time if B.dim() == 2 else _bc_grad_buffer(slots, batch, n_state, length, dev)
+        dC_part = dC_time if C.dim() == 2 else _bc_grad_buffer(slots, batch, n_state, length, dev)
     dinit = torch.empty((batch, dim, n_state), dtype=f32, device=dev)
     subchunks = save_every // cfg.chunk
     # Chunk start states of the interval being walked (none needed when intervals are single chunks).
@@ -824,14 +862,17 @@ def scan_bwd(
         HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
         DELTA_AHEAD=cfg.delta_ahead, FAST_MATH=fast, num_warps=cfg.num_warps, maxnreg=cfg.maxnreg,
     )
+    overlap = cfg.overlap and n_seg > 1
+    pdl = overlap and dependent_launch.enabled_for(dev)
     if n_seg > 1:
         _bwd_seg_kernel[(n_dblk * (n_seg - 1), groups, batch)](
             delta, A, C, z_arg, bias_arg, dout, seg_q, seg_dt,
             length, n_state, dg, group_ratio(C, groups), seg_len, n_seg,
             *delta.stride(), *A.stride(), *sC, *z_arg.stride(), *dout.stride(),
-            **flags,
+            LAUNCH_DEPENDENTS=pdl, **flags,
         )
-    _bwd_kernel[(n_dblk * n_seg, groups, batch)](
+    grid = (n_dblk, groups, n_seg * batch) if overlap else (n_dblk * n_seg, groups, batch)
+    _bwd_kernel[grid](
         u, delta, A, B, C, D if D is not None else A, z_arg, bias_arg,
         states, dout, dfinal if dfinal is not None else dA,
         du, ddelta, dz, dA, dB_part, dC_part, dD if D is not None else dA, dbias if delta_bias is not None else dA,
@@ -843,23 +884,16 @@ def scan_bwd(
         SUBCHUNKS=subchunks, B_VARYING=b_varying, HAS_D=D is not None, HAS_DFINAL=dfinal is not None, FOLD=n_seg > 1,
         ATOMIC=atomic, SCATTERED_SUMS=cfg.scattered_sums, SUM_GROUPS=min(cfg.sum_groups, cfg.block_d),
         ADD_COPIES=copies,
-        PREFETCH=cfg.prefetch, **flags,
+        PREFETCH=cfg.prefetch, LAST_SEGMENT_FIRST=overlap, PDL=pdl, launch_pdl=pdl, **flags,
     )
 
-    def total(x: torch.Tensor) -> torch.Tensor:
-        return x if atomic else x.sum((0, 1))
-
-    return (
-        du,
-        ddelta,
-        total(dA),
-        _bc_grad(dB_part, B, groups, n_dblk, atomic),
-        _bc_grad(dC_part, C, groups, n_dblk, atomic),
-        total(dD).to(D.dtype) if D is not None else None,
-        dz if z is not None else None,
-        total(dbias).to(delta_bias.dtype) if delta_bias is not None else None,
-        dinit,
-    )
+    if atomic:
+        dA, dB, dC, dD, dbias = finish_sums(sums, B, C, D, delta_bias)
+    else:
+        dA, dB, dC = dA.sum((0, 1)), _bc_grad(dB_part, B, groups, n_dblk), _bc_grad(dC_part, C, groups, n_dblk)
+        dD = dD.sum((0, 1)).to(D.dtype) if D is not None else None
+        dbias = dbias.sum((0, 1)).to(delta_bias.dtype) if delta_bias is not None else None
+    return du, ddelta, dA, dB, dC, dD, dz if z is not None else None, dbias, dinit
 
 
 def _bc_groups(X: torch.Tensor) -> int:
@@ -868,46 +902,30 @@ def _bc_groups(X: torch.Tensor) -> int:
 
 
 def _time_sums(
-    atomic: bool, n_seg: int, batch: int, dim: int, n_state: int, dev, *, dB: bool, dC: bool, dD: bool, dbias: bool
+    n_seg: int, batch: int, dim: int, n_state: int, dev, *, dB: bool, dC: bool, dD: bool, dbias: bool
 ) -> tuple[torch.Tensor | None, ...]:
-    """fp32 buffers for dA and the wanted time-invariant dB, dC ((D, N) sums) and dD,
-    ddelta_bias ((D,)); None for the others.
-
-    With ``atomic`` they are zeroed totals the programs add into (separate tensors: a
-    custom op's outputs may not alias each other); else (n_seg, batch, ...) partials, one
-    per program row.
-    """
-    rows = () if atomic else (n_seg, batch)
+    """Fixed-order (deterministic) partial sums over time, one per (segment, batch) row:
+    fp32 (n_seg, batch, D, N) for dA and the wanted time-invariant dB, dC, (n_seg, batch,
+    D) for dD, ddelta_bias; None for the others."""
 
     def alloc(wanted: bool, *shape: int) -> torch.Tensor | None:
-        if not wanted:
-            return None
-        return (torch.zeros if atomic else torch.empty)((*rows, *shape), dtype=torch.float32, device=dev)
+        return torch.empty((n_seg, batch, *shape), dtype=torch.float32, device=dev) if wanted else None
 
     return (
         alloc(True, dim, n_state), alloc(dB, dim, n_state), alloc(dC, dim, n_state), alloc(dD, dim), alloc(dbias, dim)
     )
 
 
-def _bc_grad_buffer(
-    X: torch.Tensor, slots: int, batch: int, n_state: int, length: int, dev, atomic: bool, copies: int = 1,
-) -> torch.Tensor:
-    """fp32 sums for an input-dependent dB or dC (segments cover disjoint steps): with
-    ``atomic`` ``copies`` zeroed (batch, groups, N, L) buffers that the programs add into,
-    else one partial sum per channel block, (slots, batch, N, L), added up in a fixed
-    order (deterministic)."""
-    if atomic:
-        return torch.zeros((copies, batch, _bc_groups(X), n_state, length), dtype=torch.float32, device=dev)
+def _bc_grad_buffer(slots: int, batch: int, n_state: int, length: int, dev) -> torch.Tensor:
+    """Fixed-order partial sums of an input-dependent dB or dC, one per channel block:
+    fp32 (slots, batch, N, L) (segments cover disjoint steps)."""
     return torch.empty((slots, batch, n_state, length), dtype=torch.float32, device=dev)
 
 
-def _bc_grad(part: torch.Tensor, X: torch.Tensor, groups: int, n_dblk: int, atomic: bool) -> torch.Tensor:
-    """Adds the partial sums up into X's shape and dtype (a time-invariant X's atomic
-    total is already its sum)."""
+def _bc_grad(part: torch.Tensor, X: torch.Tensor, groups: int, n_dblk: int) -> torch.Tensor:
+    """Adds the fixed-order partial sums of dB or dC up into X's shape and dtype."""
     if X.dim() == 2:
-        return (part if atomic else part.sum((0, 1))).to(X.dtype)
-    if atomic:
-        return (part[0] if part.shape[0] == 1 else part.sum(0)).view(X.shape).to(X.dtype)
+        return part.sum((0, 1)).to(X.dtype)
     if X.dim() == 3:
         return part.sum(0).to(X.dtype)
     x_groups = X.shape[1]

@@ -19,6 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import dependent_launch
 from ..layout import empty_like_layout
 from ..sizes import cdiv, next_power_of_2
 from ..triton_math import LOG2E, fast_math, sigmoid, softplus
@@ -182,8 +183,10 @@ def _fwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_INIT: tl.constexpr, SAVE_STATES: tl.constexpr, WRITE_OUT: tl.constexpr, START_FROM_SEGMENTS: tl.constexpr,
     PREFETCH: tl.constexpr, DELTA_AHEAD: tl.constexpr, LATE_LOADS: tl.constexpr, FAST_MATH: tl.constexpr,
+    SEGMENT_SLOWEST: tl.constexpr = False, PDL: tl.constexpr = False, LAUNCH_DEPENDENTS: tl.constexpr = False,
 ):
-    """Grid: (channel blocks x segments, groups, batch).
+    """Grid: (channel blocks x segments, groups, batch); with SEGMENT_SLOWEST (channel
+    blocks, groups, segments x batch), every batch row's first segment first.
 
     The sequence is cut into n_seg segments of seg_chunks chunks (one segment when L is
     not split). Program axis 0 runs segment-major, so programs in flight together share
@@ -194,12 +197,24 @@ def _fwd_kernel(
     - WRITE_OUT=True: writes out, the saved states and (last segment) the final state.
       With START_FROM_SEGMENTS the program first folds the earlier segments' end states
       into its true start state: h <- exp(A sum dt_k) h + h_k for k = 0 .. seg - 1.
+      With PDL it is a dependent launch of the first pass, and waits for it before that
+      fold (programs of the first segment fold nothing and never wait).
+    LAUNCH_DEPENDENTS (first pass): lets the second pass start while this one runs.
     """
+    if LAUNCH_DEPENDENTS:
+        tl.extra.cuda.gdc_launch_dependents()
     n_dblk = tl.cdiv(DG, BLOCK_D)
-    pid_d = tl.program_id(0) % n_dblk
-    seg = tl.program_id(0) // n_dblk
+    if SEGMENT_SLOWEST:
+        # The GPU starts programs in the order of their linear index: those of the first
+        # segment, which need nothing from the first pass, start first.
+        pid_d = tl.program_id(0)
+        seg = tl.program_id(2) // (tl.num_programs(2) // n_seg)
+        batch = (tl.program_id(2) % (tl.num_programs(2) // n_seg)).to(tl.int64)
+    else:
+        pid_d = tl.program_id(0) % n_dblk
+        seg = tl.program_id(0) // n_dblk
+        batch = tl.program_id(2).to(tl.int64)
     group = tl.program_id(1)
-    batch = tl.program_id(2).to(tl.int64)
     dim = DG * tl.num_programs(1)
 
     d_in_group = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -238,6 +253,9 @@ def _fwd_kernel(
     # Segment end states and sums of dt: (batch, D, n_seg - 1, N) and (batch, D, n_seg - 1).
     seg_row = (batch * dim + d) * (n_seg - 1)  # (BLOCK_D,)
     if START_FROM_SEGMENTS:
+        if PDL:
+            if seg > 0:
+                tl.extra.cuda.gdc_wait()  # the first pass's end states are complete after this
         # Each factor exp(A sum dt_k) is a true product of decays (<= 1 for dt >= 0, A <= 0):
         # no overflow, and the same rounding class as the step-by-step recurrence.
         k = 0
@@ -464,8 +482,15 @@ def scan_fwd(
     init_arg = initial_state if initial_state is not None else final
     n_dblk = cdiv(dg, cfg.block_d)
 
+    # Overlapped (FwdConfig.overlap): the second pass ordered first segment first and,
+    # on Hopper and later, launched as a dependent launch of the first.
+    overlap = cfg.overlap and n_seg > 1
+    pdl = overlap and dependent_launch.enabled_for(dev)
+
     def launch(segments: int, first_pass: bool) -> None:
-        _fwd_kernel[(n_dblk * segments, groups, batch)](
+        slowest = overlap and not first_pass
+        grid = (n_dblk, groups, segments * batch) if slowest else (n_dblk * segments, groups, batch)
+        _fwd_kernel[grid](
             u, delta, A, B, C, D if D is not None else A, z_arg, delta_bias if delta_bias is not None else A,
             init_arg, out, final, states, seg_states, seg_dt,
             length, n_state, dg, n_saved, group_ratio(B, groups), group_ratio(C, groups), seg_chunks, n_seg,
@@ -478,6 +503,8 @@ def scan_fwd(
             WRITE_OUT=not first_pass, START_FROM_SEGMENTS=n_seg > 1 and not first_pass, PREFETCH=cfg.prefetch,
             DELTA_AHEAD=cfg.delta_ahead, LATE_LOADS=cfg.late_loads,
             FAST_MATH=fast_math(u, delta, z), num_warps=cfg.num_warps, maxnreg=cfg.maxnreg,
+            SEGMENT_SLOWEST=slowest, PDL=pdl and not first_pass, LAUNCH_DEPENDENTS=pdl and first_pass,
+            launch_pdl=pdl and not first_pass,
         )
 
     if n_seg > 1:
@@ -505,6 +532,10 @@ class FwdConfig:
     # With prefetch: delta, u and z loaded two chunks ahead (B and C one), and each chunk's
     # delta and gate silu(z) made at the start of the iteration before (see the kernel).
     late_loads: bool = False
+    # A split L's two passes overlapped: the second launched as a dependent launch of the
+    # first (Hopper and later; elsewhere only the order), its first segment's programs,
+    # which need nothing from the first pass, started first.
+    overlap: bool = False
 
 
 # A one-warp program walks its channels' sequence (or segment) alone, so the launch needs

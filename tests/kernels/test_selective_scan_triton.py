@@ -457,23 +457,24 @@ def test_channel_sums_in_copies(copies, monkeypatch):
     """dB and dC added into several copies of their buffer (neighbouring channel blocks into
     different ones), which the caller adds up: more channel blocks than copies, fewer (one
     block of 8 channels), two groups of channels, grouped and mixed B/C."""
-    default = triton_bwd.bwd_config
-    monkeypatch.setattr(
-        triton_bwd, "bwd_config", lambda *a, **k: dataclasses.replace(default(*a, **k), add_copies=copies)
-    )
+    with_default_launch_changed(monkeypatch, triton_bwd, add_copies=copies)
     check(Case(length=19, n_state=2, dim=40, batch=1, with_init=False), seed=26)
     check(Case(length=129, dtype=torch.bfloat16, bc="grouped", dim=40), seed=27)
     check(Case(length=70, bc="mixed", dim=8), seed=28)
+
+
+def with_default_launch_changed(monkeypatch, module, **changes) -> None:
+    """The module's default launch (fwd_config or bwd_config) with some fields changed."""
+    name = "fwd_config" if module is triton_fwd else "bwd_config"
+    default = getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a, **k: dataclasses.replace(default(*a, **k), **changes))
 
 
 @pytest.fixture
 def late_loads(monkeypatch):
     """The forward loads delta, u and z two chunks ahead and makes each chunk's delta and
     gate at the top of the iteration before (FwdConfig.late_loads)."""
-    default = triton_fwd.fwd_config
-    monkeypatch.setattr(
-        triton_fwd, "fwd_config", lambda *a, **k: dataclasses.replace(default(*a, **k), prefetch=True, late_loads=True)
-    )
+    with_default_launch_changed(monkeypatch, triton_fwd, prefetch=True, late_loads=True)
 
 
 @pytest.mark.parametrize("options", CARRIED_CASES if ON_GPU else CARRIED_CASES[1:4])
@@ -486,6 +487,39 @@ def test_forward_late_loads(late_loads, options):
 def test_forward_late_loads_split(late_loads, split_l):
     """... with L split: the first pass (no outputs) and the segments' own chunk ranges."""
     check(Case(length=200 if not ON_GPU else 4099, small_dt=True, bc="mixed"), seed=30)
+
+
+@pytest.fixture
+def bwd_overlap(monkeypatch):
+    """A split backward's two kernels overlapped (BwdConfig.overlap): the main kernel's grid
+    ordered last segment first (and, on Hopper, launched as a dependent launch of the
+    first pass, its other segments waiting for it before they fold)."""
+    with_default_launch_changed(monkeypatch, triton_bwd, overlap=True)
+
+
+@pytest.fixture
+def fwd_overlap(monkeypatch):
+    """A split forward's two passes overlapped (FwdConfig.overlap): the second pass's grid
+    ordered first segment first (and, on Hopper, launched as a dependent launch of the
+    first pass, its later segments waiting for it before they fold)."""
+    with_default_launch_changed(monkeypatch, triton_fwd, overlap=True)
+
+
+@pytest.mark.parametrize("case", [
+    Case(length=200 if not ON_GPU else 4099, small_dt=True, bc="mixed", batch=4),
+    Case(length=129, dtype=torch.bfloat16, bc="grouped", with_init=False, dim=8),
+    Case(length=4099 if ON_GPU else 65, small_dt=True, layout="projection"),
+], ids=("mixed", "grouped-bf16", "projection"))
+@pytest.mark.parametrize("overlapped", ("backward", "both"))
+def test_overlapped_split(request, bwd_overlap, split_l, case, overlapped):
+    """Several segments and batch rows (4 with 4 segments: a mapping of the grid that mixes
+    them up covers some pair twice) in the reordered grids: output, final state and every
+    gradient as without. 'backward': the forward not split."""
+    if overlapped == "both":
+        request.getfixturevalue("fwd_overlap")
+    else:
+        request.getfixturevalue("split_backward_only")
+    check(case, seed=31)
 
 
 def test_bwd_prefetch_split(bwd_prefetch, split_l):
