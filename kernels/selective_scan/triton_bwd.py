@@ -696,7 +696,7 @@ class BwdConfig:
     # A split L's two kernels overlapped: the main kernel launched as a dependent launch
     # of the first pass (Hopper and later; elsewhere only the order below), its grid
     # ordered so that the last segment's programs, which need nothing from the first
-    # pass, start first, while it still runs.
+    # pass, start first, while it still runs (bwd_config's default: OVERLAP).
     overlap: bool = False
 
 
@@ -741,6 +741,11 @@ MAX_ADDS = 512
 # against 3.849 (1.64x mamba_ssm, side by side). Beyond 2 * MAX_ADDS an address: one
 # group, one copy (not timed).
 MAX_COPIES = 2
+# The default of BwdConfig.overlap: on an H100 (2026-12-07) the backward kernel ran
+# 5.115 against 5.170 ms at (4, 1536, 16384, 16) and 1.283 / 1.290 at (8, 1536, 2048, 16),
+# unchanged at batch 1 (10.42 / 10.40, 64 segments); forward + backward side by side
+# 6.336 against 6.401 ms and 13.10 / 13.16.
+OVERLAP = True
 
 
 def bwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int = 64) -> BwdConfig:
@@ -770,7 +775,7 @@ def bwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
         add_copies = add_copies if sum_groups == 2 else 1
     return BwdConfig(
         block_d=block_d, chunk=chunk, num_warps=num_warps, seg_len=seg_len, scattered_sums=SCATTERED_SUMS,
-        delta_ahead=DELTA_AHEAD, prefetch=PREFETCH, sum_groups=sum_groups, add_copies=add_copies,
+        delta_ahead=DELTA_AHEAD, prefetch=PREFETCH, sum_groups=sum_groups, add_copies=add_copies, overlap=OVERLAP,
     )
 
 
@@ -821,12 +826,6 @@ def scan_bwd(
         assert cfg.seg_len % save_every == 0, "segments start at saved states"
         n_seg, seg_len = cdiv(length, cfg.seg_len), cfg.seg_len
 
-    du = empty_like_layout(u)
-    ddelta = empty_like_layout(delta)
-    if z is None:
-        dz = du
-    else:
-        dz = dz_out if dz_out is not None else empty_like_layout(z)
     atomic = not torch.are_deterministic_algorithms_enabled()
     copies = cfg.add_copies if atomic else 1
     # Sums over time (dA, time-invariant dB and dC, dD, ddelta_bias) and input-dependent
@@ -843,16 +842,13 @@ def scan_bwd(
         )
         dB_part = dB_time if B.dim() == 2 else _bc_grad_buffer(slots, batch, n_state, length, dev)
         dC_part = dC_time if C.dim() == 2 else _bc_grad_buffer(slots, batch, n_state, length, dev)
-    dinit = torch.empty((batch, dim, n_state), dtype=f32, device=dev)
-    subchunks = save_every // cfg.chunk
-    # Chunk start states of the interval being walked (none needed when intervals are single chunks).
-    scratch_len = n_seg * batch * slots * subchunks * cfg.block_d * block_n if subchunks > 1 else 0
-    scratch = torch.empty(scratch_len, dtype=f32, device=dev)
+    # Then the split's first pass: the GPU, idle since the forward, starts on it while the
+    # host prepares the main kernel. (The workspace's fill goes before it: the main kernel,
+    # a dependent launch with cfg.overlap, may overlap only the kernel just before it.)
     seg_q = torch.empty((batch, dim, n_seg - 1, n_state) if n_seg > 1 else (0,), dtype=f32, device=dev)
     seg_dt = torch.empty((batch, dim, n_seg - 1) if n_seg > 1 else (0,), dtype=f32, device=dev)
     dout = dout if dout.stride(-1) == 1 else dout.contiguous()
     dfinal = dfinal.contiguous() if dfinal is not None else None
-
     b_varying, sB = bc_strides(B)
     c_varying, sC = bc_strides(C)
     z_arg = z if z is not None else u
@@ -871,6 +867,18 @@ def scan_bwd(
             *delta.stride(), *A.stride(), *sC, *z_arg.stride(), *dout.stride(),
             LAUNCH_DEPENDENTS=pdl, **flags,
         )
+
+    du = empty_like_layout(u)
+    ddelta = empty_like_layout(delta)
+    if z is None:
+        dz = du
+    else:
+        dz = dz_out if dz_out is not None else empty_like_layout(z)
+    dinit = torch.empty((batch, dim, n_state), dtype=f32, device=dev)
+    subchunks = save_every // cfg.chunk
+    # Chunk start states of the interval being walked (none needed when intervals are single chunks).
+    scratch_len = n_seg * batch * slots * subchunks * cfg.block_d * block_n if subchunks > 1 else 0
+    scratch = torch.empty(scratch_len, dtype=f32, device=dev)
     grid = (n_dblk, groups, n_seg * batch) if overlap else (n_dblk * n_seg, groups, batch)
     _bwd_kernel[grid](
         u, delta, A, B, C, D if D is not None else A, z_arg, bias_arg,

@@ -490,14 +490,6 @@ def test_forward_late_loads_split(late_loads, split_l):
 
 
 @pytest.fixture
-def bwd_overlap(monkeypatch):
-    """A split backward's two kernels overlapped (BwdConfig.overlap): the main kernel's grid
-    ordered last segment first (and, on Hopper, launched as a dependent launch of the
-    first pass, its other segments waiting for it before they fold)."""
-    with_default_launch_changed(monkeypatch, triton_bwd, overlap=True)
-
-
-@pytest.fixture
 def fwd_overlap(monkeypatch):
     """A split forward's two passes overlapped (FwdConfig.overlap): the second pass's grid
     ordered first segment first (and, on Hopper, launched as a dependent launch of the
@@ -510,11 +502,12 @@ def fwd_overlap(monkeypatch):
     Case(length=129, dtype=torch.bfloat16, bc="grouped", with_init=False, dim=8),
     Case(length=4099 if ON_GPU else 65, small_dt=True, layout="projection"),
 ], ids=("mixed", "grouped-bf16", "projection"))
-@pytest.mark.parametrize("overlapped", ("backward", "both"))
-def test_overlapped_split(request, bwd_overlap, split_l, case, overlapped):
+@pytest.mark.parametrize("overlapped", ("none", "backward", "both"))
+def test_overlapped_split(request, monkeypatch, split_l, case, overlapped):
     """Several segments and batch rows (4 with 4 segments: a mapping of the grid that mixes
-    them up covers some pair twice) in the reordered grids: output, final state and every
-    gradient as without. 'backward': the forward not split."""
+    them up covers some pair twice) in the reordered grids, and in the plain ones: output,
+    final state and every gradient. 'none' and 'backward': the forward not split."""
+    with_default_launch_changed(monkeypatch, triton_bwd, overlap=overlapped != "none")
     if overlapped == "both":
         request.getfixturevalue("fwd_overlap")
     else:
@@ -548,11 +541,13 @@ def test_delta_ahead_where_states_share_lanes():
 def test_bwd_defaults_by_launch():
     """The backward prefetches everywhere and adds dB and dC per two groups of channels
     where each address then takes at most MAX_ADDS additions (192 blocks of 8 channels: 384),
-    into two copies of their buffer where that brings it there, else in one group."""
+    into two copies of their buffer where that brings it there, else in one group; a split
+    L's two kernels overlap."""
     from seqmamba.kernels.selective_scan import triton_bwd
 
     few = triton_bwd.bwd_config(8, 1536, 16, length=2048)
     assert few.prefetch and few.block_d == 8 and (few.sum_groups, few.add_copies) == (2, 1)
+    assert few.seg_len == 1024 and few.overlap
     many = triton_bwd.bwd_config(8, 4096, 16, length=2048)  # 512 blocks: 1024 additions an address
     assert many.prefetch and (many.sum_groups, many.add_copies) == (2, 2)
     most = triton_bwd.bwd_config(8, 8192, 16, length=2048)  # 1024 blocks: 1024 a copy even with two
