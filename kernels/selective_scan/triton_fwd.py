@@ -208,8 +208,9 @@ def _fwd_kernel(
         # The GPU starts programs in the order of their linear index: those of the first
         # segment, which need nothing from the first pass, start first.
         pid_d = tl.program_id(0)
-        seg = tl.program_id(2) // (tl.num_programs(2) // n_seg)
-        batch = (tl.program_id(2) % (tl.num_programs(2) // n_seg)).to(tl.int64)
+        n_batch = tl.num_programs(2) // n_seg
+        seg = tl.program_id(2) // n_batch
+        batch = (tl.program_id(2) % n_batch).to(tl.int64)
     else:
         pid_d = tl.program_id(0) % n_dblk
         seg = tl.program_id(0) // n_dblk
