@@ -577,6 +577,13 @@ MIN_SEG_LEN = 2048
 # Load each chunk's tiles one chunk ahead (software pipelining by hand): 5-30% faster on
 # an H100 at every benchmark shape without a split.
 PREFETCH = True
+# FwdConfig.late_loads where no states are saved (inference: align == 1) and L is not
+# split. Timed on an H100 (2026-12-07, forward alone): 1.134 against 1.214 ms at
+# (4, 1536, 16384), 0.508 against 0.521 at (8, 4096, 2048), 0.229 against 0.231 at
+# (8, 1536, 2048); slower where the forward saves states (1.266 against 1.231 ms at
+# (4, 1536, 16384)) and with L split (2.769 against 2.603 at batch 1, L = 2^17).
+# True or False turns it on or off everywhere (tests, tuning).
+LATE_LOADS: bool | None = None
 
 
 def fwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int = 64) -> FwdConfig:
@@ -588,8 +595,9 @@ def fwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
     the channels per program; if that still leaves fewer than SPLIT_BELOW, it also cuts
     L into segments, and otherwise (N <= 16) halves them once more. Each chunk's delta is
     made an iteration ahead where a channel's states share lanes (fewer than 32 channels a
-    warp), and 8-channel programs are held to NARROW_MAXNREG registers where CAP_FROM or
-    more of them run.
+    warp), 8-channel programs are held to NARROW_MAXNREG registers where CAP_FROM or
+    more of them run, and an unsplit forward that saves no states (align 1) loads its
+    tiles late (LATE_LOADS).
     """
     num_warps = 1 if block_n <= 64 else 4
     chunk = 8 if block_n <= 16 else 4
@@ -619,6 +627,8 @@ def fwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
     ahead = block_d < 32 * num_warps if DELTA_AHEAD is None else DELTA_AHEAD
     programs = rows * cdiv(dg, block_d)
     maxnreg = NARROW_MAXNREG if block_d == MIN_BLOCK_D and block_n <= 16 and programs >= CAP_FROM else None
+    late = align == 1 if LATE_LOADS is None else LATE_LOADS
     return FwdConfig(
         block_d=block_d, chunk=chunk, num_warps=num_warps, prefetch=PREFETCH, delta_ahead=ahead, maxnreg=maxnreg,
+        late_loads=late and PREFETCH,
     )

@@ -538,6 +538,19 @@ def test_delta_ahead_where_states_share_lanes():
     assert triton_bwd.bwd_config(8, 1536, 16, length=2048).delta_ahead
 
 
+def test_late_loads_only_in_an_unsplit_forward_saving_nothing():
+    """Late loads (FwdConfig.late_loads) where they were faster: the forward that saves no
+    states (align 1) and does not split L; not when it saves states for a backward, nor
+    in either pass of a split."""
+    from seqmamba.kernels.selective_scan import triton_fwd
+
+    for rows, dim, length in ((8, 1536, 2048), (8, 4096, 2048), (4, 1536, 16384)):
+        assert triton_fwd.fwd_config(rows, dim, 16, length=length, align=1).late_loads
+        assert not triton_fwd.fwd_config(rows, dim, 16, length=length, align=64).late_loads
+    split = triton_fwd.fwd_config(1, 1536, 16, length=131072, align=1)
+    assert split.seg_len is not None and not split.late_loads
+
+
 def test_bwd_defaults_by_launch():
     """The backward prefetches everywhere and adds dB and dC per two groups of channels
     where each address then takes at most MAX_ADDS additions (192 blocks of 8 channels: 384),
