@@ -45,7 +45,7 @@ def make_inputs(batch: int, dim: int, length: int, n_state: int, *, requires_gra
 SUFFIXES = {
     "p": ("prefetch", True), "s": ("scattered_sums", True), "a": ("delta_ahead", True), "n": ("delta_ahead", False),
     "h": ("sum_groups", 2), "q": ("sum_groups", 4), "c": ("add_copies", 2), "C": ("add_copies", 4),
-    "f": ("late_loads", True), "v": ("overlap", True),
+    "f": ("late_loads", True), "v": ("overlap", True), "w": ("first_pass", (32, 8)),
 }
 
 
@@ -63,7 +63,8 @@ def parse_config(cls, text: str):
     and n next to its use, s makes the backward sum dB and dC by scattered exchanges, h / q
     add them per 2 / 4 groups of channels and c / C into 2 / 4 copies of their buffer, f
     makes the forward load delta, u and z two chunks ahead and make each chunk's delta and
-    gate at the top of the iteration before, v overlaps a split L's two kernels (forward and backward);
+    gate at the top of the iteration before, v overlaps a split L's two kernels (forward and backward),
+    w runs a split forward's first pass in programs of 32 channels and 8-step chunks;
     '@REGS' at the end caps the registers per thread."""
     text, _, regs = text.partition("@")
     if text == "auto" and not regs:
@@ -119,6 +120,8 @@ def variant_name(kind: str, cfg) -> str:
         name += " delta-ahead"
     if getattr(cfg, "late_loads", False):
         name += " late-loads"
+    if getattr(cfg, "first_pass", None):
+        name += " first-pass-%dx%d" % cfg.first_pass
     if cfg.maxnreg is not None:
         name += f" r{cfg.maxnreg}"
     return name

@@ -130,11 +130,12 @@ def test_forward_late_loads_keep_the_prefetch_off_the_chunks_scoreboards():
     each chunk's delta made at the end of the iteration before, ptxas shares the delta,
     u and z prefetches' scoreboards with the chunk's shared-memory loads, and waits in
     the chunk's middle wait for them too, 100-200 instructions after they were issued;
-    with late_loads every load of the iteration is first waited on an iteration later."""
+    with late_loads (the default there now) every load of the iteration is first waited on
+    an iteration later."""
     shape = ("--shape", "4,1536,16384,16")
-    default = _far_wait_distances(_kernel_block(_report("scan_fwd", *shape), "_fwd_kernel"))
-    late = _far_wait_distances(_kernel_block(_report("scan_fwd", *shape, "--fwd-config", "autof"), "_fwd_kernel"))
-    assert min(default) < 300, default
+    early = _far_wait_distances(_kernel_block(_report("scan_fwd", *shape, "--fwd-config", "8x16x1pa"), "_fwd_kernel"))
+    late = _far_wait_distances(_kernel_block(_report("scan_fwd", *shape), "_fwd_kernel"))
+    assert min(early) < 300, early
     assert late and min(late) > 500, late
 
 

@@ -470,18 +470,18 @@ def scan_fwd(
     out = empty_like_layout(u)
     final = torch.empty((batch, dim, n_state), dtype=f32, device=dev)
     states = torch.empty((batch, dim, n_saved, n_state) if save else (0,), dtype=f32, device=dev)
-    n_seg, seg_chunks = 1, cdiv(length, cfg.chunk)
+    n_seg, seg_steps = 1, cdiv(length, cfg.chunk) * cfg.chunk
     if cfg.seg_len is not None and cfg.seg_len < length:
         assert cfg.seg_len % cfg.chunk == 0, "segments are whole chunks"
+        assert cfg.first_pass is None or cfg.seg_len % cfg.first_pass[1] == 0, "segments are whole first-pass chunks"
         assert not save or cfg.seg_len % save_every == 0, "segments start at saved states"
-        n_seg, seg_chunks = cdiv(length, cfg.seg_len), cfg.seg_len // cfg.chunk
+        n_seg, seg_steps = cdiv(length, cfg.seg_len), cfg.seg_len
     seg_states = torch.empty((batch, dim, n_seg - 1, n_state) if n_seg > 1 else (0,), dtype=f32, device=dev)
     seg_dt = torch.empty((batch, dim, n_seg - 1) if n_seg > 1 else (0,), dtype=f32, device=dev)
     b_varying, sB = bc_strides(B)
     c_varying, sC = bc_strides(C)
     z_arg = z if z is not None else u
     init_arg = initial_state if initial_state is not None else final
-    n_dblk = cdiv(dg, cfg.block_d)
 
     # Overlapped (FwdConfig.overlap): the second pass ordered first segment first and,
     # on Hopper and later, launched as a dependent launch of the first.
@@ -489,20 +489,24 @@ def scan_fwd(
     pdl = overlap and dependent_launch.enabled_for(dev)
 
     def launch(segments: int, first_pass: bool) -> None:
+        block_d, chunk = cfg.first_pass if first_pass and cfg.first_pass is not None else (cfg.block_d, cfg.chunk)
+        n_dblk = cdiv(dg, block_d)
         slowest = overlap and not first_pass
         grid = (n_dblk, groups, segments * batch) if slowest else (n_dblk * segments, groups, batch)
         _fwd_kernel[grid](
             u, delta, A, B, C, D if D is not None else A, z_arg, delta_bias if delta_bias is not None else A,
             init_arg, out, final, states, seg_states, seg_dt,
-            length, n_state, dg, n_saved, group_ratio(B, groups), group_ratio(C, groups), seg_chunks, n_seg,
+            length, n_state, dg, n_saved, group_ratio(B, groups), group_ratio(C, groups), seg_steps // chunk, n_seg,
             *u.stride(), *delta.stride(), *A.stride(), *sB, *sC, *z_arg.stride(), *init_arg.stride(), *out.stride(),
-            BLOCK_D=cfg.block_d, BLOCK_N=block_n, CHUNK=cfg.chunk, SAVE_EVERY=save_every // cfg.chunk if save else 1,
-            EVEN_D=dg % cfg.block_d == 0, EVEN_N=n_state == block_n,
+            BLOCK_D=block_d, BLOCK_N=block_n, CHUNK=chunk, SAVE_EVERY=save_every // chunk if save else 1,
+            EVEN_D=dg % block_d == 0, EVEN_N=n_state == block_n,
             B_VARYING=b_varying, C_VARYING=c_varying,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
             HAS_INIT=initial_state is not None and not first_pass, SAVE_STATES=save and not first_pass,
             WRITE_OUT=not first_pass, START_FROM_SEGMENTS=n_seg > 1 and not first_pass, PREFETCH=cfg.prefetch,
-            DELTA_AHEAD=cfg.delta_ahead, LATE_LOADS=cfg.late_loads,
+            # A first pass of its own shape makes delta ahead only where states share lanes.
+            DELTA_AHEAD=cfg.delta_ahead and (block_d < 32 * cfg.num_warps or block_d == cfg.block_d),
+            LATE_LOADS=cfg.late_loads,
             FAST_MATH=fast_math(u, delta, z), num_warps=cfg.num_warps, maxnreg=cfg.maxnreg,
             SEGMENT_SLOWEST=slowest, PDL=pdl and not first_pass, LAUNCH_DEPENDENTS=pdl and first_pass,
             launch_pdl=pdl and not first_pass,
@@ -537,6 +541,9 @@ class FwdConfig:
     # first (Hopper and later; elsewhere only the order), its first segment's programs,
     # which need nothing from the first pass, started first.
     overlap: bool = False
+    # With L split: (channels per program, steps per chunk) of the first pass, which only
+    # advances states (None: the second pass's block_d and chunk).
+    first_pass: tuple[int, int] | None = None
 
 
 # A one-warp program walks its channels' sequence (or segment) alone, so the launch needs

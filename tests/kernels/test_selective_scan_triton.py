@@ -489,6 +489,14 @@ def test_forward_late_loads_split(late_loads, split_l):
     check(Case(length=200 if not ON_GPU else 4099, small_dt=True, bc="mixed"), seed=30)
 
 
+@pytest.mark.parametrize("first_pass", ((32, 8), (2, 16)), ids=("wider", "narrower"))
+def test_forward_first_pass_of_its_own_shape(monkeypatch, split_l, first_pass):
+    """A split forward's first pass in programs of other widths and chunk lengths than the
+    second pass's (FwdConfig.first_pass), with channels left over in the last program."""
+    with_default_launch_changed(monkeypatch, triton_fwd, first_pass=first_pass)
+    check(Case(length=200 if not ON_GPU else 4099, small_dt=True, bc="mixed", dim=40), seed=32)
+
+
 @pytest.fixture
 def fwd_overlap(monkeypatch):
     """A split forward's two passes overlapped (FwdConfig.overlap): the second pass's grid
