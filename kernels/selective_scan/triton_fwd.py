@@ -581,6 +581,12 @@ NARROW_MAXNREG = 168
 CAP_FROM = 1024
 SPLIT_PROGRAMS = 6144
 MIN_SEG_LEN = 2048
+# The split's first pass in programs of 32 channels, one a lane, and 8-step chunks
+# (FwdConfig.first_pass; N <= 16): 7% fewer instructions an element than the second pass's
+# 16-channel shape (sm_90 build: 693 against 746 a chunk of 128), and on an H100 the
+# forward at (1, 1536, 2^17, 16) 2.573 against 2.603 ms (2.554 against 2.585 in bench_scan,
+# the same run; RESULTS.md, 2026-12-08).
+WIDE_FIRST_PASS = True
 # Load each chunk's tiles one chunk ahead (software pipelining by hand): 5-30% faster on
 # an H100 at every benchmark shape without a split.
 PREFETCH = True
@@ -600,7 +606,8 @@ def fwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
     length: L; align: what a segment's length must be a multiple of (the chunk and the
     interval between saved states). With fewer than TARGET_PROGRAMS programs it halves
     the channels per program; if that still leaves fewer than SPLIT_BELOW, it also cuts
-    L into segments, and otherwise (N <= 16) halves them once more. Each chunk's delta is
+    L into segments (the first pass one channel a lane: WIDE_FIRST_PASS), and otherwise
+    (N <= 16) halves them once more. Each chunk's delta is
     made an iteration ahead where a channel's states share lanes (fewer than 32 channels a
     warp), 8-channel programs are held to NARROW_MAXNREG registers where CAP_FROM or
     more of them run, and an unsplit forward that saves no states (align 1) loads its
@@ -621,9 +628,12 @@ def fwd_config(rows: int, dg: int, block_n: int, *, length: int = 0, align: int 
     if SPLIT_L and programs < SPLIT_BELOW:
         seg_len = split_length(programs, length, math.lcm(align, chunk), target=SPLIT_PROGRAMS, min_len=MIN_SEG_LEN)
         if seg_len is not None:
+            # The first pass only advances states: one channel a lane (nothing replicated
+            # across a channel's lanes), 8-step chunks to keep its tiles in registers.
+            first = (min(32 * num_warps, next_power_of_2(dg)), 8) if WIDE_FIRST_PASS and block_n <= 16 else None
             return FwdConfig(
                 block_d=block_d, chunk=chunk, num_warps=num_warps, seg_len=seg_len, prefetch=PREFETCH,
-                delta_ahead=DELTA_AHEAD is not False,
+                delta_ahead=DELTA_AHEAD is not False, first_pass=first,
             )
     if block_n <= 16 and block_d > MIN_BLOCK_D and programs < TARGET_PROGRAMS:
         # Still too few programs, but enough not to split: halve the channels once more.

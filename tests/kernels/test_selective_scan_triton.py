@@ -329,6 +329,7 @@ def test_split_config_picks_segments(split_l):
     assert split_l.fwd_config(4, 1536, 16, length=16384, align=64).seg_len is None  # 192 programs: enough
     # (1, 1536, 131072, 16): 48 programs of 32 channels -> 64 segments of 2048 steps.
     assert split_l.fwd_config(1, 1536, 16, length=131072, align=64).seg_len == 2048
+    assert split_l.fwd_config(1, 1536, 16, length=131072, align=64).first_pass == (32, 8)  # one channel a lane
     split_l.SPLIT_L = False
     assert split_l.fwd_config(1, 1536, 16, length=131072, align=64).seg_len is None
 
