@@ -32,7 +32,7 @@ from .. import dependent_launch
 from ..layout import empty_like_layout
 from ..sizes import cdiv, next_power_of_2
 from ..triton_math import LOG2E, fast_math, sigmoid, softplus
-from .triton_common import in_step_layout, load, load_f32, split_length
+from .triton_common import in_step_layout, load, load_f32, program_position, split_length
 from .triton_fwd import bc_strides, group_ratio, n_groups
 from .triton_sums import atomic_sums, finish_sums
 
@@ -249,19 +249,11 @@ def _bwd_kernel(
     q <- exp(A sum dt_k) q + q_k for k = n_seg - 1 .. seg + 1, starting from dfinal.
     """
     n_dblk = tl.cdiv(DG, BLOCK_D)
+    pid_d, seg, batch, n_batch = program_position(DG, BLOCK_D, n_seg, LAST_SEGMENT_FIRST)
     if LAST_SEGMENT_FIRST:
-        # Grid (channel blocks, groups, segments x batch): the GPU starts programs in the
-        # order of their linear index, so those of the last segment, which fold nothing,
-        # start first (and, with PDL, while _bwd_seg_kernel still runs).
-        pid_d = tl.program_id(0)
-        n_batch = tl.num_programs(2) // n_seg
-        seg = n_seg - 1 - tl.program_id(2) // n_batch
-        batch = (tl.program_id(2) % n_batch).to(tl.int64)
-    else:
-        pid_d = tl.program_id(0) % n_dblk
-        seg = tl.program_id(0) // n_dblk
-        batch = tl.program_id(2).to(tl.int64)
-        n_batch = tl.num_programs(2)
+        # The grid's first segment is the last: its programs, which fold nothing, start
+        # first (and, with PDL, while _bwd_seg_kernel still runs).
+        seg = n_seg - 1 - seg
     group = tl.program_id(1)
     n_grid_groups = tl.num_programs(1)
     dim = DG * n_grid_groups
@@ -592,11 +584,9 @@ def _bwd_seg_kernel(
         # _bwd_kernel may start now; its programs that read what this kernel writes wait
         # for it to finish (see PDL there).
         tl.extra.cuda.gdc_launch_dependents()
-    n_dblk = tl.cdiv(DG, BLOCK_D)
-    pid_d = tl.program_id(0) % n_dblk
-    seg = tl.program_id(0) // n_dblk + 1
+    pid_d, seg, batch, n_batch = program_position(DG, BLOCK_D, n_seg - 1, False)
+    seg += 1  # segments 1 .. n_seg - 1
     group = tl.program_id(1)
-    batch = tl.program_id(2).to(tl.int64)
     dim = DG * tl.num_programs(1)
 
     d_in_group = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)

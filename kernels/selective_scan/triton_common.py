@@ -24,6 +24,27 @@ def in_step_layout(x, steps):
 
 
 @triton.jit
+def program_position(DG, BLOCK_D: tl.constexpr, n_seg, SEGMENTS_LAST_AXIS: tl.constexpr):
+    """This program's (channel block, segment in the grid's order, batch row (int64),
+    batch rows) in either grid of the scan kernels: (channel blocks x n_seg, groups,
+    batch), segment-major; or, with SEGMENTS_LAST_AXIS, (channel blocks, groups, n_seg x
+    batch), where the programs of the grid's first segment have the lowest linear indices
+    (the GPU starts programs in that order)."""
+    if SEGMENTS_LAST_AXIS:
+        n_batch = tl.num_programs(2) // n_seg
+        pid_d = tl.program_id(0)
+        place = tl.program_id(2) // n_batch
+        batch = (tl.program_id(2) % n_batch).to(tl.int64)
+    else:
+        n_batch = tl.num_programs(2)
+        n_dblk = tl.cdiv(DG, BLOCK_D)
+        pid_d = tl.program_id(0) % n_dblk
+        place = tl.program_id(0) // n_dblk
+        batch = tl.program_id(2).to(tl.int64)
+    return pid_d, place, batch, n_batch
+
+
+@triton.jit
 def load(ptr, mask):
     """tl.load in the stored dtype; ``mask=None`` loads unmasked, which lets full tiles vectorize."""
     if mask is None:

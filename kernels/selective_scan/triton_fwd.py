@@ -23,7 +23,7 @@ from .. import dependent_launch
 from ..layout import empty_like_layout
 from ..sizes import cdiv, next_power_of_2
 from ..triton_math import LOG2E, fast_math, sigmoid, softplus
-from .triton_common import in_step_layout, load, split_length
+from .triton_common import in_step_layout, load, program_position, split_length
 
 
 @triton.jit
@@ -203,18 +203,9 @@ def _fwd_kernel(
     """
     if LAUNCH_DEPENDENTS:
         tl.extra.cuda.gdc_launch_dependents()
-    n_dblk = tl.cdiv(DG, BLOCK_D)
-    if SEGMENT_SLOWEST:
-        # The GPU starts programs in the order of their linear index: those of the first
-        # segment, which need nothing from the first pass, start first.
-        pid_d = tl.program_id(0)
-        n_batch = tl.num_programs(2) // n_seg
-        seg = tl.program_id(2) // n_batch
-        batch = (tl.program_id(2) % n_batch).to(tl.int64)
-    else:
-        pid_d = tl.program_id(0) % n_dblk
-        seg = tl.program_id(0) // n_dblk
-        batch = tl.program_id(2).to(tl.int64)
+    # SEGMENT_SLOWEST: the first segment's programs, which need nothing from the first
+    # pass, start first.
+    pid_d, seg, batch, n_batch = program_position(DG, BLOCK_D, n_seg, SEGMENT_SLOWEST)
     group = tl.program_id(1)
     dim = DG * tl.num_programs(1)
 
@@ -489,7 +480,8 @@ def scan_fwd(
     pdl = overlap and dependent_launch.enabled_for(dev)
 
     def launch(segments: int, first_pass: bool) -> None:
-        block_d, chunk = cfg.first_pass if first_pass and cfg.first_pass is not None else (cfg.block_d, cfg.chunk)
+        own_shape = first_pass and cfg.first_pass is not None
+        block_d, chunk = cfg.first_pass if own_shape else (cfg.block_d, cfg.chunk)
         n_dblk = cdiv(dg, block_d)
         slowest = overlap and not first_pass
         grid = (n_dblk, groups, segments * batch) if slowest else (n_dblk * segments, groups, batch)
@@ -505,7 +497,7 @@ def scan_fwd(
             HAS_INIT=initial_state is not None and not first_pass, SAVE_STATES=save and not first_pass,
             WRITE_OUT=not first_pass, START_FROM_SEGMENTS=n_seg > 1 and not first_pass, PREFETCH=cfg.prefetch,
             # A first pass of its own shape makes delta ahead only where states share lanes.
-            DELTA_AHEAD=cfg.delta_ahead and (block_d < 32 * cfg.num_warps or block_d == cfg.block_d),
+            DELTA_AHEAD=cfg.delta_ahead and (not own_shape or block_d < 32 * cfg.num_warps),
             LATE_LOADS=cfg.late_loads,
             FAST_MATH=fast_math(u, delta, z), num_warps=cfg.num_warps, maxnreg=cfg.maxnreg,
             SEGMENT_SLOWEST=slowest, PDL=pdl and not first_pass, LAUNCH_DEPENDENTS=pdl and first_pass,
