@@ -46,6 +46,9 @@ SUFFIXES = {
     "p": ("prefetch", True), "s": ("scattered_sums", True), "a": ("delta_ahead", True), "n": ("delta_ahead", False),
     "h": ("sum_groups", 2), "q": ("sum_groups", 4), "c": ("add_copies", 2), "C": ("add_copies", 4),
     "f": ("late_loads", True), "v": ("overlap", True), "w": ("first_pass", (32, 8)),
+    "e": ("fma_exp_steps", 1), "E": ("fma_exp_steps", 2), "x": ("first_pass_fma_exp_steps", 1),
+    "X": ("first_pass_fma_exp_steps", 2), "y": ("fma_exp_half", True),
+    "j": ("seg_fma_exp_steps", 1), "J": ("seg_fma_exp_steps", 2), "k": ("seg_fma_exp_half", True),
 }
 
 
@@ -64,7 +67,10 @@ def parse_config(cls, text: str):
     add them per 2 / 4 groups of channels and c / C into 2 / 4 copies of their buffer, f
     makes the forward load delta, u and z two chunks ahead and make each chunk's delta and
     gate at the top of the iteration before, v overlaps a split L's two kernels (forward and backward),
-    w runs a split forward's first pass in programs of 32 channels and 8-step chunks;
+    w runs a split forward's first pass in programs of 32 channels and 8-step chunks,
+    e / E compute the decays of the last 1 / 2 steps of each chunk on the FMA pipe (x / X:
+    in a split forward's first pass; y: the first half of their states only), j / J / k the same in
+    a split backward's first pass (k: half the states);
     '@REGS' at the end caps the registers per thread."""
     text, _, regs = text.partition("@")
     if text == "auto" and not regs:
@@ -122,6 +128,10 @@ def variant_name(kind: str, cfg) -> str:
         name += " late-loads"
     if getattr(cfg, "first_pass", None):
         name += " first-pass-%dx%d" % cfg.first_pass
+    if getattr(cfg, "fma_exp_steps", 0) or getattr(cfg, "first_pass_fma_exp_steps", 0):
+        name += f" fma-exp-{cfg.fma_exp_steps}/{cfg.first_pass_fma_exp_steps}" + ("-half" if cfg.fma_exp_half else "")
+    if getattr(cfg, "seg_fma_exp_steps", 0):
+        name += f" seg-fma-exp-{cfg.seg_fma_exp_steps}" + ("-half" if cfg.seg_fma_exp_half else "")
     if cfg.maxnreg is not None:
         name += f" r{cfg.maxnreg}"
     return name

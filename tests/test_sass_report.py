@@ -165,6 +165,27 @@ def test_scan_backward_sums_channels_with_fewer_shuffles(tmp_path):
 
 
 @needs_tools
+def test_fma_pipe_exponentials_leave_the_multi_function_unit():
+    """Decays moved to the FMA pipe (exp2_fma) come off the multi-function unit one for
+    one, in the forward's passes and the backward's first pass at batch 1 (L split): the
+    selection of steps and states is resolved at compile time, so nothing is computed
+    twice. 'x' and 'e': the last step of each chunk, 'y': half its states; 'j', 'k': the
+    same in the backward's first pass."""
+    shape = ("--shape", "1,64,8192,16")
+
+    def loops(config: str, *names: str) -> list[dict[str, int]]:
+        text = _report("scan", *shape, *config.split())
+        return [_last_loop(b) for b in re.findall(rf"^(?:{'|'.join(names)}) .*?(?=^\S|\Z)", text, flags=re.M | re.S)]
+
+    plain = loops("--fwd-config auto --bwd-config auto", "_fwd_kernel", "_bwd_seg_kernel")
+    moved = loops("--fwd-config autoxey --bwd-config autojk", "_fwd_kernel", "_bwd_seg_kernel")
+    assert len(plain) == len(moved) == 3, (plain, moved)  # the forward's two passes, the backward's first
+    for before, after in zip(plain, moved):
+        assert after["MUFU"] < before["MUFU"], (before, after)
+        assert after["instrs"] > before["instrs"]
+
+
+@needs_tools
 @pytest.mark.parametrize("op, shape, config, first, second", [
     ("scan", "1,64,2048,16", "--bwd-config", "_bwd_seg_kernel", "_bwd_kernel"),
     ("scan_fwd", "1,64,8192,16", "--fwd-config", "_fwd_kernel", "_fwd_kernel"),

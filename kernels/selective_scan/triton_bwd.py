@@ -32,7 +32,7 @@ from .. import dependent_launch
 from ..layout import empty_like_layout
 from ..sizes import cdiv, next_power_of_2
 from ..triton_math import LOG2E, fast_math, sigmoid, softplus
-from .triton_common import in_step_layout, load, load_f32, program_position, split_length
+from .triton_common import decays, fma_steps, in_step_layout, load, load_f32, program_position, split_length
 from .triton_fwd import bc_strides, group_ratio, n_groups
 from .triton_sums import atomic_sums, finish_sums
 
@@ -572,6 +572,7 @@ def _bwd_seg_kernel(
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
     C_VARYING: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     DELTA_AHEAD: tl.constexpr, FAST_MATH: tl.constexpr, LAUNCH_DEPENDENTS: tl.constexpr = False,
+    FMA_EXP_STEPS: tl.constexpr = 0, FMA_EXP_HALF: tl.constexpr = False,
 ):
     """First pass of a split backward. Grid: (channel blocks x (n_seg - 1), groups, batch).
 
@@ -579,6 +580,7 @@ def _bwd_seg_kernel(
     q <- exp(dt_t A) g_t backwards over its steps from q = 0, and stores the q reaching
     its first step (seg_q_ptr: (batch, D, n_seg - 1, N) fp32) and its sum of dt
     (seg_dt_ptr: (batch, D, n_seg - 1) fp32). dy needs only dout and z, not the states.
+    FMA_EXP_STEPS, FMA_EXP_HALF: which decays are computed on the FMA pipe (fma_steps).
     """
     if LAUNCH_DEPENDENTS:
         # _bwd_kernel may start now; its programs that read what this kernel writes wait
@@ -596,6 +598,7 @@ def _bwd_seg_kernel(
     n_mask = n < N
     nd_mask = n_mask[:, None] & d_mask[None, :]
     steps = tl.arange(0, CHUNK)
+    on_fma = fma_steps(steps, n, FMA_EXP_STEPS, FMA_EXP_HALF)
 
     A2 = tl.load(A_ptr + n[:, None] * s_A_n + d[None, :] * s_A_d, mask=nd_mask, other=0.0).to(tl.float32) * LOG2E
     bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32) if HAS_BIAS else None
@@ -633,7 +636,7 @@ def _bwd_seg_kernel(
         else:
             dy = _seg_dy(*_load_dy(t0, L, steps, d_mask, do_base, z_base, s_do_l, s_z_l, HAS_Z), HAS_Z, FAST_MATH)
         dt_sum += tl.sum(dt, axis=0)
-        decay_bits = tl.exp2(dt[:, None, :] * A2[None, :, :]).to(tl.int32, bitcast=True)
+        decay_bits = decays(dt, A2, on_fma).to(tl.int32, bitcast=True)
         if C_VARYING:
             C3 = load_f32(C_base + t[:, None] * s_C_l + n[None, :] * s_C_n, (t < L)[:, None] & n_mask[None, :])[:, :, None]
         else:
@@ -688,6 +691,10 @@ class BwdConfig:
     # ordered so that the last segment's programs, which need nothing from the first
     # pass, start first, while it still runs (bwd_config's default: OVERLAP).
     overlap: bool = False
+    # A split L's first pass: the decays of the last this many steps of each chunk (with
+    # seg_fma_exp_half the first half of their states only) computed on the FMA pipe (exp2_fma).
+    seg_fma_exp_steps: int = 0
+    seg_fma_exp_half: bool = False
 
 
 # Splitting L, as in the forward: segments until about SPLIT_PROGRAMS programs run, each
@@ -855,7 +862,7 @@ def scan_bwd(
             delta, A, C, z_arg, bias_arg, dout, seg_q, seg_dt,
             length, n_state, dg, group_ratio(C, groups), seg_len, n_seg,
             *delta.stride(), *A.stride(), *sC, *z_arg.stride(), *dout.stride(),
-            LAUNCH_DEPENDENTS=pdl, **flags,
+            LAUNCH_DEPENDENTS=pdl, FMA_EXP_STEPS=cfg.seg_fma_exp_steps, FMA_EXP_HALF=cfg.seg_fma_exp_half, **flags,
         )
 
     du = empty_like_layout(u)

@@ -5,12 +5,43 @@ import triton
 import triton.language as tl
 
 from ..sizes import cdiv
+from ..triton_math import exp2_fma
 
 
 @triton.jit
 def scan_combine(a_left, b_left, a_right, b_right):
     """Composes two steps of h -> a * h + b: first (a_left, b_left), then (a_right, b_right)."""
     return a_left * a_right, b_left * a_right + b_right
+
+
+@triton.jit
+def fma_steps(steps, n, COUNT: tl.constexpr, HALF_STATES: tl.constexpr):
+    """Which (step, state) pairs of a chunk's (CHUNK, BLOCK_N, 1) tile take their decays
+    off the multi-function unit: those of the last COUNT steps (with HALF_STATES, only
+    their first BLOCK_N / 2 states); None for none. Kernels bound by that unit (one exp2 per (step,
+    state, channel) against a dozen other instructions) hand a share of their
+    exponentials to the FMA pipe, which has room. The steps and the high bit of the state
+    index lie in each thread's registers in the kernels' layouts (a thread's states are
+    strided over the lanes that share a channel), so the selection is resolved at compile
+    time and each element is computed one way only."""
+    if COUNT > 0:
+        r = (steps >= steps.shape[0] - COUNT)[:, None, None] & (n >= 0)[None, :, None]
+        if HALF_STATES:
+            r = r & (n < n.shape[0] // 2)[None, :, None]
+    else:
+        r = None
+    return r
+
+
+@triton.jit
+def decays(dt, A2, on_fma):
+    """exp2(dt * A2) on the (CHUNK, BLOCK_N, BLOCK_D) tile from dt (CHUNK, BLOCK_D) and A2
+    (BLOCK_N, BLOCK_D), the elements marked in on_fma (from fma_steps) by exp2_fma."""
+    x = dt[:, None, :] * A2[None, :, :]
+    decay = tl.exp2(x)
+    if on_fma is not None:
+        decay = tl.where(on_fma, exp2_fma(x), decay)
+    return decay
 
 
 @triton.jit

@@ -23,7 +23,7 @@ from .. import dependent_launch
 from ..layout import empty_like_layout
 from ..sizes import cdiv, next_power_of_2
 from ..triton_math import LOG2E, fast_math, sigmoid, softplus
-from .triton_common import in_step_layout, load, program_position, split_length
+from .triton_common import decays, fma_steps, in_step_layout, load, program_position, split_length
 
 
 @triton.jit
@@ -111,7 +111,7 @@ def _fwd_ahead(
 
 @triton.jit
 def _fwd_chunk(
-    h, t, m2, dt, dtu, u, z, Bt, Ct, steps, A2, skip, B_tile, C_tile, out_base, s_out_l,
+    h, t, m2, dt, dtu, u, z, Bt, Ct, steps, A2, skip, B_tile, C_tile, out_base, s_out_l, on_fma,
     CHUNK: tl.constexpr, B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, WRITE_OUT: tl.constexpr, FAST_MATH: tl.constexpr,
     GATED: tl.constexpr = False,
@@ -120,14 +120,15 @@ def _fwd_chunk(
 
     dt, dtu: the chunk's delta and delta * u from _fwd_delta; u, z, Bt, Ct: its tiles from
     _fwd_load (with GATED, z is silu(z) from _fwd_gate instead); m2: the mask of its
-    (CHUNK, BLOCK_D) tiles (None for a full chunk of full channel blocks).
+    (CHUNK, BLOCK_D) tiles (None for a full chunk of full channel blocks); on_fma: which
+    decays are taken off the multi-function unit (triton_common.fma_steps).
     Returns (h, the chunk's sum of dt per channel (BLOCK_D,)). Without WRITE_OUT only the
     state advances (the first pass of a split sequence); the unused sum of dt costs
     nothing where the caller drops it.
     """
     u = u.to(tl.float32)
 
-    decay = tl.exp2(dt[:, None, :] * A2[None, :, :])  # (CHUNK, BLOCK_N, BLOCK_D)
+    decay = decays(dt, A2, on_fma)  # (CHUNK, BLOCK_N, BLOCK_D)
     if B_VARYING:
         inp = dtu[:, None, :] * Bt.to(tl.float32)[:, :, None]
     else:
@@ -183,6 +184,7 @@ def _fwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_INIT: tl.constexpr, SAVE_STATES: tl.constexpr, WRITE_OUT: tl.constexpr, START_FROM_SEGMENTS: tl.constexpr,
     PREFETCH: tl.constexpr, DELTA_AHEAD: tl.constexpr, LATE_LOADS: tl.constexpr, FAST_MATH: tl.constexpr,
+    FMA_EXP_STEPS: tl.constexpr = 0, FMA_EXP_HALF: tl.constexpr = False,
     SEGMENT_SLOWEST: tl.constexpr = False, PDL: tl.constexpr = False, LAUNCH_DEPENDENTS: tl.constexpr = False,
 ):
     """Grid: (channel blocks x segments, groups, batch); with SEGMENT_SLOWEST (channel
@@ -200,6 +202,9 @@ def _fwd_kernel(
       With PDL it is a dependent launch of the first pass, and waits for it before that
       fold (programs of the first segment fold nothing and never wait).
     LAUNCH_DEPENDENTS (first pass): lets the second pass start while this one runs.
+    FMA_EXP_STEPS: the decays of the last this many steps of each chunk (with FMA_EXP_HALF
+    their first half of states only) are computed on the FMA pipe (exp2_fma), the rest
+    on the multi-function unit.
     """
     if LAUNCH_DEPENDENTS:
         tl.extra.cuda.gdc_launch_dependents()
@@ -216,6 +221,7 @@ def _fwd_kernel(
     n_mask = n < N
     nd_mask = n_mask[:, None] & d_mask[None, :]
     steps = tl.arange(0, CHUNK)
+    on_fma = fma_steps(steps, n, FMA_EXP_STEPS, FMA_EXP_HALF)
 
     # Tiles are laid out (step, state, channel): Triton spreads lanes over the last axis
     # first, so each thread holds whole channels (every step and state of the chunk) and
@@ -337,7 +343,7 @@ def _fwd_kernel(
                     dt_c, dtu_c = _fwd_delta(dt_c, u_c, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
                 h, dt_chunk = _fwd_chunk(
                     h, chunk * CHUNK + steps, m2_full, dt_c, dtu_c, u_c, z_c, B_c, C_c, steps, A2, skip,
-                    B_tile, C_tile, out_base, s_out_l,
+                    B_tile, C_tile, out_base, s_out_l, on_fma,
                     CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, WRITE_OUT, FAST_MATH, LATE_LOADS,
                 )
                 # The next chunk's delta (and delta * u) is prepared here, after this
@@ -368,7 +374,7 @@ def _fwd_kernel(
             dt_c, dtu_c = _fwd_delta(dt_c, u_c, m2_full, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
             h, dt_chunk = _fwd_chunk(
                 h, t, m2_full, dt_c, dtu_c, u_c, z_c, B_c, C_c, steps, A2, skip,
-                B_tile, C_tile, out_base, s_out_l,
+                B_tile, C_tile, out_base, s_out_l, on_fma,
                 CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, WRITE_OUT, FAST_MATH,
             )
             if not WRITE_OUT:
@@ -391,7 +397,7 @@ def _fwd_kernel(
             dt_c, dtu_c = _fwd_delta(dt_c, u_c, m2, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
             h, dt_chunk = _fwd_chunk(
                 h, t, m2, dt_c, dtu_c, u_c, z_c, B_c, C_c, steps, A2, skip,
-                B_tile, C_tile, out_base, s_out_l,
+                B_tile, C_tile, out_base, s_out_l, on_fma,
                 CHUNK, B_VARYING, C_VARYING, HAS_D, HAS_Z, True, FAST_MATH,
             )
         tl.store(final_ptr + (batch * dim + d[None, :]) * N + n[:, None], h, mask=nd_mask & is_last)
@@ -500,6 +506,8 @@ def scan_fwd(
             DELTA_AHEAD=cfg.delta_ahead and (not own_shape or block_d < 32 * cfg.num_warps),
             LATE_LOADS=cfg.late_loads,
             FAST_MATH=fast_math(u, delta, z), num_warps=cfg.num_warps, maxnreg=cfg.maxnreg,
+            FMA_EXP_STEPS=cfg.first_pass_fma_exp_steps if first_pass else cfg.fma_exp_steps,
+            FMA_EXP_HALF=cfg.fma_exp_half,
             SEGMENT_SLOWEST=slowest, PDL=pdl and not first_pass, LAUNCH_DEPENDENTS=pdl and first_pass,
             launch_pdl=pdl and not first_pass,
         )
@@ -536,6 +544,13 @@ class FwdConfig:
     # With L split: (channels per program, steps per chunk) of the first pass, which only
     # advances states (None: the second pass's block_d and chunk).
     first_pass: tuple[int, int] | None = None
+    # The decays of the last this many steps of each chunk computed on the FMA pipe
+    # (exp2_fma) instead of the multi-function unit: in the kernel (the second pass of a
+    # split L), and in a split L's first pass.
+    fma_exp_steps: int = 0
+    first_pass_fma_exp_steps: int = 0
+    # ... for the first half of their states only (in both passes).
+    fma_exp_half: bool = False
 
 
 # A one-warp program walks its channels' sequence (or segment) alone, so the launch needs

@@ -498,6 +498,30 @@ def test_forward_first_pass_of_its_own_shape(monkeypatch, split_l, first_pass):
     check(Case(length=200 if not ON_GPU else 4099, small_dt=True, bc="mixed", dim=40), seed=32)
 
 
+@pytest.fixture(params=((1, False), (2, True)), ids=("one-step", "two-steps-half"))
+def fma_exps(request, monkeypatch):
+    """Decays of each chunk's last steps (all states, or the first half) computed on the
+    FMA pipe (exp2_fma) in every pass: the forward, a split forward's first pass and a
+    split backward's first pass."""
+    steps, half = request.param
+    with_default_launch_changed(monkeypatch, triton_fwd, fma_exp_steps=steps, first_pass_fma_exp_steps=steps,
+                                fma_exp_half=half)
+    with_default_launch_changed(monkeypatch, triton_bwd, seg_fma_exp_steps=steps, seg_fma_exp_half=half)
+
+
+@pytest.mark.parametrize("case", [
+    Case(length=200 if not ON_GPU else 4099, small_dt=True, bc="mixed", n_state=16),
+    Case(length=129, dtype=torch.bfloat16, bc="grouped", dim=8),
+], ids=("mixed-16-states", "grouped-bf16"))
+@pytest.mark.parametrize("split", (False, True))
+def test_fma_pipe_exponentials(request, fma_exps, case, split):
+    """Output, final state and every gradient with part of the decays on the FMA pipe,
+    L in one piece and split (both kernels' first passes)."""
+    if split:
+        request.getfixturevalue("split_l")
+    check(case, seed=33)
+
+
 @pytest.fixture
 def fwd_overlap(monkeypatch):
     """A split forward's two passes overlapped (FwdConfig.overlap): the second pass's grid

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
-from seqmamba.kernels.triton_math import fast_math
+from seqmamba.kernels.triton_math import exp2_fma, fast_math
 
 
 def test_fast_math_only_for_16_bit_inputs_and_never_under_the_interpreter(monkeypatch):
@@ -55,3 +57,44 @@ def test_host_size_helpers_agree_with_tritons():
         assert next_power_of_2(n) == triton.next_power_of_2(n), n
         for b in (1, 3, 8, 64):
             assert cdiv(n, b) == triton.cdiv(n, b), (n, b)
+
+
+@triton.jit
+def _exp2_fma_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(y_ptr + offs, exp2_fma(tl.load(x_ptr + offs, mask=offs < n)), mask=offs < n)
+
+
+def _exp2_fma_on(x: torch.Tensor) -> torch.Tensor:
+    y = torch.empty_like(x)
+    _exp2_fma_kernel[(triton.cdiv(x.numel(), 1024),)](x, y, x.numel(), BLOCK=1024)
+    return y
+
+
+def _exp2_fma_inputs(device) -> torch.Tensor:
+    # Dense over the decays' range, every rounding boundary j +- 1/2 and its neighbours,
+    # the clamps and the special values.
+    halves = torch.arange(-130, 130, dtype=torch.float64) + 0.5
+    near = torch.cat([halves, torch.nextafter(halves.float(), torch.tensor(-1e9)).double(),
+                      torch.nextafter(halves.float(), torch.tensor(1e9)).double()])
+    x = torch.cat([torch.linspace(-140, 130, 200_001, dtype=torch.float64), near])
+    return x.float().to(device)
+
+
+def _check_exp2_fma(x: torch.Tensor, y: torch.Tensor) -> None:
+    x64, y64 = x.double().cpu(), y.double().cpu()
+    ref = torch.exp2(x64)
+    normal = (x64 >= -125) & (x64 <= 127)
+    assert ((y64 - ref).abs() / ref)[normal].max() < 3e-7
+    # Below the clamp: a tiny positive number, never a wrapped exponent.
+    low = x64 < -125
+    assert ((y64[low] > 0) & (y64[low] < 3e-38)).all()
+    assert torch.isfinite(y64[x64 > 127]).all() and (y64[x64 > 127] > 1e38).all()
+    special = _exp2_fma_on(torch.tensor([float("nan"), float("-inf"), float("inf"), 0.0], device=x.device)).cpu()
+    assert torch.isnan(special[0]) and 0 < special[1] < 3e-38 and special[2] > 1e38 and special[3] == 1.0
+
+
+def test_exp2_fma_matches_exp2():
+    """Compiled on a GPU, on the interpreter elsewhere."""
+    x = _exp2_fma_inputs("cuda" if torch.cuda.is_available() else "cpu")
+    _check_exp2_fma(x, _exp2_fma_on(x))
