@@ -49,6 +49,7 @@ SUFFIXES = {
     "e": ("fma_exp_steps", 1), "E": ("fma_exp_steps", 2), "x": ("first_pass_fma_exp_steps", 1),
     "X": ("first_pass_fma_exp_steps", 2), "y": ("fma_exp_half", True),
     "j": ("seg_fma_exp_steps", 1), "J": ("seg_fma_exp_steps", 2), "k": ("seg_fma_exp_half", True),
+    "g": ("time_groups", 2), "G": ("time_groups", 4), "K": ("time_groups", 8),
 }
 
 
@@ -70,7 +71,8 @@ def parse_config(cls, text: str):
     w runs a split forward's first pass in programs of 32 channels and 8-step chunks,
     e / E compute the decays of the last 1 / 2 steps of each chunk on the FMA pipe (x / X:
     in a split forward's first pass; y: the first half of their states only), j / J / k the same in
-    a split backward's first pass (k: half the states);
+    a split backward's first pass (k: half the states); g / G / K run the forward in
+    chunks of 2 / 4 / 8 groups of CHUNK steps over lanes (triton_fwd_groups);
     '@REGS' at the end caps the registers per thread."""
     text, _, regs = text.partition("@")
     if text == "auto" and not regs:
@@ -130,6 +132,8 @@ def variant_name(kind: str, cfg) -> str:
         name += " first-pass-%dx%d" % cfg.first_pass
     if getattr(cfg, "fma_exp_steps", 0) or getattr(cfg, "first_pass_fma_exp_steps", 0):
         name += f" fma-exp-{cfg.fma_exp_steps}/{cfg.first_pass_fma_exp_steps}" + ("-half" if cfg.fma_exp_half else "")
+    if getattr(cfg, "time_groups", 1) > 1:
+        name += f" groups{cfg.time_groups}"
     if getattr(cfg, "seg_fma_exp_steps", 0):
         name += f" seg-fma-exp-{cfg.seg_fma_exp_steps}" + ("-half" if cfg.seg_fma_exp_half else "")
     if cfg.maxnreg is not None:

@@ -74,10 +74,11 @@ def _fwd_load_bc(
 def _fwd_delta(dt, u, m2, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_MATH: tl.constexpr):
     """A chunk's delta and u tiles (CHUNK, BLOCK_D) as stored -> (delta, delta * u) in fp32,
     delta = softplus(delta + bias), 0 where m2 (None: everywhere valid) masks a step or
-    channel out."""
+    channel out. bias: per channel, shaped to broadcast against the tiles ((1, BLOCK_D)
+    here)."""
     dt = dt.to(tl.float32)
     if HAS_BIAS:
-        dt = dt + bias[None, :]
+        dt = dt + bias
     if SOFTPLUS:
         dt = softplus(dt, FAST_MATH)
     if m2 is not None:
@@ -228,7 +229,7 @@ def _fwd_kernel(
     # neither the recurrence nor the sum over states for y needs other threads.
     # exp(delta * A) = exp2(delta * A * log2(e)): premultiply A once.
     A2 = tl.load(A_ptr + n[:, None] * s_A_n + d[None, :] * s_A_d, mask=nd_mask, other=0.0).to(tl.float32) * LOG2E
-    bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32) if HAS_BIAS else None
+    bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32)[None, :] if HAS_BIAS else None
     skip = tl.load(D_ptr + d, mask=d_mask, other=0.0).to(tl.float32) if HAS_D else None
     # Time-invariant B or C: (D, N), read once as an (N, BLOCK_D) tile.
     if B_VARYING:
@@ -461,7 +462,7 @@ def scan_fwd(
     else:
         cfg = fwd_config(batch * groups, dg, block_n, length=length, align=save_every or 1)
     if save:
-        assert save_every % cfg.chunk == 0, "states are saved at chunk boundaries"
+        assert save_every % (cfg.chunk * cfg.time_groups) == 0, "states are saved at chunk boundaries"
     n_saved = cdiv(length, save_every) if save else 0
     dev, f32 = u.device, torch.float32
     out = empty_like_layout(u)
@@ -473,6 +474,11 @@ def scan_fwd(
         assert cfg.first_pass is None or cfg.seg_len % cfg.first_pass[1] == 0, "segments are whole first-pass chunks"
         assert not save or cfg.seg_len % save_every == 0, "segments start at saved states"
         n_seg, seg_steps = cdiv(length, cfg.seg_len), cfg.seg_len
+    if cfg.time_groups > 1:
+        assert n_seg == 1, "time groups replace a split of L"
+        _launch_groups(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, out, final, states,
+                       cfg, groups, dg, save_every // (cfg.chunk * cfg.time_groups) if save else 1)
+        return out, final, states
     seg_states = torch.empty((batch, dim, n_seg - 1, n_state) if n_seg > 1 else (0,), dtype=f32, device=dev)
     seg_dt = torch.empty((batch, dim, n_seg - 1) if n_seg > 1 else (0,), dtype=f32, device=dev)
     b_varying, sB = bc_strides(B)
@@ -518,6 +524,33 @@ def scan_fwd(
     return out, final, states
 
 
+def _launch_groups(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, out, final, states,
+                   cfg: FwdConfig, groups: int, dg: int, save_chunks: int) -> None:
+    """scan_fwd's launch of the time-groups kernel (triton_fwd_groups): cfg.block_d
+    channels a program, chunks of cfg.time_groups groups of cfg.chunk steps."""
+    from .triton_fwd_groups import _fwd_groups_kernel
+
+    batch, _, length = u.shape
+    n_state = A.shape[1]
+    b_varying, sB = bc_strides(B)
+    c_varying, sC = bc_strides(C)
+    z_arg = z if z is not None else u
+    init_arg = initial_state if initial_state is not None else final
+    n_saved = states.shape[2] if states.dim() == 4 else 0
+    block_n = next_power_of_2(n_state)
+    _fwd_groups_kernel[(cdiv(dg, cfg.block_d), groups, batch)](
+        u, delta, A, B, C, D if D is not None else A, z_arg, delta_bias if delta_bias is not None else A,
+        init_arg, out, final, states,
+        length, n_state, dg, n_saved, group_ratio(B, groups), group_ratio(C, groups),
+        *u.stride(), *delta.stride(), *A.stride(), *sB, *sC, *z_arg.stride(), *init_arg.stride(), *out.stride(),
+        BLOCK_D=cfg.block_d, BLOCK_N=block_n, STEPS=cfg.chunk, GROUPS=cfg.time_groups, SAVE_EVERY=save_chunks,
+        EVEN_D=dg % cfg.block_d == 0, EVEN_N=n_state == block_n, B_VARYING=b_varying, C_VARYING=c_varying,
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+        HAS_INIT=initial_state is not None, SAVE_STATES=n_saved > 0, FAST_MATH=fast_math(u, delta, z),
+        num_warps=cfg.num_warps, maxnreg=cfg.maxnreg,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class FwdConfig:
     """Launch shape: channels per program, steps per chunk, warps per program, the steps
@@ -549,6 +582,10 @@ class FwdConfig:
     # split L), and in a split L's first pass.
     fma_exp_steps: int = 0
     first_pass_fma_exp_steps: int = 0
+    # Chunks of this many groups of `chunk` steps each, the groups over lanes beside the
+    # channels (triton_fwd_groups; L is then never split): more programs for the same
+    # channels without computing any decay twice. 1: the kernel above.
+    time_groups: int = 1
     # ... for the first half of their states only (in both passes).
     fma_exp_half: bool = False
 

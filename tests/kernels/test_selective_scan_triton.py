@@ -522,6 +522,24 @@ def test_fma_pipe_exponentials(request, fma_exps, case, split):
     check(case, seed=33)
 
 
+@pytest.mark.parametrize("shape", ((2, 4, 4), (1, 8, 8)), ids=("2ch-4groups-of-4", "1ch-8groups-of-8"))
+@pytest.mark.parametrize("case", [
+    Case(length=200 if not ON_GPU else 4099, small_dt=True, bc="mixed"),
+    Case(length=7, n_state=3, dim=5, bc="invariant", with_init=False),
+    Case(length=129, dtype=torch.bfloat16, bc="grouped", dim=4, layout="strided"),
+    Case(length=150, with_D=False, with_z=False, with_bias=False, softplus=False, with_init=False),
+], ids=("mixed", "short-invariant-3-states", "grouped-bf16-strided", "bare"))
+def test_forward_in_time_groups(monkeypatch, shape, case):
+    """The forward with each chunk's steps in groups over lanes (FwdConfig.time_groups,
+    triton_fwd_groups): channels left over in the last program, a sequence shorter than
+    one chunk, N not a power of two, every B/C form and option; the backward then runs
+    from the states it saved."""
+    block_d, groups, steps = shape
+    with_default_launch_changed(monkeypatch, triton_fwd, block_d=block_d, time_groups=groups, chunk=steps,
+                                seg_len=None, first_pass=None)
+    check(case, seed=34)
+
+
 @pytest.fixture
 def fwd_overlap(monkeypatch):
     """A split forward's two passes overlapped (FwdConfig.overlap): the second pass's grid

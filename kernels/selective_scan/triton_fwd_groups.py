@@ -1,0 +1,234 @@
+"""Forward selective-scan kernel with the sequence spread over lanes (Triton).
+
+The main forward (triton_fwd) gives each lane whole channels and walks the sequence one
+chunk after the other, so a launch has batch x D / BLOCK_D one-warp programs: 192 of 8
+channels at batch 1 and D = 1536, too few for a GPU. There L is split over programs, and
+the first pass that finds each segment's start state computes every decay a second time:
+2.36 exponentials an element instead of 1, and the multi-function unit bounds it.
+
+Here each chunk of STEPS x GROUPS steps is cut into GROUPS groups of STEPS consecutive
+steps, laid over lanes next to the channels (tiles (step, state, channel, group)): a
+program of BLOCK_D channels keeps GROUPS times as many lanes busy, so BLOCK_D can be
+GROUPS times smaller for the same tile and the launch has GROUPS times as many programs.
+Per chunk:
+1. each group runs its steps from a zero state to its end state, and the product of its
+   decays exp(A sum dt) is taken once per (state, channel, group);
+2. the groups' start states follow from the chunk's carried state, group by group
+   (h_start[g + 1] = P[g] h_start[g] + h_end[g]), a few sums over the group lanes;
+3. each group runs its steps again from its true start state with the decays it already
+   holds in registers: the outputs y = C . h, and the chunk's end state carried on.
+So each decay is computed once (phase 3 reuses phase 1's), for one more multiply-add per
+element and the combine per chunk. Shapes and options as in triton_fwd's kernel; L is
+never split.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from ..triton_math import LOG2E
+from .triton_common import load
+from .triton_fwd import _fwd_delta, _fwd_gate
+
+
+@triton.jit
+def _groups_load(
+    t, m3, mbc, n, u_base, dt_base, z_base, B_base, C_base, s_u_l, s_dt_l, s_z_l, s_B_n, s_B_l, s_C_n, s_C_l,
+    B_VARYING: tl.constexpr, C_VARYING: tl.constexpr, HAS_Z: tl.constexpr,
+):
+    """A chunk's tiles as stored, for steps t (STEPS, 1, GROUPS): dt, u, z (STEPS, BLOCK_D,
+    GROUPS); B, C (STEPS, BLOCK_N, GROUPS) widened to fp32 (absent ones: dt)."""
+    dt = load(dt_base + t * s_dt_l, m3)
+    u = load(u_base + t * s_u_l, m3)
+    z = dt
+    if HAS_Z:
+        z = load(z_base + t * s_z_l, m3)
+    Bt = dt
+    if B_VARYING:
+        Bt = load(B_base + t * s_B_l + n[None, :, None] * s_B_n, mbc).to(tl.float32)
+    Ct = dt
+    if C_VARYING:
+        Ct = load(C_base + t * s_C_l + n[None, :, None] * s_C_n, mbc).to(tl.float32)
+    return dt, u, z, Bt, Ct
+
+
+@triton.jit
+def _groups_prepare(raw_dt, u, z, m3, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_Z: tl.constexpr,
+                    FAST_MATH: tl.constexpr):
+    """delta, delta * u and the gate silu(z) of a chunk's (STEPS, BLOCK_D, GROUPS) tiles,
+    made in their loads' layout (one thread per value)."""
+    dt, dtu = _fwd_delta(raw_dt, u, m3, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
+    gate = z
+    if HAS_Z:
+        gate = _fwd_gate(z, FAST_MATH)
+    return dt, dtu, gate
+
+
+@triton.jit
+def _groups_chunk(
+    h, t, m3, dt, dtu, u, gate, Bt, Ct, steps, groups, A2, skip, B_tile, C_tile, out_base, s_out_l,
+    STEPS: tl.constexpr, GROUPS: tl.constexpr, B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+):
+    """Advances the carried state h (BLOCK_N, BLOCK_D) over one chunk and writes its
+    outputs; returns the new h. Tiles from _groups_load / _groups_prepare."""
+    u = u.to(tl.float32)
+    decay = tl.exp2(dt[:, None, :, :] * A2[None, :, :, None])  # (STEPS, BLOCK_N, BLOCK_D, GROUPS)
+    if B_VARYING:
+        inp = dtu[:, None, :, :] * Bt[:, :, None, :]
+    else:
+        inp = dtu[:, None, :, :] * B_tile[None, :, :, None]
+    # Step i of a tile as in triton_fwd: an exact selection of bit patterns that the
+    # compiler resolves to registers (the step axis lies in each thread).
+    decay_bits = decay.to(tl.int32, bitcast=True)
+    inp_bits = inp.to(tl.int32, bitcast=True)
+    first = steps[:, None, None, None] == 0
+    # 1. Each group from a zero state (its first step's state is its first input).
+    h_end = tl.sum(tl.where(first, inp_bits, 0), axis=0).to(tl.float32, bitcast=True)
+    for i in tl.static_range(1, STEPS):
+        sel = steps[:, None, None, None] == i
+        a_i = tl.sum(tl.where(sel, decay_bits, 0), axis=0).to(tl.float32, bitcast=True)
+        h_end = a_i * h_end + tl.sum(tl.where(sel, inp_bits, 0), axis=0).to(tl.float32, bitcast=True)
+    total = tl.exp2(A2[:, :, None] * tl.sum(dt, axis=0)[None, :, :])  # each group's decay product
+    # 2. The groups' start states, one group after the other from the carried state.
+    g = groups[None, None, :]
+    h_start = tl.zeros_like(total) + h[:, :, None]
+    for j in tl.static_range(GROUPS - 1):
+        h = tl.sum(tl.where(g == j, total, 0.0), axis=2) * h + tl.sum(tl.where(g == j, h_end, 0.0), axis=2)
+        h_start = tl.where(g == j + 1, h[:, :, None], h_start)
+    last = g == GROUPS - 1
+    h = tl.sum(tl.where(last, total, 0.0), axis=2) * h + tl.sum(tl.where(last, h_end, 0.0), axis=2)
+    # 3. Every step's state from the true start, y = C . h. The start state is put in the
+    # step layout first (a value carried into the step loop in another layout would
+    # convert every step's decay and input to it).
+    hg = tl.sum(tl.where(first, h_start[None, :, :, :], 0.0), axis=0)
+    hs = tl.zeros(decay.shape, dtype=tl.int32)
+    for i in tl.static_range(STEPS):
+        sel = steps[:, None, None, None] == i
+        a_i = tl.sum(tl.where(sel, decay_bits, 0), axis=0).to(tl.float32, bitcast=True)
+        hg = a_i * hg + tl.sum(tl.where(sel, inp_bits, 0), axis=0).to(tl.float32, bitcast=True)
+        hs = tl.where(sel, hg.to(tl.int32, bitcast=True)[None, :, :, :], hs)
+    if C_VARYING:
+        y = tl.sum(hs.to(tl.float32, bitcast=True) * Ct[:, :, None, :], axis=1)
+    else:
+        y = tl.sum(hs.to(tl.float32, bitcast=True) * C_tile[None, :, :, None], axis=1)
+    if HAS_D:
+        y = y + skip[None, :, None] * u
+    if HAS_Z:
+        y = y * gate
+    tl.store(out_base + t * s_out_l, y.to(out_base.dtype.element_ty), mask=m3)
+    return h
+
+
+@triton.jit
+def _fwd_groups_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, init_ptr, out_ptr, final_ptr, states_ptr,
+    L, N, DG, n_saved, B_ratio, C_ratio,
+    s_u_b, s_u_d, s_u_l,
+    s_dt_b, s_dt_d, s_dt_l,
+    s_A_d, s_A_n,
+    s_B_b, s_B_g, s_B_n, s_B_l,
+    s_C_b, s_C_g, s_C_n, s_C_l,
+    s_z_b, s_z_d, s_z_l,
+    s_init_b, s_init_d, s_init_n,
+    s_out_b, s_out_d, s_out_l,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, STEPS: tl.constexpr, GROUPS: tl.constexpr,
+    SAVE_EVERY: tl.constexpr, EVEN_D: tl.constexpr, EVEN_N: tl.constexpr,
+    B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    HAS_INIT: tl.constexpr, SAVE_STATES: tl.constexpr, FAST_MATH: tl.constexpr,
+):
+    """Grid: (channel blocks, groups of B/C, batch). Writes out, the final state and, with
+    SAVE_STATES, the state before every SAVE_EVERY-th chunk (states: (batch, D, n_saved,
+    N) fp32). Each iteration loads the next chunk's tiles and makes its delta and gate
+    before this chunk's steps, so that their memory latency overlaps the arithmetic and
+    the loop carries them in their loads' compact layout (made next to their use, Triton
+    would compute softplus and the gate once per state lane)."""
+    pid_d = tl.program_id(0)
+    group = tl.program_id(1)
+    batch = tl.program_id(2).to(tl.int64)
+    dim = DG * tl.num_programs(1)
+
+    d_in_group = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_mask = d_in_group < DG
+    d = (group * DG + d_in_group).to(tl.int64)
+    n = tl.arange(0, BLOCK_N)
+    n_mask = n < N
+    nd_mask = n_mask[:, None] & d_mask[None, :]
+    steps = tl.arange(0, STEPS)
+    groups = tl.arange(0, GROUPS)
+    # Steps of a chunk: group g holds steps g * STEPS .. (g + 1) * STEPS - 1. (STEPS, 1, GROUPS)
+    offs = (groups[None, None, :] * STEPS + steps[:, None, None]).to(tl.int64)
+    CHUNK: tl.constexpr = STEPS * GROUPS
+
+    A2 = tl.load(A_ptr + n[:, None] * s_A_n + d[None, :] * s_A_d, mask=nd_mask, other=0.0).to(tl.float32) * LOG2E
+    bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32)[None, :, None] if HAS_BIAS else None
+    skip = tl.load(D_ptr + d, mask=d_mask, other=0.0).to(tl.float32) if HAS_D else None
+    B_tile = None
+    if not B_VARYING:
+        B_tile = tl.load(B_ptr + n[:, None] * s_B_n + d[None, :] * s_B_b, mask=nd_mask, other=0.0).to(tl.float32)
+    C_tile = None
+    if not C_VARYING:
+        C_tile = tl.load(C_ptr + n[:, None] * s_C_n + d[None, :] * s_C_b, mask=nd_mask, other=0.0).to(tl.float32)
+    B_base = B_ptr + batch * s_B_b + (group // B_ratio) * s_B_g
+    C_base = C_ptr + batch * s_C_b + (group // C_ratio) * s_C_g
+    row = d[None, :, None]
+    u_base = u_ptr + batch * s_u_b + row * s_u_d
+    dt_base = delta_ptr + batch * s_dt_b + row * s_dt_d
+    z_base = z_ptr + batch * s_z_b + row * s_z_d
+    out_base = out_ptr + batch * s_out_b + row * s_out_d
+    state_base = states_ptr + ((batch * dim + d[None, :]) * n_saved) * N + n[:, None]
+
+    if HAS_INIT:
+        h = tl.load(
+            init_ptr + batch * s_init_b + n[:, None] * s_init_n + d[None, :] * s_init_d, mask=nd_mask, other=0.0
+        ).to(tl.float32)
+    else:
+        h = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+
+    # Masks of a full chunk: None where every channel and state is real (loads vectorize).
+    m3_full = None if EVEN_D else (offs >= 0) & d_mask[None, :, None]
+    mbc_full = None if EVEN_N else (offs >= 0) & n_mask[None, :, None]
+    n_full = L // CHUNK
+    chunk = 0
+    if n_full > 0:
+        raw, u_n, z_n, B_n, C_n = _groups_load(
+            offs, m3_full, mbc_full, n, u_base, dt_base, z_base, B_base, C_base,
+            s_u_l, s_dt_l, s_z_l, s_B_n, s_B_l, s_C_n, s_C_l, B_VARYING, C_VARYING, HAS_Z,
+        )
+        dt_n, dtu_n, gate_n = _groups_prepare(raw, u_n, z_n, m3_full, bias, HAS_BIAS, SOFTPLUS, HAS_Z, FAST_MATH)
+        while chunk < n_full:
+            if SAVE_STATES:
+                if chunk % SAVE_EVERY == 0:
+                    tl.store(state_base + (chunk // SAVE_EVERY) * N, h, mask=nd_mask)
+            dt_c, dtu_c, u_c, gate_c, B_c, C_c = dt_n, dtu_n, u_n, gate_n, B_n, C_n
+            # The next chunk's tiles (this chunk's again at the last, never used).
+            t_next = tl.minimum(chunk + 1, n_full - 1) * CHUNK + offs
+            raw, u_n, z_n, B_n, C_n = _groups_load(
+                t_next, m3_full, mbc_full, n, u_base, dt_base, z_base, B_base, C_base,
+                s_u_l, s_dt_l, s_z_l, s_B_n, s_B_l, s_C_n, s_C_l, B_VARYING, C_VARYING, HAS_Z,
+            )
+            h = _groups_chunk(
+                h, chunk * CHUNK + offs, m3_full, dt_c, dtu_c, u_c, gate_c, B_c, C_c, steps, groups, A2, skip,
+                B_tile, C_tile, out_base, s_out_l, STEPS, GROUPS, B_VARYING, C_VARYING, HAS_D, HAS_Z,
+            )
+            dt_n, dtu_n, gate_n = _groups_prepare(raw, u_n, z_n, m3_full, bias, HAS_BIAS, SOFTPLUS, HAS_Z, FAST_MATH)
+            chunk += 1
+    if n_full * CHUNK < L:
+        # The partial last chunk: padded steps get delta 0 (decay 1, input 0).
+        if SAVE_STATES:
+            if n_full % SAVE_EVERY == 0:
+                tl.store(state_base + (n_full // SAVE_EVERY) * N, h, mask=nd_mask)
+        t = n_full * CHUNK + offs
+        m3 = (t < L) & d_mask[None, :, None]
+        mbc = (t < L) & n_mask[None, :, None]
+        raw, u_c, z_c, B_c, C_c = _groups_load(
+            t, m3, mbc, n, u_base, dt_base, z_base, B_base, C_base,
+            s_u_l, s_dt_l, s_z_l, s_B_n, s_B_l, s_C_n, s_C_l, B_VARYING, C_VARYING, HAS_Z,
+        )
+        dt_c, dtu_c, gate_c = _groups_prepare(raw, u_c, z_c, m3, bias, HAS_BIAS, SOFTPLUS, HAS_Z, FAST_MATH)
+        h = _groups_chunk(
+            h, t, m3, dt_c, dtu_c, u_c, gate_c, B_c, C_c, steps, groups, A2, skip,
+            B_tile, C_tile, out_base, s_out_l, STEPS, GROUPS, B_VARYING, C_VARYING, HAS_D, HAS_Z,
+        )
+    tl.store(final_ptr + (batch * dim + d[None, :]) * N + n[:, None], h, mask=nd_mask)
