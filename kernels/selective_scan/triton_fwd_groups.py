@@ -70,8 +70,11 @@ def _groups_chunk(
     STEPS: tl.constexpr, GROUPS: tl.constexpr, B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
 ):
-    """Advances the carried state h (BLOCK_N, BLOCK_D) over one chunk and writes its
-    outputs; returns the new h. Tiles from _groups_load / _groups_prepare."""
+    """Advances the carried state h over one chunk and writes its outputs; returns the new
+    h. h: (BLOCK_N, BLOCK_D, GROUPS), the same state in every group, in the layout of one
+    step of the (STEPS, BLOCK_N, BLOCK_D, GROUPS) tiles, as everything below that is not
+    a whole tile: Triton's layout pass otherwise picks another layout for the combine
+    and converts every step's values to it. Tiles from _groups_load / _groups_prepare."""
     u = u.to(tl.float32)
     decay = tl.exp2(dt[:, None, :, :] * A2[None, :, :, None])  # (STEPS, BLOCK_N, BLOCK_D, GROUPS)
     if B_VARYING:
@@ -89,19 +92,21 @@ def _groups_chunk(
         sel = steps[:, None, None, None] == i
         a_i = tl.sum(tl.where(sel, decay_bits, 0), axis=0).to(tl.float32, bitcast=True)
         h_end = a_i * h_end + tl.sum(tl.where(sel, inp_bits, 0), axis=0).to(tl.float32, bitcast=True)
-    total = tl.exp2(A2[:, :, None] * tl.sum(dt, axis=0)[None, :, :])  # each group's decay product
-    # 2. The groups' start states, one group after the other from the carried state.
+    # Each group's decay product exp(A sum dt), in the step layout.
+    total = tl.exp2(A2[:, :, None] * tl.sum(dt, axis=0)[None, :, :])
+    total = tl.sum(tl.where(first, total[None, :, :, :], 0.0), axis=0)
+    # 2. The groups' start states, one group after the other from the carried state
+    # (sums over the group axis read one group's value in every group's lanes).
     g = groups[None, None, :]
-    h_start = tl.zeros_like(total) + h[:, :, None]
+    h_start = h
     for j in tl.static_range(GROUPS - 1):
-        h = tl.sum(tl.where(g == j, total, 0.0), axis=2) * h + tl.sum(tl.where(g == j, h_end, 0.0), axis=2)
-        h_start = tl.where(g == j + 1, h[:, :, None], h_start)
+        h = tl.sum(tl.where(g == j, total, 0.0), axis=2)[:, :, None] * h
+        h = h + tl.sum(tl.where(g == j, h_end, 0.0), axis=2)[:, :, None]
+        h_start = tl.where(g == j + 1, h, h_start)
     last = g == GROUPS - 1
-    h = tl.sum(tl.where(last, total, 0.0), axis=2) * h + tl.sum(tl.where(last, h_end, 0.0), axis=2)
-    # 3. Every step's state from the true start, y = C . h. The start state is put in the
-    # step layout first (a value carried into the step loop in another layout would
-    # convert every step's decay and input to it).
-    hg = tl.sum(tl.where(first, h_start[None, :, :, :], 0.0), axis=0)
+    h = tl.sum(tl.where(last, total, 0.0), axis=2)[:, :, None] * h + tl.sum(tl.where(last, h_end, 0.0), axis=2)[:, :, None]
+    # 3. Every step's state from the true start, y = C . h.
+    hg = h_start
     hs = tl.zeros(decay.shape, dtype=tl.int32)
     for i in tl.static_range(STEPS):
         sel = steps[:, None, None, None] == i
@@ -118,6 +123,13 @@ def _groups_chunk(
         y = y * gate
     tl.store(out_base + t * s_out_l, y.to(out_base.dtype.element_ty), mask=m3)
     return h
+
+
+@triton.jit
+def _store_state(ptr, h, group0, mask):
+    """Stores the carried state h (BLOCK_N, BLOCK_D, GROUPS) (the same in every group) at
+    ptr (BLOCK_N, BLOCK_D), from group 0's lanes."""
+    tl.store(ptr, tl.sum(tl.where(group0, h, 0.0), axis=2), mask=mask)
 
 
 @triton.jit
@@ -185,6 +197,10 @@ def _fwd_groups_kernel(
         ).to(tl.float32)
     else:
         h = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    # Carried as (BLOCK_N, BLOCK_D, GROUPS), every group holding it, in the step layout
+    # (see _groups_chunk); group 0's copy is what gets stored.
+    h = tl.sum(tl.where((steps == 0)[:, None, None, None], h[None, :, :, None], 0.0), axis=0)
+    group0 = (groups == 0)[None, None, :]
 
     # Masks of a full chunk: None where every channel and state is real (loads vectorize).
     m3_full = None if EVEN_D else (offs >= 0) & d_mask[None, :, None]
@@ -200,7 +216,7 @@ def _fwd_groups_kernel(
         while chunk < n_full:
             if SAVE_STATES:
                 if chunk % SAVE_EVERY == 0:
-                    tl.store(state_base + (chunk // SAVE_EVERY) * N, h, mask=nd_mask)
+                    _store_state(state_base + (chunk // SAVE_EVERY) * N, h, group0, nd_mask)
             dt_c, dtu_c, u_c, gate_c, B_c, C_c = dt_n, dtu_n, u_n, gate_n, B_n, C_n
             # The next chunk's tiles (this chunk's again at the last, never used).
             t_next = tl.minimum(chunk + 1, n_full - 1) * CHUNK + offs
@@ -218,7 +234,7 @@ def _fwd_groups_kernel(
         # The partial last chunk: padded steps get delta 0 (decay 1, input 0).
         if SAVE_STATES:
             if n_full % SAVE_EVERY == 0:
-                tl.store(state_base + (n_full // SAVE_EVERY) * N, h, mask=nd_mask)
+                _store_state(state_base + (n_full // SAVE_EVERY) * N, h, group0, nd_mask)
         t = n_full * CHUNK + offs
         m3 = (t < L) & d_mask[None, :, None]
         mbc = (t < L) & n_mask[None, :, None]
@@ -231,4 +247,4 @@ def _fwd_groups_kernel(
             h, t, m3, dt_c, dtu_c, u_c, gate_c, B_c, C_c, steps, groups, A2, skip,
             B_tile, C_tile, out_base, s_out_l, STEPS, GROUPS, B_VARYING, C_VARYING, HAS_D, HAS_Z,
         )
-    tl.store(final_ptr + (batch * dim + d[None, :]) * N + n[:, None], h, mask=nd_mask)
+    _store_state(final_ptr + (batch * dim + d[None, :]) * N + n[:, None], h, group0, nd_mask)
