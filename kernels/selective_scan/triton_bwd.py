@@ -32,7 +32,9 @@ from .. import dependent_launch
 from ..layout import empty_like_layout
 from ..sizes import cdiv, next_power_of_2
 from ..triton_math import LOG2E, fast_math, sigmoid, softplus
-from .triton_common import decays, fma_steps, in_step_layout, load, load_f32, program_position, split_length
+from .triton_common import (
+    channel_block, decays, fma_steps, in_step_layout, load, load_f32, load_state_tile, program_position, split_length,
+)
 from .triton_fwd import bc_strides, group_ratio, n_groups
 from .triton_sums import atomic_sums, finish_sums
 
@@ -262,27 +264,16 @@ def _bwd_kernel(
     program = (tl.program_id(2).to(tl.int64) * n_grid_groups + group) * tl.num_programs(0) + tl.program_id(0)
 
     channels = tl.arange(0, BLOCK_D)
-    d_in_group = pid_d * BLOCK_D + channels
-    d_mask = d_in_group < DG
-    d = (group * DG + d_in_group).to(tl.int64)
-    n = tl.arange(0, BLOCK_N)
-    n_mask = n < N
-    nd_mask = n_mask[:, None] & d_mask[None, :]
+    d, d_mask, n, n_mask, nd_mask = channel_block(pid_d, group, DG, N, BLOCK_D, BLOCK_N)
     steps = tl.arange(0, CHUNK)
 
     # Same (step, state, channel) layout as the forward: each thread holds whole channels.
-    A = tl.load(A_ptr + n[:, None] * s_A_n + d[None, :] * s_A_d, mask=nd_mask, other=0.0).to(tl.float32)
+    A = load_state_tile(A_ptr, n, d, s_A_n, s_A_d, nd_mask)
     A2 = A * LOG2E
     bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32) if HAS_BIAS else None
     skip = tl.load(D_ptr + d, mask=d_mask, other=0.0).to(tl.float32) if HAS_D else None
-    if B_VARYING:
-        B_tile = None
-    else:
-        B_tile = tl.load(B_ptr + n[:, None] * s_B_n + d[None, :] * s_B_b, mask=nd_mask, other=0.0).to(tl.float32)
-    if C_VARYING:
-        C_tile = None
-    else:
-        C_tile = tl.load(C_ptr + n[:, None] * s_C_n + d[None, :] * s_C_b, mask=nd_mask, other=0.0).to(tl.float32)
+    B_tile = None if B_VARYING else load_state_tile(B_ptr, n, d, s_B_n, s_B_b, nd_mask)
+    C_tile = None if C_VARYING else load_state_tile(C_ptr, n, d, s_C_n, s_C_b, nd_mask)
     B_base = B_ptr + batch * s_B_b + (group // B_ratio) * s_B_g
     C_base = C_ptr + batch * s_C_b + (group // C_ratio) * s_C_g
     u_base = u_ptr + batch * s_u_b + d[None, :] * s_u_d
@@ -591,21 +582,13 @@ def _bwd_seg_kernel(
     group = tl.program_id(1)
     dim = DG * tl.num_programs(1)
 
-    d_in_group = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    d_mask = d_in_group < DG
-    d = (group * DG + d_in_group).to(tl.int64)
-    n = tl.arange(0, BLOCK_N)
-    n_mask = n < N
-    nd_mask = n_mask[:, None] & d_mask[None, :]
+    d, d_mask, n, n_mask, nd_mask = channel_block(pid_d, group, DG, N, BLOCK_D, BLOCK_N)
     steps = tl.arange(0, CHUNK)
     on_fma = fma_steps(steps, n, FMA_EXP_STEPS, FMA_EXP_HALF)
 
-    A2 = tl.load(A_ptr + n[:, None] * s_A_n + d[None, :] * s_A_d, mask=nd_mask, other=0.0).to(tl.float32) * LOG2E
+    A2 = load_state_tile(A_ptr, n, d, s_A_n, s_A_d, nd_mask) * LOG2E
     bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32) if HAS_BIAS else None
-    if C_VARYING:
-        C_tile = None
-    else:
-        C_tile = tl.load(C_ptr + n[:, None] * s_C_n + d[None, :] * s_C_b, mask=nd_mask, other=0.0).to(tl.float32)
+    C_tile = None if C_VARYING else load_state_tile(C_ptr, n, d, s_C_n, s_C_b, nd_mask)
     C_base = C_ptr + batch * s_C_b + (group // C_ratio) * s_C_g
     dt_base = delta_ptr + batch * s_dt_b + d[None, :] * s_dt_d
     z_base = z_ptr + batch * s_z_b + d[None, :] * s_z_d

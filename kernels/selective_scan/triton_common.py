@@ -76,6 +76,25 @@ def program_position(DG, BLOCK_D: tl.constexpr, n_seg, SEGMENTS_LAST_AXIS: tl.co
 
 
 @triton.jit
+def channel_block(pid_d, group, DG, N, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The channels and states of the program owning channel block pid_d of group
+    ``group`` (DG channels a group): (d: (BLOCK_D,) int64 channel indices, d_mask, n:
+    (BLOCK_N,), n_mask, nd_mask: (BLOCK_N, BLOCK_D))."""
+    d_in_group = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_mask = d_in_group < DG
+    n = tl.arange(0, BLOCK_N)
+    n_mask = n < N
+    return (group * DG + d_in_group).to(tl.int64), d_mask, n, n_mask, n_mask[:, None] & d_mask[None, :]
+
+
+@triton.jit
+def load_state_tile(ptr, n, d, s_n, s_d, nd_mask):
+    """A (BLOCK_N, BLOCK_D) fp32 tile of a per-(state, channel) tensor (A, a time-invariant
+    B or C, a state) at ptr with strides s_n, s_d; 0 outside nd_mask."""
+    return tl.load(ptr + n[:, None] * s_n + d[None, :] * s_d, mask=nd_mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
 def load(ptr, mask):
     """tl.load in the stored dtype; ``mask=None`` loads unmasked, which lets full tiles vectorize."""
     if mask is None:

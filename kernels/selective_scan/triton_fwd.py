@@ -23,7 +23,9 @@ from .. import dependent_launch
 from ..layout import empty_like_layout
 from ..sizes import cdiv, next_power_of_2
 from ..triton_math import LOG2E, fast_math, sigmoid, softplus
-from .triton_common import decays, fma_steps, in_step_layout, load, program_position, split_length
+from .triton_common import (
+    channel_block, decays, fma_steps, in_step_layout, load, load_state_tile, program_position, split_length,
+)
 
 
 @triton.jit
@@ -215,12 +217,7 @@ def _fwd_kernel(
     group = tl.program_id(1)
     dim = DG * tl.num_programs(1)
 
-    d_in_group = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    d_mask = d_in_group < DG
-    d = (group * DG + d_in_group).to(tl.int64)  # channel index, (BLOCK_D,)
-    n = tl.arange(0, BLOCK_N)
-    n_mask = n < N
-    nd_mask = n_mask[:, None] & d_mask[None, :]
+    d, d_mask, n, n_mask, nd_mask = channel_block(pid_d, group, DG, N, BLOCK_D, BLOCK_N)
     steps = tl.arange(0, CHUNK)
     on_fma = fma_steps(steps, n, FMA_EXP_STEPS, FMA_EXP_HALF)
 
@@ -228,25 +225,17 @@ def _fwd_kernel(
     # first, so each thread holds whole channels (every step and state of the chunk) and
     # neither the recurrence nor the sum over states for y needs other threads.
     # exp(delta * A) = exp2(delta * A * log2(e)): premultiply A once.
-    A2 = tl.load(A_ptr + n[:, None] * s_A_n + d[None, :] * s_A_d, mask=nd_mask, other=0.0).to(tl.float32) * LOG2E
+    A2 = load_state_tile(A_ptr, n, d, s_A_n, s_A_d, nd_mask) * LOG2E
     bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32)[None, :] if HAS_BIAS else None
     skip = tl.load(D_ptr + d, mask=d_mask, other=0.0).to(tl.float32) if HAS_D else None
     # Time-invariant B or C: (D, N), read once as an (N, BLOCK_D) tile.
-    if B_VARYING:
-        B_tile = None
-    else:
-        B_tile = tl.load(B_ptr + n[:, None] * s_B_n + d[None, :] * s_B_b, mask=nd_mask, other=0.0).to(tl.float32)
-    if C_VARYING:
-        C_tile = None
-    else:
-        C_tile = tl.load(C_ptr + n[:, None] * s_C_n + d[None, :] * s_C_b, mask=nd_mask, other=0.0).to(tl.float32)
+    B_tile = None if B_VARYING else load_state_tile(B_ptr, n, d, s_B_n, s_B_b, nd_mask)
+    C_tile = None if C_VARYING else load_state_tile(C_ptr, n, d, s_C_n, s_C_b, nd_mask)
     B_base = B_ptr + batch * s_B_b + (group // B_ratio) * s_B_g
     C_base = C_ptr + batch * s_C_b + (group // C_ratio) * s_C_g
 
     if HAS_INIT:
-        h = tl.load(
-            init_ptr + batch * s_init_b + n[:, None] * s_init_n + d[None, :] * s_init_d, mask=nd_mask, other=0.0
-        ).to(tl.float32)
+        h = load_state_tile(init_ptr + batch * s_init_b, n, d, s_init_n, s_init_d, nd_mask)
     else:
         h = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     # Segment end states and sums of dt: (batch, D, n_seg - 1, N) and (batch, D, n_seg - 1).

@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from ..triton_math import LOG2E
-from .triton_common import load
+from .triton_common import channel_block, load, load_state_tile
 from .triton_fwd import _fwd_delta, _fwd_gate
 
 
@@ -161,27 +161,18 @@ def _fwd_groups_kernel(
     batch = tl.program_id(2).to(tl.int64)
     dim = DG * tl.num_programs(1)
 
-    d_in_group = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    d_mask = d_in_group < DG
-    d = (group * DG + d_in_group).to(tl.int64)
-    n = tl.arange(0, BLOCK_N)
-    n_mask = n < N
-    nd_mask = n_mask[:, None] & d_mask[None, :]
+    d, d_mask, n, n_mask, nd_mask = channel_block(pid_d, group, DG, N, BLOCK_D, BLOCK_N)
     steps = tl.arange(0, STEPS)
     groups = tl.arange(0, GROUPS)
     # Steps of a chunk: group g holds steps g * STEPS .. (g + 1) * STEPS - 1. (STEPS, 1, GROUPS)
     offs = (groups[None, None, :] * STEPS + steps[:, None, None]).to(tl.int64)
     CHUNK: tl.constexpr = STEPS * GROUPS
 
-    A2 = tl.load(A_ptr + n[:, None] * s_A_n + d[None, :] * s_A_d, mask=nd_mask, other=0.0).to(tl.float32) * LOG2E
+    A2 = load_state_tile(A_ptr, n, d, s_A_n, s_A_d, nd_mask) * LOG2E
     bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32)[None, :, None] if HAS_BIAS else None
     skip = tl.load(D_ptr + d, mask=d_mask, other=0.0).to(tl.float32) if HAS_D else None
-    B_tile = None
-    if not B_VARYING:
-        B_tile = tl.load(B_ptr + n[:, None] * s_B_n + d[None, :] * s_B_b, mask=nd_mask, other=0.0).to(tl.float32)
-    C_tile = None
-    if not C_VARYING:
-        C_tile = tl.load(C_ptr + n[:, None] * s_C_n + d[None, :] * s_C_b, mask=nd_mask, other=0.0).to(tl.float32)
+    B_tile = None if B_VARYING else load_state_tile(B_ptr, n, d, s_B_n, s_B_b, nd_mask)
+    C_tile = None if C_VARYING else load_state_tile(C_ptr, n, d, s_C_n, s_C_b, nd_mask)
     B_base = B_ptr + batch * s_B_b + (group // B_ratio) * s_B_g
     C_base = C_ptr + batch * s_C_b + (group // C_ratio) * s_C_g
     row = d[None, :, None]
@@ -192,9 +183,7 @@ def _fwd_groups_kernel(
     state_base = states_ptr + ((batch * dim + d[None, :]) * n_saved) * N + n[:, None]
 
     if HAS_INIT:
-        h = tl.load(
-            init_ptr + batch * s_init_b + n[:, None] * s_init_n + d[None, :] * s_init_d, mask=nd_mask, other=0.0
-        ).to(tl.float32)
+        h = load_state_tile(init_ptr + batch * s_init_b, n, d, s_init_n, s_init_d, nd_mask)
     else:
         h = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     # Carried as (BLOCK_N, BLOCK_D, GROUPS), every group holding it, in the step layout
