@@ -574,12 +574,12 @@ class FwdConfig:
     # split L), and in a split L's first pass.
     fma_exp_steps: int = 0
     first_pass_fma_exp_steps: int = 0
+    # ... for the first half of their states only (in both passes).
+    fma_exp_half: bool = False
     # Chunks of this many groups of `chunk` steps each, the groups over lanes beside the
     # channels (triton_fwd_groups; L is then never split): more programs for the same
     # channels without computing any decay twice. 1: the kernel above.
     time_groups: int = 1
-    # ... for the first half of their states only (in both passes).
-    fma_exp_half: bool = False
 
 
 # A one-warp program walks its channels' sequence (or segment) alone, so the launch needs
