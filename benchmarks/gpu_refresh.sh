@@ -26,12 +26,12 @@
 #   tests_scan  the selective-scan kernel tests at GPU shapes (the two lists together ran
 #               over 500 s on an H200 in one process, mostly compiling kernel variants;
 #               both steps run TEST_WORKERS pytest-xdist workers, default 8)
-#   tuning      scan launch shapes (FWD_CONFIGS, BWD_CONFIGS override scan_tuning.py's lists):
-#               by default each chunk's delta made next to its use ('n') and an iteration
-#               ahead ('a') everywhere, against the default launches (which choose by the
-#               number of programs), and 4-channel forward programs (twice the programs at
-#               the third shape) (SAVE_EVERY: the interval between the states the forward
-#               saves, default 64)
+#   tuning      scan launch shapes (FWD_CONFIGS, BWD_CONFIGS override scan_tuning.py's lists,
+#               TUNING_SHAPES its shapes): by default, at batch 1 and (4, 1536, 16384), a share
+#               of the decays on the FMA pipe ('x', 'xy' in a split forward's first pass, 'e'
+#               in the main pass, 'j', 'jk' in a split backward's first pass) and the forward
+#               in time groups ('2x16x1G', '4x16x1g'), against the default launches
+#               (SAVE_EVERY: the interval between the states the forward saves, default 64)
 #   scan        bench_scan.py, ours against mamba_ssm
 #   scanprofile ncu (counters, clocks left alone) of the scan's forward and backward kernels at
 #               PROFILE_SHAPE (default 8,1536,2048,16), default launches: throughput by unit,
@@ -125,9 +125,11 @@ for step in "$@"; do
             run tests_scan 560 python3 -m pytest -v -p no:cacheprovider -n "${TEST_WORKERS:-8}" \
                 tests/kernels/test_selective_scan_triton.py ;;
         tuning)
+            # shellcheck disable=SC2086  # TUNING_SHAPES: space-separated, one argument each
             run tuning 420 python3 benchmarks/scan_tuning.py \
-                --configs "${FWD_CONFIGS:-auto,auton,autoa,4x16x1pa}" \
-                --bwd-configs "${BWD_CONFIGS:-auto,auton}" --save-every "${SAVE_EVERY:-64}" ;;
+                --shapes ${TUNING_SHAPES:-1,1536,131072,16 4,1536,16384,16} \
+                --configs "${FWD_CONFIGS:-auto,autox,autoxy,autoe,autoxe,2x16x1G,4x16x1g}" \
+                --bwd-configs "${BWD_CONFIGS:-auto,autoj,autojk}" --save-every "${SAVE_EVERY:-64}" ;;
         scan)
             run scan 300 python3 benchmarks/bench_scan.py --impls ours,mamba_ssm ;;
         scanprofile)

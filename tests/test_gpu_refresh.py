@@ -52,6 +52,23 @@ def test_scanprofile_runs_ncu_on_each_scan_kernel_of_one_shape(tmp_path):
         assert "benchmarks/scan_tuning.py --shapes 1,64,512,16 --configs auto --bwd-configs auto --untimed 1" in args
 
 
+def test_tuning_passes_each_shape_as_its_own_argument(tmp_path):
+    """TUNING_SHAPES is space-separated and scan_tuning takes each shape as one argument;
+    the default lists name the candidates of the notes (a stand-in python3 records its
+    arguments, one a line)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text('#!/bin/sh\nfor a in "$@"; do echo "[$a]"; done\n')
+    (bin_dir / "python3").chmod(0o755)
+    out = tmp_path / "out"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "TUNING_SHAPES": "1,64,512,16 2,64,256,16"}
+    result = run(str(out), "tuning", env=env)
+    assert result.returncode == 0, result.stderr
+    args = (out / "tuning.txt").read_text()
+    assert "[--shapes]\n[1,64,512,16]\n[2,64,256,16]\n[--configs]" in args, args
+    assert "[auto,autox,autoxy,autoe,autoxe,2x16x1G,4x16x1g]" in args and "[auto,autoj,autojk]" in args
+
+
 def test_every_step_in_the_header_is_handled():
     text = SCRIPT.read_text()
     header_steps = ["setup", "anchor", "wait", "tests", "tests_scan", "tuning", "scan", "scanprofile", "scanab", "ops",
