@@ -1,7 +1,10 @@
-"""Triton math helpers shared by the kernels: softplus and sigmoid, exact or fast.
+"""Triton math helpers shared by the kernels: softplus and sigmoid, exact or fast, and
+an exp2 that leaves the multi-function unit alone.
 
 The fast forms use the multi-function unit's exp2 and log2 and an approximate division.
 Kernels take them for 16-bit inputs (:func:`fast_math`), whose own rounding is far larger.
+:func:`exp2_fma` computes 2^x with FMAs and integer operations instead, for kernels bound
+by that unit.
 """
 from __future__ import annotations
 

@@ -35,16 +35,21 @@ def test_wait_reads_the_build_log_outside_the_output_folder(tmp_path):
     assert (out / "anchor.txt").read_text() == log.read_text() and "anchor ok" in result.stdout
 
 
+def _run_with_stand_in(tmp_path, step: str, program: str, script: str, **env: str):
+    """Runs ``step`` with a shell script standing in for ``program`` on the PATH; returns
+    (result, OUT_DIR)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / program).write_text(f"#!/bin/sh\n{script}\n")
+    (bin_dir / program).chmod(0o755)
+    out = tmp_path / "out"
+    return run(str(out), step, env={"PATH": f"{bin_dir}:/usr/bin:/bin", **env}), out
+
+
 def test_scanprofile_runs_ncu_on_each_scan_kernel_of_one_shape(tmp_path):
     """Each kernel gets its own ncu run (a stand-in ncu records its arguments here), on the
     shape PROFILE_SHAPE names, its output in OUT_DIR/ncu_fwd.txt and ncu_bwd.txt."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "ncu").write_text('#!/bin/sh\necho "ncu $*"\n')
-    (bin_dir / "ncu").chmod(0o755)
-    out = tmp_path / "out"
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PROFILE_SHAPE": "1,64,512,16"}
-    result = run(str(out), "scanprofile", env=env)
+    result, out = _run_with_stand_in(tmp_path, "scanprofile", "ncu", 'echo "ncu $*"', PROFILE_SHAPE="1,64,512,16")
     assert result.returncode == 0, result.stderr
     for kernel in ("fwd", "bwd"):
         args = (out / f"ncu_{kernel}.txt").read_text()
@@ -56,13 +61,8 @@ def test_tuning_passes_each_shape_as_its_own_argument(tmp_path):
     """TUNING_SHAPES is space-separated and scan_tuning takes each shape as one argument;
     the default lists name the candidates of the notes (a stand-in python3 records its
     arguments, one a line)."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "python3").write_text('#!/bin/sh\nfor a in "$@"; do echo "[$a]"; done\n')
-    (bin_dir / "python3").chmod(0o755)
-    out = tmp_path / "out"
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "TUNING_SHAPES": "1,64,512,16 2,64,256,16"}
-    result = run(str(out), "tuning", env=env)
+    result, out = _run_with_stand_in(tmp_path, "tuning", "python3", 'for a in "$@"; do echo "[$a]"; done',
+                                     TUNING_SHAPES="1,64,512,16 2,64,256,16")
     assert result.returncode == 0, result.stderr
     args = (out / "tuning.txt").read_text()
     assert "[--shapes]\n[1,64,512,16]\n[2,64,256,16]\n[--configs]" in args, args

@@ -18,8 +18,8 @@ def scan_combine(a_left, b_left, a_right, b_right):
 def fma_steps(steps, n, COUNT: tl.constexpr, HALF_STATES: tl.constexpr):
     """Which (step, state) pairs of a chunk's (CHUNK, BLOCK_N, 1) tile take their decays
     off the multi-function unit: those of the last COUNT steps (with HALF_STATES, only
-    their first BLOCK_N / 2 states); None for none. Kernels bound by that unit (one exp2 per (step,
-    state, channel) against a dozen other instructions) hand a share of their
+    their first BLOCK_N / 2 states); None for none. Kernels bound by that unit (one exp2
+    per (step, state, channel) against a dozen other instructions) hand a share of their
     exponentials to the FMA pipe, which has room. The steps and the high bit of the state
     index lie in each thread's registers in the kernels' layouts (a thread's states are
     strided over the lanes that share a channel), so the selection is resolved at compile

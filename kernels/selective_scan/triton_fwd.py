@@ -463,11 +463,6 @@ def scan_fwd(
         assert cfg.first_pass is None or cfg.seg_len % cfg.first_pass[1] == 0, "segments are whole first-pass chunks"
         assert not save or cfg.seg_len % save_every == 0, "segments start at saved states"
         n_seg, seg_steps = cdiv(length, cfg.seg_len), cfg.seg_len
-    if cfg.time_groups > 1:
-        assert n_seg == 1, "time groups replace a split of L"
-        _launch_groups(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, out, final, states,
-                       cfg, groups, dg, save_every // (cfg.chunk * cfg.time_groups) if save else 1)
-        return out, final, states
     if n_seg > 1:
         seg_states = torch.empty((batch, dim, n_seg - 1, n_state), dtype=f32, device=dev)
         seg_dt = torch.empty((batch, dim, n_seg - 1), dtype=f32, device=dev)
@@ -477,6 +472,23 @@ def scan_fwd(
     c_varying, sC = bc_strides(C)
     z_arg = z if z is not None else u
     init_arg = initial_state if initial_state is not None else final
+    if cfg.time_groups > 1:
+        from .triton_fwd_groups import _fwd_groups_kernel
+
+        assert n_seg == 1, "time groups replace a split of L"
+        _fwd_groups_kernel[(cdiv(dg, cfg.block_d), groups, batch)](
+            u, delta, A, B, C, D if D is not None else A, z_arg, delta_bias if delta_bias is not None else A,
+            init_arg, out, final, states,
+            length, n_state, dg, n_saved, group_ratio(B, groups), group_ratio(C, groups),
+            *u.stride(), *delta.stride(), *A.stride(), *sB, *sC, *z_arg.stride(), *init_arg.stride(), *out.stride(),
+            BLOCK_D=cfg.block_d, BLOCK_N=block_n, STEPS=cfg.chunk, GROUPS=cfg.time_groups,
+            SAVE_EVERY=save_every // (cfg.chunk * cfg.time_groups) if save else 1,
+            EVEN_D=dg % cfg.block_d == 0, EVEN_N=n_state == block_n, B_VARYING=b_varying, C_VARYING=c_varying,
+            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+            HAS_INIT=initial_state is not None, SAVE_STATES=save, FAST_MATH=fast_math(u, delta, z),
+            num_warps=cfg.num_warps, maxnreg=cfg.maxnreg,
+        )
+        return out, final, states
 
     # Overlapped (FwdConfig.overlap): the second pass ordered first segment first and,
     # on Hopper and later, launched as a dependent launch of the first.
@@ -514,33 +526,6 @@ def scan_fwd(
         launch(n_seg - 1, first_pass=True)
     launch(n_seg, first_pass=False)
     return out, final, states
-
-
-def _launch_groups(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, out, final, states,
-                   cfg: FwdConfig, groups: int, dg: int, save_chunks: int) -> None:
-    """scan_fwd's launch of the time-groups kernel (triton_fwd_groups): cfg.block_d
-    channels a program, chunks of cfg.time_groups groups of cfg.chunk steps."""
-    from .triton_fwd_groups import _fwd_groups_kernel
-
-    batch, _, length = u.shape
-    n_state = A.shape[1]
-    b_varying, sB = bc_strides(B)
-    c_varying, sC = bc_strides(C)
-    z_arg = z if z is not None else u
-    init_arg = initial_state if initial_state is not None else final
-    n_saved = states.shape[2] if states.dim() == 4 else 0
-    block_n = next_power_of_2(n_state)
-    _fwd_groups_kernel[(cdiv(dg, cfg.block_d), groups, batch)](
-        u, delta, A, B, C, D if D is not None else A, z_arg, delta_bias if delta_bias is not None else A,
-        init_arg, out, final, states,
-        length, n_state, dg, n_saved, group_ratio(B, groups), group_ratio(C, groups),
-        *u.stride(), *delta.stride(), *A.stride(), *sB, *sC, *z_arg.stride(), *init_arg.stride(), *out.stride(),
-        BLOCK_D=cfg.block_d, BLOCK_N=block_n, STEPS=cfg.chunk, GROUPS=cfg.time_groups, SAVE_EVERY=save_chunks,
-        EVEN_D=dg % cfg.block_d == 0, EVEN_N=n_state == block_n, B_VARYING=b_varying, C_VARYING=c_varying,
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-        HAS_INIT=initial_state is not None, SAVE_STATES=n_saved > 0, FAST_MATH=fast_math(u, delta, z),
-        num_warps=cfg.num_warps, maxnreg=cfg.maxnreg,
-    )
 
 
 @dataclasses.dataclass(frozen=True)
