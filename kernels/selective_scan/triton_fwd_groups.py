@@ -28,7 +28,7 @@ import triton.language as tl
 
 from ..triton_math import LOG2E
 from .triton_common import channel_block, load, load_state_tile
-from .triton_fwd import _fwd_delta, _fwd_gate
+from .triton_fwd import _fwd_ahead
 
 
 @triton.jit
@@ -53,18 +53,6 @@ def _groups_load(
 
 
 @triton.jit
-def _groups_prepare(raw_dt, u, z, m3, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_Z: tl.constexpr,
-                    FAST_MATH: tl.constexpr):
-    """delta, delta * u and the gate silu(z) of a chunk's (STEPS, BLOCK_D, GROUPS) tiles,
-    made in their loads' layout (one thread per value)."""
-    dt, dtu = _fwd_delta(raw_dt, u, m3, bias, HAS_BIAS, SOFTPLUS, FAST_MATH)
-    gate = z
-    if HAS_Z:
-        gate = _fwd_gate(z, FAST_MATH)
-    return dt, dtu, gate
-
-
-@triton.jit
 def _groups_chunk(
     h, t, m3, dt, dtu, u, gate, Bt, Ct, steps, groups, A2, skip, B_tile, C_tile, out_base, s_out_l,
     STEPS: tl.constexpr, GROUPS: tl.constexpr, B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
@@ -74,7 +62,8 @@ def _groups_chunk(
     h. h: (BLOCK_N, BLOCK_D, GROUPS), the same state in every group, in the layout of one
     step of the (STEPS, BLOCK_N, BLOCK_D, GROUPS) tiles, as everything below that is not
     a whole tile: Triton's layout pass otherwise picks another layout for the combine
-    and converts every step's values to it. Tiles from _groups_load / _groups_prepare."""
+    and converts every step's values to it. Tiles from _groups_load and
+    triton_fwd._fwd_ahead (delta, delta * u and the gate made in their loads' layout)."""
     u = u.to(tl.float32)
     decay = tl.exp2(dt[:, None, :, :] * A2[None, :, :, None])  # (STEPS, BLOCK_N, BLOCK_D, GROUPS)
     if B_VARYING:
@@ -99,12 +88,11 @@ def _groups_chunk(
     # (sums over the group axis read one group's value in every group's lanes).
     g = groups[None, None, :]
     h_start = h
-    for j in tl.static_range(GROUPS - 1):
+    for j in tl.static_range(GROUPS):
         h = tl.sum(tl.where(g == j, total, 0.0), axis=2)[:, :, None] * h
         h = h + tl.sum(tl.where(g == j, h_end, 0.0), axis=2)[:, :, None]
-        h_start = tl.where(g == j + 1, h, h_start)
-    last = g == GROUPS - 1
-    h = tl.sum(tl.where(last, total, 0.0), axis=2)[:, :, None] * h + tl.sum(tl.where(last, h_end, 0.0), axis=2)[:, :, None]
+        if j + 1 < GROUPS:
+            h_start = tl.where(g == j + 1, h, h_start)
     # 3. Every step's state from the true start, y = C . h.
     hg = h_start
     hs = tl.zeros(decay.shape, dtype=tl.int32)
@@ -201,7 +189,7 @@ def _fwd_groups_kernel(
             offs, m3_full, mbc_full, n, u_base, dt_base, z_base, B_base, C_base,
             s_u_l, s_dt_l, s_z_l, s_B_n, s_B_l, s_C_n, s_C_l, B_VARYING, C_VARYING, HAS_Z,
         )
-        dt_n, dtu_n, gate_n = _groups_prepare(raw, u_n, z_n, m3_full, bias, HAS_BIAS, SOFTPLUS, HAS_Z, FAST_MATH)
+        dt_n, dtu_n, gate_n = _fwd_ahead(raw, u_n, z_n, m3_full, bias, HAS_BIAS, SOFTPLUS, True, HAS_Z, FAST_MATH)
         while chunk < n_full:
             if SAVE_STATES:
                 if chunk % SAVE_EVERY == 0:
@@ -217,7 +205,7 @@ def _fwd_groups_kernel(
                 h, chunk * CHUNK + offs, m3_full, dt_c, dtu_c, u_c, gate_c, B_c, C_c, steps, groups, A2, skip,
                 B_tile, C_tile, out_base, s_out_l, STEPS, GROUPS, B_VARYING, C_VARYING, HAS_D, HAS_Z,
             )
-            dt_n, dtu_n, gate_n = _groups_prepare(raw, u_n, z_n, m3_full, bias, HAS_BIAS, SOFTPLUS, HAS_Z, FAST_MATH)
+            dt_n, dtu_n, gate_n = _fwd_ahead(raw, u_n, z_n, m3_full, bias, HAS_BIAS, SOFTPLUS, True, HAS_Z, FAST_MATH)
             chunk += 1
     if n_full * CHUNK < L:
         # The partial last chunk: padded steps get delta 0 (decay 1, input 0).
@@ -231,7 +219,7 @@ def _fwd_groups_kernel(
             t, m3, mbc, n, u_base, dt_base, z_base, B_base, C_base,
             s_u_l, s_dt_l, s_z_l, s_B_n, s_B_l, s_C_n, s_C_l, B_VARYING, C_VARYING, HAS_Z,
         )
-        dt_c, dtu_c, gate_c = _groups_prepare(raw, u_c, z_c, m3, bias, HAS_BIAS, SOFTPLUS, HAS_Z, FAST_MATH)
+        dt_c, dtu_c, gate_c = _fwd_ahead(raw, u_c, z_c, m3, bias, HAS_BIAS, SOFTPLUS, True, HAS_Z, FAST_MATH)
         h = _groups_chunk(
             h, t, m3, dt_c, dtu_c, u_c, gate_c, B_c, C_c, steps, groups, A2, skip,
             B_tile, C_tile, out_base, s_out_l, STEPS, GROUPS, B_VARYING, C_VARYING, HAS_D, HAS_Z,
